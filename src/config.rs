@@ -1,0 +1,160 @@
+//! Engine configuration and its builder.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
+use crate::engine::Tally;
+use crate::error::{Error, Result};
+use crate::subject::RegTokenResolver;
+
+/// The engine's limits and retention; every field has the SPEC default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Deepest accepted path level, 1..=16 (default 2).
+    pub max_path_depth: usize,
+    /// Most entries in one increment batch (default 1,000).
+    pub max_batch: usize,
+    /// Most registered (class, path) pairs (default 10,000).
+    pub max_registrations: usize,
+    /// Month buckets kept, counting the current month (default 24).
+    pub monthly_retention: u32,
+    /// Day buckets kept, counting today (default 90, at least 7).
+    pub daily_retention: u32,
+    /// How long an issued regToken stays valid (default 1 hour).
+    pub reg_token_ttl: Duration,
+    /// Classes that accept every valid path without registration (default none).
+    pub system_classes: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_path_depth: 2,
+            max_batch: 1000,
+            max_registrations: 10_000,
+            monthly_retention: 24,
+            daily_retention: 90,
+            reg_token_ttl: Duration::from_secs(3600),
+            system_classes: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Checks every limit; the builder calls this.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=16).contains(&self.max_path_depth) {
+            return Err(Error::Config(format!(
+                "max_path_depth must be 1..=16, got {}",
+                self.max_path_depth
+            )));
+        }
+        if self.max_batch == 0 {
+            return Err(Error::Config("max_batch must be at least 1".into()));
+        }
+        if self.monthly_retention == 0 {
+            return Err(Error::Config("monthly_retention must be at least 1".into()));
+        }
+        if self.daily_retention < 7 {
+            return Err(Error::Config(format!(
+                "daily_retention must be at least 7 (last7Days needs them), got {}",
+                self.daily_retention
+            )));
+        }
+        if self.reg_token_ttl.is_zero() {
+            return Err(Error::Config("reg_token_ttl must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Builds a [`Tally`] engine: `Tally::builder()….build()`.
+#[must_use = "a builder does nothing until .build() is called"]
+pub struct Builder {
+    pub(crate) config: Config,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) resolver: Option<Arc<dyn RegTokenResolver>>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            config: Config::default(),
+            clock: Arc::new(SystemClock),
+            resolver: None,
+        }
+    }
+}
+
+impl Builder {
+    /// Starts from a whole [`Config`].
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The clock that dates increments and expires tokens (default: the system clock, UTC).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Deepest accepted path level, 1..=16 (default 2).
+    pub fn max_path_depth(mut self, depth: usize) -> Self {
+        self.config.max_path_depth = depth;
+        self
+    }
+
+    /// Most entries in one increment batch (default 1,000).
+    pub fn max_batch(mut self, entries: usize) -> Self {
+        self.config.max_batch = entries;
+        self
+    }
+
+    /// Most registered (class, path) pairs (default 10,000).
+    pub fn max_registrations(mut self, pairs: usize) -> Self {
+        self.config.max_registrations = pairs;
+        self
+    }
+
+    /// Month buckets kept, counting the current month (default 24).
+    pub fn monthly_retention(mut self, months: u32) -> Self {
+        self.config.monthly_retention = months;
+        self
+    }
+
+    /// Day buckets kept, counting today (default 90, at least 7).
+    pub fn daily_retention(mut self, days: u32) -> Self {
+        self.config.daily_retention = days;
+        self
+    }
+
+    /// How long an issued regToken stays valid (default 1 hour).
+    pub fn reg_token_ttl(mut self, ttl: Duration) -> Self {
+        self.config.reg_token_ttl = ttl;
+        self
+    }
+
+    /// Classes that accept every valid path without registration.
+    pub fn system_classes<I, S>(mut self, classes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.system_classes = classes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Resolves regTokens the engine did not issue, through the host's account system.
+    pub fn reg_token_resolver(mut self, resolver: impl RegTokenResolver) -> Self {
+        self.resolver = Some(Arc::new(resolver));
+        self
+    }
+
+    /// Validates the configuration and builds the engine.
+    pub fn build(self) -> Result<Tally> {
+        self.config.validate()?;
+        Tally::from_builder(self)
+    }
+}

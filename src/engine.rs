@@ -1,0 +1,400 @@
+//! The engine: [`Tally`] ties the registry, the store, the clock and the
+//! regTokens together behind the public API.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::calendar::{END_EVENT_SECS, MIN_EVENT_SECS};
+use crate::clock::Clock;
+use crate::config::{Builder, Config};
+use crate::counter::CounterKey;
+use crate::error::{Error, Result};
+use crate::period::{Amount, Retention};
+use crate::query::{CompiledSelector, CounterRow, Selector, read_rows};
+use crate::registry::{CounterHandle, CounterId, Registry, Targets};
+use crate::store::{OverflowAt, ResolvedEntry, Store};
+use crate::subject::{RegToken, RegTokenResolver, Subject, TokenStore, resolve_subject};
+
+/// One entry of an increment batch: add `count` and `value` to (class, path).
+///
+/// ```
+/// use tally::Increment;
+/// let purchase = Increment::new("_purchases", "/").value(200);
+/// assert_eq!((purchase.count, purchase.value), (1, 200));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Increment<'a> {
+    /// The counter class.
+    pub class: &'a str,
+    /// The counter path, `/` or a registered path.
+    pub path: &'a str,
+    /// How much to add to the count (default 1; negative corrects).
+    pub count: i64,
+    /// How much to add to the value (default 0; negative corrects).
+    pub value: i64,
+}
+
+impl<'a> Increment<'a> {
+    /// An entry counting one action, worth 0.
+    pub fn new(class: &'a str, path: &'a str) -> Self {
+        Increment {
+            class,
+            path,
+            count: 1,
+            value: 0,
+        }
+    }
+
+    /// Sets the count to add.
+    #[must_use]
+    pub fn count(mut self, count: i64) -> Self {
+        self.count = count;
+        self
+    }
+
+    /// Sets the value to add.
+    #[must_use]
+    pub fn value(mut self, value: i64) -> Self {
+        self.value = value;
+        self
+    }
+}
+
+/// The most cells one entry can land in: itself, 15 ancestors and the root.
+const MAX_TARGETS: usize = 17;
+
+/// A copy of an entry's roll-up targets, on the stack.
+#[derive(Clone, Copy)]
+struct TargetBuf {
+    len: usize,
+    ids: [CounterId; MAX_TARGETS],
+}
+
+impl TargetBuf {
+    fn copy_of(targets: &[CounterId]) -> Self {
+        let mut buf = TargetBuf {
+            len: targets.len(),
+            ids: [0; MAX_TARGETS],
+        };
+        buf.ids[..targets.len()].copy_from_slice(targets);
+        buf
+    }
+
+    fn as_slice(&self) -> &[CounterId] {
+        &self.ids[..self.len]
+    }
+}
+
+static NEXT_ENGINE_ID: AtomicU64 = AtomicU64::new(1);
+
+struct Inner {
+    id: u64,
+    config: Config,
+    clock: Arc<dyn Clock>,
+    resolver: Option<Arc<dyn RegTokenResolver>>,
+    retention: Retention,
+    registry: Registry,
+    store: Store,
+    tokens: TokenStore,
+}
+
+/// The counter engine. Cheap to clone (clones share one engine); `Send + Sync`.
+///
+/// See the [crate docs](crate) for an example.
+#[derive(Clone)]
+pub struct Tally {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tally")
+            .field("config", &self.inner.config)
+            .field("subjects", &self.inner.store.subject_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tally {
+    /// A builder with the SPEC defaults: in memory, system clock, depth 2.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    pub(crate) fn from_builder(builder: Builder) -> Result<Tally> {
+        let config = builder.config;
+        let registry = Registry::new(
+            config.max_path_depth,
+            config.max_registrations,
+            &config.system_classes,
+        )?;
+        Ok(Tally {
+            inner: Arc::new(Inner {
+                id: NEXT_ENGINE_ID.fetch_add(1, Ordering::Relaxed),
+                retention: Retention {
+                    months: config.monthly_retention,
+                    days: config.daily_retention,
+                },
+                tokens: TokenStore::new(config.reg_token_ttl),
+                config,
+                clock: builder.clock,
+                resolver: builder.resolver,
+                registry,
+                store: Store::default(),
+            }),
+        })
+    }
+
+    /// The engine's configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The engine clock's current time, Unix milliseconds.
+    pub fn now_millis(&self) -> i64 {
+        self.inner.clock.unix_millis()
+    }
+
+    fn now_secs(&self) -> i64 {
+        self.inner.clock.unix_secs()
+    }
+
+    /// Registers (class, path) pairs: all of them, or none if any is invalid
+    /// (the error names the index) or the registration limit would be
+    /// exceeded. Registering a registered pair again is not an error.
+    pub fn register<I>(&self, counters: I) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: Into<CounterKey>,
+    {
+        let keys: Vec<CounterKey> = counters.into_iter().map(Into::into).collect();
+        self.inner.registry.register(&keys)
+    }
+
+    /// Unregisters (class, path) pairs: they stop accepting increments and
+    /// receiving roll-ups; their data stays readable. Pairs that are not
+    /// registered are ignored; an invalid pair rejects the whole call.
+    pub fn unregister<I>(&self, counters: I) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: Into<CounterKey>,
+    {
+        let keys: Vec<CounterKey> = counters.into_iter().map(Into::into).collect();
+        self.inner.registry.unregister(&keys)
+    }
+
+    /// The registered pairs, sorted by class then path.
+    pub fn registered(&self) -> Vec<CounterKey> {
+        self.inner.registry.registered()
+    }
+
+    /// Resolves (class, path) once into a handle for
+    /// [`Tally::increment_counter`], which then does no string work.
+    pub fn counter(&self, class: &str, path: &str) -> Result<CounterHandle> {
+        let (id, targets, generation) = self.inner.registry.resolve(class, path)?;
+        Ok(CounterHandle {
+            engine: self.inner.id,
+            id,
+            generation,
+            targets,
+        })
+    }
+
+    /// Issues a regToken standing for `uid` for the configured time (1 hour by default).
+    pub fn issue_reg_token(&self, uid: &str) -> Result<RegToken> {
+        self.inner.tokens.issue(uid, self.now_secs())
+    }
+
+    /// The UID a subject stands for: the UID itself, or its regToken's.
+    pub fn resolve_uid(&self, subject: Subject<'_>) -> Result<String> {
+        self.uid_of(subject).map(|uid| uid.into_owned())
+    }
+
+    fn uid_of<'a>(&self, subject: Subject<'a>) -> Result<std::borrow::Cow<'a, str>> {
+        resolve_subject(
+            subject,
+            &self.inner.tokens,
+            self.inner.resolver.as_deref(),
+            self.now_secs(),
+        )
+    }
+
+    /// Increments a batch at the engine clock's time. See [`Tally::increment_at`].
+    pub fn increment<'s>(
+        &self,
+        subject: impl Into<Subject<'s>>,
+        entries: &[Increment<'_>],
+    ) -> Result<()> {
+        self.increment_at(subject, entries, self.now_secs())
+    }
+
+    /// Increments a batch dated `at_unix_secs` (backfill and replay).
+    ///
+    /// The whole batch is validated first — subject, size, every entry's
+    /// class, path and registration, and that no addition overflows — and
+    /// then applied atomically for the subject; a rejected batch changes
+    /// nothing, and its error names the first bad entry.
+    pub fn increment_at<'s>(
+        &self,
+        subject: impl Into<Subject<'s>>,
+        entries: &[Increment<'_>],
+        at_unix_secs: i64,
+    ) -> Result<()> {
+        self.check_batch_len(entries.len())?;
+        let uid = self.uid_of(subject.into())?;
+        check_event_time(at_unix_secs)?;
+        let registry = &self.inner.registry;
+        let resolve = |(index, entry): (usize, &Increment<'_>)| {
+            registry
+                .resolve_with(entry.class, entry.path, |_, targets, _| {
+                    TargetBuf::copy_of(targets)
+                })
+                .map_err(|e| e.at_entry(index))
+        };
+        if let [entry] = entries {
+            let targets = resolve((0, entry))?;
+            let resolved = [ResolvedEntry {
+                targets: targets.as_slice(),
+                amount: amount_of(entry),
+            }];
+            return self.apply(&uid, &resolved, at_unix_secs);
+        }
+        let targets: Vec<TargetBuf> = entries
+            .iter()
+            .enumerate()
+            .map(resolve)
+            .collect::<Result<_>>()?;
+        let resolved: Vec<ResolvedEntry<'_>> = targets
+            .iter()
+            .zip(entries)
+            .map(|(targets, entry)| ResolvedEntry {
+                targets: targets.as_slice(),
+                amount: amount_of(entry),
+            })
+            .collect();
+        self.apply(&uid, &resolved, at_unix_secs)
+    }
+
+    /// The hot path: adds `count` and `value` to a resolved counter at the
+    /// engine clock's time. Incrementing an existing cell allocates nothing.
+    pub fn increment_counter<'s>(
+        &self,
+        subject: impl Into<Subject<'s>>,
+        counter: &CounterHandle,
+        count: i64,
+        value: i64,
+    ) -> Result<()> {
+        self.increment_counter_at(subject, counter, count, value, self.now_secs())
+    }
+
+    /// [`Tally::increment_counter`] dated `at_unix_secs`.
+    pub fn increment_counter_at<'s>(
+        &self,
+        subject: impl Into<Subject<'s>>,
+        counter: &CounterHandle,
+        count: i64,
+        value: i64,
+        at_unix_secs: i64,
+    ) -> Result<()> {
+        if counter.engine != self.inner.id {
+            return Err(Error::ForeignHandle);
+        }
+        let uid = self.uid_of(subject.into())?;
+        check_event_time(at_unix_secs)?;
+        let current: Option<Targets> = self
+            .inner
+            .registry
+            .targets_of(counter)
+            .map_err(|e| e.at_entry(0))?;
+        let targets = current.as_deref().unwrap_or(&counter.targets);
+        let resolved = [ResolvedEntry {
+            targets,
+            amount: Amount { count, value },
+        }];
+        self.apply(&uid, &resolved, at_unix_secs)
+    }
+
+    fn check_batch_len(&self, len: usize) -> Result<()> {
+        if len == 0 {
+            return Err(Error::EmptyBatch);
+        }
+        if len > self.inner.config.max_batch {
+            return Err(Error::BatchTooLarge {
+                len,
+                max: self.inner.config.max_batch,
+            });
+        }
+        Ok(())
+    }
+
+    fn apply(&self, uid: &str, entries: &[ResolvedEntry<'_>], at_secs: i64) -> Result<()> {
+        let horizon = self.inner.retention.horizon(self.now_secs());
+        self.inner
+            .store
+            .apply(uid, entries, at_secs, horizon)
+            .map_err(|overflow| self.overflow_error(overflow))
+    }
+
+    fn overflow_error(&self, overflow: OverflowAt) -> Error {
+        let view = self.inner.registry.view();
+        let (class, path) = view.names(overflow.counter);
+        Error::Overflow {
+            class: class.to_owned(),
+            path: path.to_owned(),
+            field: overflow.field,
+        }
+        .at_entry(overflow.index)
+    }
+
+    /// Reads a subject's counters (SPEC §7). An empty selector list reads
+    /// every counter, period `total`; a subject with no counters yields no rows.
+    ///
+    /// Rows exist only for periods that hold data: a month, day or
+    /// `last7Days` in which the cell received nothing yields no row.
+    pub fn get<'s>(
+        &self,
+        subject: impl Into<Subject<'s>>,
+        selectors: &[Selector],
+    ) -> Result<Vec<CounterRow>> {
+        let uid = self.uid_of(subject.into())?;
+        let max_depth = self.inner.registry.max_depth();
+        let compiled: Vec<CompiledSelector> = if selectors.is_empty() {
+            vec![CompiledSelector::everything()]
+        } else {
+            selectors
+                .iter()
+                .enumerate()
+                .map(|(i, s)| CompiledSelector::compile(s, max_depth).map_err(|e| e.at_entry(i)))
+                .collect::<Result<_>>()?
+        };
+        let now = self.now_secs();
+        let horizon = self.inner.retention.horizon(now);
+        let rows = self.inner.store.read(&uid, |cells| {
+            let view = self.inner.registry.view();
+            read_rows(cells, &view, &compiled, now, horizon)
+        });
+        Ok(rows.unwrap_or_default())
+    }
+
+    /// The number of subjects holding at least one cell.
+    pub fn subject_count(&self) -> usize {
+        self.inner.store.subject_count()
+    }
+}
+
+fn amount_of(entry: &Increment<'_>) -> Amount {
+    Amount {
+        count: entry.count,
+        value: entry.value,
+    }
+}
+
+fn check_event_time(at_unix_secs: i64) -> Result<()> {
+    if (MIN_EVENT_SECS..END_EVENT_SECS).contains(&at_unix_secs) {
+        Ok(())
+    } else {
+        Err(Error::TimestampOutOfRange {
+            unix_secs: at_unix_secs,
+        })
+    }
+}

@@ -1,0 +1,319 @@
+//! The one error type of the crate, and the platform's numeric error codes.
+
+use std::fmt;
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The platform's numeric error codes (SPEC §9).
+///
+/// Every [`Error`] maps to one of these through [`Error::code`]; the REST
+/// layer puts the number in `errorCode`, the message in `errorMessage` and
+/// the error's `Display` text in `errorDetails`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// `0`: success.
+    Ok,
+    /// `400002`: a required parameter is missing.
+    MissingParameter,
+    /// `400004`: a parameter is not in the expected format (malformed JSON).
+    InvalidParameterFormat,
+    /// `400006`: a parameter has an invalid value.
+    InvalidParameterValue,
+    /// `409011`: the counter is not registered.
+    CounterNotRegistered,
+    /// `500001`: a storage or I/O failure.
+    GeneralServerError,
+}
+
+impl ErrorCode {
+    /// The numeric code, e.g. `400006`.
+    pub const fn number(self) -> u32 {
+        match self {
+            ErrorCode::Ok => 0,
+            ErrorCode::MissingParameter => 400_002,
+            ErrorCode::InvalidParameterFormat => 400_004,
+            ErrorCode::InvalidParameterValue => 400_006,
+            ErrorCode::CounterNotRegistered => 409_011,
+            ErrorCode::GeneralServerError => 500_001,
+        }
+    }
+
+    /// The platform's short message for the code, e.g. `Invalid parameter value`.
+    pub const fn message(self) -> &'static str {
+        match self {
+            ErrorCode::Ok => "OK",
+            ErrorCode::MissingParameter => "Missing required parameter",
+            ErrorCode::InvalidParameterFormat => "Invalid parameter format",
+            ErrorCode::InvalidParameterValue => "Invalid parameter value",
+            ErrorCode::CounterNotRegistered => "Counter not registered",
+            ErrorCode::GeneralServerError => "General Server Error",
+        }
+    }
+
+    /// The HTTP status: the first three digits of the code, 200 for success.
+    pub const fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::Ok => 200,
+            other => (other.number() / 1000) as u16,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.number(), self.message())
+    }
+}
+
+/// Which amount of an increment entry an error is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AmountField {
+    /// The `count` field.
+    Count,
+    /// The `value` field.
+    Value,
+}
+
+impl fmt::Display for AmountField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AmountField::Count => "count",
+            AmountField::Value => "value",
+        })
+    }
+}
+
+/// Everything that can go wrong in tally.
+///
+/// Each variant carries what a caller needs to fix the request, and maps to
+/// the platform's numeric code through [`Error::code`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A required parameter or field is missing.
+    #[error("missing required parameter `{name}`")]
+    MissingParameter {
+        /// The parameter or field name, e.g. `UID` or `counters[2].path`.
+        name: String,
+    },
+    /// A parameter is not in the expected format, e.g. malformed JSON.
+    #[error("parameter `{name}` has an invalid format: {reason}")]
+    InvalidFormat {
+        /// The parameter name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A parameter has a value outside what is accepted.
+    #[error("parameter `{name}` has an invalid value: {reason}")]
+    InvalidValue {
+        /// The parameter or field name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A counter class name breaks the class rules (SPEC §3).
+    #[error("invalid class {class:?}: {reason}")]
+    InvalidClass {
+        /// The offending class.
+        class: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// A counter path breaks the path rules (SPEC §2).
+    #[error("invalid path {path:?}: {reason}")]
+    InvalidPath {
+        /// The offending path.
+        path: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// A counter path is deeper than the engine's maximum depth.
+    #[error("path {path:?} is {depth} levels deep; this engine allows at most {max}")]
+    PathTooDeep {
+        /// The offending path.
+        path: String,
+        /// Its level.
+        depth: usize,
+        /// The engine's `max_path_depth`.
+        max: usize,
+    },
+    /// A UID breaks the subject rules (SPEC §8).
+    #[error("invalid UID: {reason}")]
+    InvalidUid {
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// Both a UID and a regToken were given.
+    #[error("give exactly one of UID and regToken, not both")]
+    BothSubjects,
+    /// The regToken is not known to the engine.
+    #[error("unknown regToken")]
+    UnknownRegToken,
+    /// The regToken was issued but has expired.
+    #[error("regToken expired at unix time {expired_at}")]
+    ExpiredRegToken {
+        /// When it expired, Unix seconds.
+        expired_at: i64,
+    },
+    /// An increment batch is empty.
+    #[error("an increment batch needs at least one entry")]
+    EmptyBatch,
+    /// An increment batch has more entries than the engine accepts.
+    #[error("batch of {len} entries exceeds the limit of {max}")]
+    BatchTooLarge {
+        /// Entries in the batch.
+        len: usize,
+        /// The engine's `max_batch`.
+        max: usize,
+    },
+    /// Applying an increment would overflow a stored 64-bit amount.
+    #[error("adding to {field} of ({class}, {path}) would overflow a signed 64-bit integer")]
+    Overflow {
+        /// The counter class.
+        class: String,
+        /// The counter path whose cell would overflow (the entry's own path or one it rolls up to).
+        path: String,
+        /// Which amount overflows.
+        field: AmountField,
+    },
+    /// An event timestamp is outside the supported range (years 2000 to 2099, UTC).
+    #[error("timestamp {unix_secs} is outside the supported range (2000-01-01 to 2099-12-31 UTC)")]
+    TimestampOutOfRange {
+        /// The rejected Unix seconds.
+        unix_secs: i64,
+    },
+    /// A `regex('…')` selector is invalid or too large.
+    #[error("invalid regular expression {pattern:?}: {reason}")]
+    InvalidRegex {
+        /// The expression.
+        pattern: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// A period selector is neither `total`, `last7Days`, `YYMM`, `YYMMDD` nor a regex.
+    #[error("invalid period {period:?}: expected total, last7Days, YYMM, YYMMDD or regex('…')")]
+    InvalidPeriod {
+        /// The rejected period.
+        period: String,
+    },
+    /// Registering would exceed the engine's registration limit.
+    #[error("registering would exceed the limit of {max} registered counters")]
+    TooManyRegistrations {
+        /// The engine's `max_registrations`.
+        max: usize,
+    },
+    /// The class is neither a system class nor registered under any path.
+    #[error("class {class:?} is not known: register a counter of it first")]
+    UnknownClass {
+        /// The class.
+        class: String,
+    },
+    /// The (class, path) counter is not registered.
+    #[error("counter ({class}, {path}) is not registered")]
+    NotRegistered {
+        /// The class.
+        class: String,
+        /// The path.
+        path: String,
+    },
+    /// A handle was resolved by a different engine.
+    #[error("the counter handle belongs to another engine")]
+    ForeignHandle,
+    /// One entry of a batch is bad; the whole batch was rejected.
+    #[error("entry {index}: {source}")]
+    Entry {
+        /// The zero-based index of the first bad entry.
+        index: usize,
+        /// What is wrong with it.
+        source: Box<Error>,
+    },
+    /// The engine configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The operating system could not provide random bytes.
+    #[error("the operating system's random source failed: {0}")]
+    Random(String),
+    /// A storage or I/O failure.
+    #[error("I/O error while {context}: {source}")]
+    Io {
+        /// What the engine was doing.
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// The platform error code this error maps to (SPEC §9).
+    pub fn code(&self) -> ErrorCode {
+        use Error::*;
+        match self {
+            MissingParameter { .. } | EmptyBatch => ErrorCode::MissingParameter,
+            InvalidFormat { .. } => ErrorCode::InvalidParameterFormat,
+            InvalidValue { .. }
+            | InvalidClass { .. }
+            | InvalidPath { .. }
+            | PathTooDeep { .. }
+            | InvalidUid { .. }
+            | BothSubjects
+            | UnknownRegToken
+            | ExpiredRegToken { .. }
+            | BatchTooLarge { .. }
+            | Overflow { .. }
+            | TimestampOutOfRange { .. }
+            | InvalidRegex { .. }
+            | InvalidPeriod { .. }
+            | TooManyRegistrations { .. }
+            | ForeignHandle
+            | Config(_) => ErrorCode::InvalidParameterValue,
+            UnknownClass { .. } | NotRegistered { .. } => ErrorCode::CounterNotRegistered,
+            Entry { source, .. } => source.code(),
+            Random(_) | Io { .. } => ErrorCode::GeneralServerError,
+        }
+    }
+
+    /// Wraps `self` as the error of batch entry `index`.
+    pub(crate) fn at_entry(self, index: usize) -> Error {
+        Error::Entry {
+            index,
+            source: Box::new(self),
+        }
+    }
+
+    /// The innermost error: for [`Error::Entry`], the entry's own error.
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::Entry { source, .. } => source.root(),
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_statuses_follow_the_platform() {
+        assert_eq!(ErrorCode::Ok.http_status(), 200);
+        assert_eq!(ErrorCode::MissingParameter.number(), 400002);
+        assert_eq!(ErrorCode::MissingParameter.http_status(), 400);
+        assert_eq!(ErrorCode::CounterNotRegistered.http_status(), 409);
+        assert_eq!(ErrorCode::GeneralServerError.http_status(), 500);
+    }
+
+    #[test]
+    fn entry_errors_keep_the_inner_code_and_name_the_index() {
+        let e = Error::NotRegistered {
+            class: "c".into(),
+            path: "/x".into(),
+        }
+        .at_entry(3);
+        assert_eq!(e.code(), ErrorCode::CounterNotRegistered);
+        assert!(e.to_string().starts_with("entry 3: "), "{e}");
+        assert!(matches!(e.root(), Error::NotRegistered { .. }));
+    }
+}

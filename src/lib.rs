@@ -1,0 +1,76 @@
+//! # tally
+//!
+//! An embedded, in-process engine for per-user behavioural counters, with
+//! the semantics of a hosted platform's "Signals" counter API: register
+//! (class, path) counters, increment them per user with a count and a value,
+//! read them back per period, and unregister them.
+//!
+//! ```
+//! use tally::{Increment, ManualClock, Selector, Tally};
+//!
+//! # fn main() -> Result<(), tally::Error> {
+//! let clock = ManualClock::new(1_795_780_800); // 2026-11-27 12:00:00 UTC
+//! let engine = Tally::builder().clock(clock.clone()).build()?;
+//! engine.register([("shares", "/news"), ("shares", "/news/sport")])?;
+//!
+//! // "user-1 shared a sport article", twice, then something at the root.
+//! engine.increment("user-1", &[Increment::new("shares", "/news/sport").count(2)])?;
+//! engine.increment("user-1", &[Increment::new("shares", "/")])?;
+//!
+//! // The hot path: resolve once, then increment without string work.
+//! let sport = engine.counter("shares", "/news/sport")?;
+//! engine.increment_counter("user-1", &sport, 1, 0)?;
+//!
+//! let rows = engine.get("user-1", &[Selector::class("shares")])?;
+//! let totals: Vec<(&str, i64)> = rows.iter().map(|r| (r.path.as_str(), r.count)).collect();
+//! // Increments roll up to registered ancestors and always to "/".
+//! assert_eq!(totals, [("/", 4), ("/news", 3), ("/news/sport", 3)]);
+//! assert_eq!(rows[0].last_updated, "2026-11-27 12:00:00Z");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Decisions where the specification is silent
+//!
+//! - Event times must fall in 2000-01-01..2100-01-01 UTC, because period
+//!   keys carry two-digit years; other timestamps are
+//!   [`Error::TimestampOutOfRange`].
+//! - Overflow is checked entry by entry in batch order: entry *i* is
+//!   rejected when adding it, after entries 0..*i*, would overflow a total,
+//!   month or day amount of any cell it lands in.
+//! - Rows exist only for periods holding data: reading a month, a day or
+//!   `last7Days` in which a cell received nothing yields no row for it.
+//!   `last7Days` sums saturate instead of wrapping.
+//! - Rows are sorted by class, then path, then the period's text.
+//! - Unregistering a pair that is not registered is not an error.
+//! - Retention is measured from the engine clock: a backfilled increment
+//!   older than the retention lands in `total` only.
+//! - Expired regTokens are remembered for a day after expiry, so callers
+//!   hear "expired" rather than "unknown".
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod calendar;
+mod clock;
+mod config;
+mod counter;
+mod engine;
+mod error;
+mod path;
+mod period;
+mod query;
+mod registry;
+mod store;
+mod subject;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{Builder, Config};
+pub use counter::{CounterKey, MAX_CLASS_BYTES, validate_class};
+pub use engine::{Increment, Tally};
+pub use error::{AmountField, Error, ErrorCode, Result};
+pub use path::{MAX_PATH_BYTES, ROOT, validate_path};
+pub use period::{DayKey, MonthKey, Period};
+pub use query::{CounterRow, MAX_REGEX_BYTES, Selector};
+pub use registry::CounterHandle;
+pub use subject::{MAX_UID_BYTES, RegToken, RegTokenResolver, Subject, validate_uid};

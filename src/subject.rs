@@ -1,0 +1,244 @@
+//! Subjects (SPEC §8): whose counters — a UID, or a regToken that resolves
+//! to one.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The longest accepted UID, in bytes.
+pub const MAX_UID_BYTES: usize = 256;
+
+/// Whose counters a call is about.
+///
+/// `&str` and `&String` convert into [`Subject::Uid`]; `&RegToken` into
+/// [`Subject::RegToken`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Subject<'a> {
+    /// A user id.
+    Uid(&'a str),
+    /// A registration token issued for a user whose registration is pending.
+    RegToken(&'a str),
+}
+
+impl<'a> From<&'a str> for Subject<'a> {
+    fn from(uid: &'a str) -> Self {
+        Subject::Uid(uid)
+    }
+}
+
+impl<'a> From<&'a String> for Subject<'a> {
+    fn from(uid: &'a String) -> Self {
+        Subject::Uid(uid)
+    }
+}
+
+impl<'a> From<&'a RegToken> for Subject<'a> {
+    fn from(token: &'a RegToken) -> Self {
+        Subject::RegToken(token.as_str())
+    }
+}
+
+/// A registration token: stands for a UID until it expires.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RegToken(String);
+
+impl RegToken {
+    /// The token's text, as clients send it in the `regToken` parameter.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RegToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for RegToken {
+    /// Tokens are credentials: `Debug` does not print them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RegToken(…)")
+    }
+}
+
+/// Resolves regTokens issued by a host's own account system.
+///
+/// Plug one in with [`Builder::reg_token_resolver`](crate::Builder::reg_token_resolver);
+/// the engine asks it about every token it did not issue itself.
+pub trait RegTokenResolver: Send + Sync + 'static {
+    /// The UID the token stands for at `now_secs` (Unix seconds), or
+    /// [`Error::UnknownRegToken`] / [`Error::ExpiredRegToken`].
+    fn resolve(&self, token: &str, now_secs: i64) -> Result<String>;
+}
+
+/// Checks a UID: 1..=256 bytes, no ASCII control characters.
+pub fn validate_uid(uid: &str) -> Result<()> {
+    if uid.is_empty() {
+        return Err(Error::InvalidUid {
+            reason: "a UID must not be empty",
+        });
+    }
+    if uid.len() > MAX_UID_BYTES {
+        return Err(Error::InvalidUid {
+            reason: "a UID must be at most 256 bytes",
+        });
+    }
+    if uid.bytes().any(|b| b.is_ascii_control()) {
+        return Err(Error::InvalidUid {
+            reason: "a UID must not contain control characters",
+        });
+    }
+    Ok(())
+}
+
+/// Expired tokens are remembered this long, so that a late caller hears
+/// "expired" rather than "unknown".
+const EXPIRED_GRACE_SECS: i64 = 24 * 3600;
+
+/// Sweep expired tokens after this many issues.
+const SWEEP_EVERY: u64 = 1024;
+
+/// A token the engine issued: for whom, and until when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct IssuedToken {
+    pub uid: String,
+    pub expires_at: i64,
+}
+
+/// The regTokens this engine issued, looked up by hash in constant time.
+pub(crate) struct TokenStore {
+    tokens: DashMap<Box<str>, IssuedToken>,
+    ttl_secs: i64,
+    issued: AtomicU64,
+}
+
+impl TokenStore {
+    pub(crate) fn new(ttl: Duration) -> Self {
+        TokenStore {
+            tokens: DashMap::new(),
+            ttl_secs: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
+            issued: AtomicU64::new(0),
+        }
+    }
+
+    /// Issues a fresh token for `uid`, valid for the configured time.
+    pub(crate) fn issue(&self, uid: &str, now_secs: i64) -> Result<RegToken> {
+        validate_uid(uid)?;
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).map_err(|e| Error::Random(e.to_string()))?;
+        let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        self.tokens.insert(
+            text.as_str().into(),
+            IssuedToken {
+                uid: uid.to_owned(),
+                expires_at: now_secs.saturating_add(self.ttl_secs),
+            },
+        );
+        if self.issued.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            self.tokens
+                .retain(|_, t| t.expires_at.saturating_add(EXPIRED_GRACE_SECS) > now_secs);
+        }
+        Ok(RegToken(text))
+    }
+
+    /// The UID of an issued token, `Ok(None)` if this store never issued it.
+    pub(crate) fn lookup(&self, token: &str, now_secs: i64) -> Result<Option<String>> {
+        match self.tokens.get(token) {
+            None => Ok(None),
+            Some(t) if t.expires_at <= now_secs => Err(Error::ExpiredRegToken {
+                expired_at: t.expires_at,
+            }),
+            Some(t) => Ok(Some(t.uid.clone())),
+        }
+    }
+}
+
+/// Resolves a subject to a UID: borrowed for a UID, owned for a token.
+pub(crate) fn resolve_subject<'a>(
+    subject: Subject<'a>,
+    tokens: &TokenStore,
+    resolver: Option<&dyn RegTokenResolver>,
+    now_secs: i64,
+) -> Result<Cow<'a, str>> {
+    match subject {
+        Subject::Uid(uid) => {
+            validate_uid(uid)?;
+            Ok(Cow::Borrowed(uid))
+        }
+        Subject::RegToken(token) => {
+            if token.is_empty() {
+                return Err(Error::UnknownRegToken);
+            }
+            if let Some(uid) = tokens.lookup(token, now_secs)? {
+                return Ok(Cow::Owned(uid));
+            }
+            match resolver {
+                Some(resolver) => {
+                    let uid = resolver.resolve(token, now_secs)?;
+                    validate_uid(&uid)?;
+                    Ok(Cow::Owned(uid))
+                }
+                None => Err(Error::UnknownRegToken),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_rules() {
+        assert!(validate_uid("u").is_ok());
+        assert!(validate_uid(&"u".repeat(256)).is_ok());
+        assert!(validate_uid("").is_err());
+        assert!(validate_uid(&"u".repeat(257)).is_err());
+        assert!(validate_uid("a\nb").is_err());
+    }
+
+    #[test]
+    fn tokens_resolve_until_they_expire() {
+        let store = TokenStore::new(Duration::from_secs(3600));
+        let token = store.issue("uid-1", 1000).unwrap();
+        assert_eq!(token.as_str().len(), 32);
+        let subject = Subject::from(&token);
+        assert_eq!(
+            resolve_subject(subject, &store, None, 1000).unwrap(),
+            "uid-1"
+        );
+        assert!(matches!(
+            resolve_subject(subject, &store, None, 4600),
+            Err(Error::ExpiredRegToken { expired_at: 4600 })
+        ));
+        assert!(matches!(
+            resolve_subject(Subject::RegToken("nope"), &store, None, 1000),
+            Err(Error::UnknownRegToken)
+        ));
+        assert_ne!(store.issue("uid-1", 1000).unwrap(), token);
+    }
+
+    #[test]
+    fn a_host_resolver_answers_for_foreign_tokens() {
+        struct Host;
+        impl RegTokenResolver for Host {
+            fn resolve(&self, token: &str, _now: i64) -> Result<String> {
+                match token {
+                    "host-token" => Ok("uid-9".into()),
+                    _ => Err(Error::UnknownRegToken),
+                }
+            }
+        }
+        let store = TokenStore::new(Duration::from_secs(3600));
+        let uid = resolve_subject(Subject::RegToken("host-token"), &store, Some(&Host), 0).unwrap();
+        assert_eq!(uid, "uid-9");
+    }
+}
