@@ -8,7 +8,11 @@ use tally::{Increment, Selector, Tally};
 
 fn main() -> Result<(), tally::Error> {
     let engine = Tally::builder().build()?;
-    engine.register([("shares", "/news"), ("shares", "/news/sport"), ("_purchases", "/")])?;
+    engine.register([
+        ("shares", "/news"),
+        ("shares", "/news/sport"),
+        ("_purchases", "/"),
+    ])?;
 
     // A batch is all-or-nothing: every entry is checked before any applies.
     engine.increment(
@@ -26,10 +30,15 @@ fn main() -> Result<(), tally::Error> {
         engine.increment_counter("user-1", &sport, 1, 0)?;
     }
 
-    println!("{:<12} {:<12} {:<10} {:>5} {:>6}  lastUpdated", "class", "path", "period", "count", "value");
+    println!(
+        "{:<12} {:<12} {:<10} {:>5} {:>6}  lastUpdated",
+        "class", "path", "period", "count", "value"
+    );
     let selectors = [
         Selector::class("shares"),
-        Selector::class("shares").path("/news/sport").period("last7Days"),
+        Selector::class("shares")
+            .path("/news/sport")
+            .period("last7Days"),
         Selector::class("_purchases"),
     ];
     for row in engine.get("user-1", &selectors)? {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::clock::{Clock, SystemClock};
 use crate::engine::Tally;
 use crate::error::{Error, Result};
+use crate::persist::Durability;
 use crate::subject::RegTokenResolver;
 
 /// The engine's limits and retention; every field has the SPEC default.
@@ -73,6 +74,9 @@ impl Config {
 #[must_use = "a builder does nothing until .build() is called"]
 pub struct Builder {
     pub(crate) config: Config,
+    pub(crate) data_dir: Option<std::path::PathBuf>,
+    pub(crate) durability: Durability,
+    pub(crate) snapshot_interval: Option<Duration>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) resolver: Option<Arc<dyn RegTokenResolver>>,
 }
@@ -81,6 +85,9 @@ impl Default for Builder {
     fn default() -> Self {
         Builder {
             config: Config::default(),
+            data_dir: None,
+            durability: Durability::default(),
+            snapshot_interval: None,
             clock: Arc::new(SystemClock),
             resolver: None,
         }
@@ -149,6 +156,26 @@ impl Builder {
     /// Resolves regTokens the engine did not issue, through the host's account system.
     pub fn reg_token_resolver(mut self, resolver: impl RegTokenResolver) -> Self {
         self.resolver = Some(Arc::new(resolver));
+        self
+    }
+
+    /// Keeps the engine's data in `dir` (created if missing, recovered if
+    /// not). Without a data directory the engine lives in memory only.
+    pub fn data_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// How writes are made durable (default `Interval(1 s)`); needs a data directory.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Writes a snapshot in the background this often (default: only on
+    /// request and on close); needs a data directory.
+    pub fn snapshot_interval(mut self, interval: Duration) -> Self {
+        self.snapshot_interval = Some(interval);
         self
     }
 

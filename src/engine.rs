@@ -10,9 +10,10 @@ use crate::config::{Builder, Config};
 use crate::counter::CounterKey;
 use crate::error::{Error, Result};
 use crate::period::{Amount, Retention};
+use crate::persist::{Durability, RecordRef, RecoveryReport, SnapshotSummary, Storage};
 use crate::query::{CompiledSelector, CounterRow, Selector, read_rows};
-use crate::registry::{CounterHandle, CounterId, Registry, Targets};
-use crate::store::{OverflowAt, ResolvedEntry, Store};
+use crate::registry::{CounterHandle, CounterId, Registry, RegistryChange, Targets};
+use crate::store::{ApplyError, OverflowAt, ResolvedEntry, Store};
 use crate::subject::{RegToken, RegTokenResolver, Subject, TokenStore, resolve_subject};
 
 /// One entry of an increment batch: add `count` and `value` to (class, path).
@@ -89,6 +90,10 @@ static NEXT_ENGINE_ID: AtomicU64 = AtomicU64::new(1);
 
 struct Inner {
     id: u64,
+    /// The data directory, when the engine is durable.
+    storage: Option<Storage>,
+    /// Dropping it stops the background snapshot thread.
+    _snapshot_timer: Option<crossbeam::channel::Sender<()>>,
     config: Config,
     clock: Arc<dyn Clock>,
     resolver: Option<Arc<dyn RegTokenResolver>>,
@@ -123,26 +128,141 @@ impl Tally {
 
     pub(crate) fn from_builder(builder: Builder) -> Result<Tally> {
         let config = builder.config;
-        let registry = Registry::new(
-            config.max_path_depth,
-            config.max_registrations,
-            &config.system_classes,
-        )?;
-        Ok(Tally {
+        let retention = Retention {
+            months: config.monthly_retention,
+            days: config.daily_retention,
+        };
+        let fresh = || {
+            (
+                Registry::new(config.max_path_depth, config.max_registrations),
+                Store::default(),
+                TokenStore::new(config.reg_token_ttl),
+            )
+        };
+        let now = builder.clock.unix_secs();
+        let (storage, registry, store, tokens) = match &builder.data_dir {
+            None => {
+                let (registry, store, tokens) = fresh();
+                (None, registry, store, tokens)
+            }
+            Some(dir) => {
+                let (storage, recovered) =
+                    Storage::open(dir, builder.durability, now, retention.horizon(now), &fresh)?;
+                (
+                    Some(storage),
+                    recovered.registry,
+                    recovered.store,
+                    recovered.tokens,
+                )
+            }
+        };
+        let (timer, timer_rx) = match (builder.snapshot_interval, &storage) {
+            (Some(interval), Some(_)) => {
+                let (tx, rx) = crossbeam::channel::bounded::<()>(1);
+                (Some(tx), Some((interval, rx)))
+            }
+            _ => (None, None),
+        };
+        let engine = Tally {
             inner: Arc::new(Inner {
                 id: NEXT_ENGINE_ID.fetch_add(1, Ordering::Relaxed),
-                retention: Retention {
-                    months: config.monthly_retention,
-                    days: config.daily_retention,
-                },
-                tokens: TokenStore::new(config.reg_token_ttl),
-                config,
+                storage,
+                _snapshot_timer: timer,
+                retention,
+                tokens,
                 clock: builder.clock,
                 resolver: builder.resolver,
                 registry,
-                store: Store::default(),
+                store,
+                config,
             }),
-        })
+        };
+        engine
+            .inner
+            .registry
+            .ensure_system_classes(&engine.inner.config.system_classes, &|changes| {
+                engine.log_registry(changes)
+            })?;
+        if let Some(storage) = &engine.inner.storage {
+            // Without a log, what was just replayed lives only in memory
+            // until a snapshot holds it.
+            if storage.wal().is_none() && !storage.report().segments.is_empty() {
+                engine.snapshot()?;
+            }
+        }
+        if let Some((interval, stop)) = timer_rx {
+            engine.spawn_snapshot_timer(interval, stop)?;
+        }
+        Ok(engine)
+    }
+
+    fn spawn_snapshot_timer(
+        &self,
+        interval: std::time::Duration,
+        stop: crossbeam::channel::Receiver<()>,
+    ) -> Result<()> {
+        let weak = Arc::downgrade(&self.inner);
+        std::thread::Builder::new()
+            .name("tally-snapshots".into())
+            .spawn(move || {
+                while let Err(crossbeam::channel::RecvTimeoutError::Timeout) =
+                    stop.recv_timeout(interval)
+                {
+                    let Some(inner) = weak.upgrade() else { return };
+                    // A failed background snapshot leaves the log in place;
+                    // the next one (or close) tries again.
+                    let _ = (Tally { inner }).snapshot();
+                }
+            })
+            .map_err(|e| Error::io("starting the snapshot thread", e))?;
+        Ok(())
+    }
+
+    fn log_registry(&self, changes: &[RegistryChange]) -> Result<()> {
+        match &self.inner.storage {
+            Some(storage) => storage.log(|_| RecordRef::Registry(changes)).map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes a snapshot of the whole engine now, while writers keep
+    /// running, and drops the log and snapshots it makes obsolete.
+    ///
+    /// Fails with [`Error::Config`] on an in-memory engine.
+    pub fn snapshot(&self) -> Result<SnapshotSummary> {
+        let storage = self.storage()?;
+        storage.snapshot(
+            self.now_millis(),
+            &self.inner.registry,
+            &self.inner.store,
+            &self.inner.tokens,
+        )
+    }
+
+    /// Syncs the log and writes a final snapshot. Dropping the last clone
+    /// of a durable engine does the same, ignoring errors.
+    pub fn close(&self) -> Result<()> {
+        let storage = self.storage()?;
+        storage.close()?;
+        self.snapshot().map(drop)
+    }
+
+    /// What recovery loaded, replayed and cut when the engine opened;
+    /// `None` for an in-memory engine.
+    pub fn recovery_report(&self) -> Option<&RecoveryReport> {
+        self.inner.storage.as_ref().map(Storage::report)
+    }
+
+    /// The data directory, if the engine is durable.
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.inner.storage.as_ref().map(Storage::dir)
+    }
+
+    fn storage(&self) -> Result<&Storage> {
+        self.inner
+            .storage
+            .as_ref()
+            .ok_or_else(|| Error::Config("the engine has no data directory".into()))
     }
 
     /// The engine's configuration.
@@ -168,7 +288,9 @@ impl Tally {
         I::Item: Into<CounterKey>,
     {
         let keys: Vec<CounterKey> = counters.into_iter().map(Into::into).collect();
-        self.inner.registry.register(&keys)
+        self.inner
+            .registry
+            .register(&keys, &|c| self.log_registry(c))
     }
 
     /// Unregisters (class, path) pairs: they stop accepting increments and
@@ -180,7 +302,9 @@ impl Tally {
         I::Item: Into<CounterKey>,
     {
         let keys: Vec<CounterKey> = counters.into_iter().map(Into::into).collect();
-        self.inner.registry.unregister(&keys)
+        self.inner
+            .registry
+            .unregister(&keys, &|c| self.log_registry(c))
     }
 
     /// The registered pairs, sorted by class then path.
@@ -191,7 +315,10 @@ impl Tally {
     /// Resolves (class, path) once into a handle for
     /// [`Tally::increment_counter`], which then does no string work.
     pub fn counter(&self, class: &str, path: &str) -> Result<CounterHandle> {
-        let (id, targets, generation) = self.inner.registry.resolve(class, path)?;
+        let (id, targets, generation) = self
+            .inner
+            .registry
+            .resolve(class, path, &|c| self.log_registry(c))?;
         Ok(CounterHandle {
             engine: self.inner.id,
             id,
@@ -202,7 +329,20 @@ impl Tally {
 
     /// Issues a regToken standing for `uid` for the configured time (1 hour by default).
     pub fn issue_reg_token(&self, uid: &str) -> Result<RegToken> {
-        self.inner.tokens.issue(uid, self.now_secs())
+        self.inner
+            .tokens
+            .issue(uid, self.now_secs(), |token, issued| {
+                match &self.inner.storage {
+                    Some(storage) => storage
+                        .log(|_| RecordRef::Token {
+                            token,
+                            uid: &issued.uid,
+                            expires_at: issued.expires_at,
+                        })
+                        .map(drop),
+                    None => Ok(()),
+                }
+            })
     }
 
     /// The UID a subject stands for: the UID itself, or its regToken's.
@@ -246,9 +386,12 @@ impl Tally {
         let registry = &self.inner.registry;
         let resolve = |(index, entry): (usize, &Increment<'_>)| {
             registry
-                .resolve_with(entry.class, entry.path, |_, targets, _| {
-                    TargetBuf::copy_of(targets)
-                })
+                .resolve_with(
+                    entry.class,
+                    entry.path,
+                    &|c| self.log_registry(c),
+                    |_, targets, _| TargetBuf::copy_of(targets),
+                )
                 .map_err(|e| e.at_entry(index))
         };
         if let [entry] = entries {
@@ -329,10 +472,36 @@ impl Tally {
 
     fn apply(&self, uid: &str, entries: &[ResolvedEntry<'_>], at_secs: i64) -> Result<()> {
         let horizon = self.inner.retention.horizon(self.now_secs());
+        let wal = self.inner.storage.as_ref().and_then(Storage::wal);
+        // The batch is appended under the subject's lock (so the log holds
+        // each subject's batches in order), but synced after it is released.
+        let mut logged_end = None;
+        let log = |entries: &[ResolvedEntry<'_>]| match wal {
+            None => Ok(0),
+            Some(wal) => {
+                let (lsn, end) = wal.append(|lsn| RecordRef::Increment {
+                    lsn,
+                    uid,
+                    at: at_secs,
+                    entries,
+                })?;
+                logged_end = Some(end);
+                Ok(lsn)
+            }
+        };
         self.inner
             .store
-            .apply(uid, entries, at_secs, horizon)
-            .map_err(|overflow| self.overflow_error(overflow))
+            .apply(uid, entries, at_secs, horizon, log)
+            .map_err(|error| match error {
+                ApplyError::Overflow(overflow) => self.overflow_error(overflow),
+                ApplyError::Log(error) => error,
+            })?;
+        match (wal, logged_end) {
+            (Some(wal), Some(end)) if wal.durability() == Durability::Always => {
+                wal.wait_durable(end)
+            }
+            _ => Ok(()),
+        }
     }
 
     fn overflow_error(&self, overflow: OverflowAt) -> Error {
@@ -396,5 +565,22 @@ fn check_event_time(at_unix_secs: i64) -> Result<()> {
         Err(Error::TimestampOutOfRange {
             unix_secs: at_unix_secs,
         })
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(storage) = &self.storage {
+            // Best effort: errors cannot be reported from drop; the log
+            // (unless durability is Never) already holds every write.
+            if storage.close().is_ok() {
+                let _ = storage.snapshot(
+                    self.clock.unix_millis(),
+                    &self.registry,
+                    &self.store,
+                    &self.tokens,
+                );
+            }
+        }
     }
 }

@@ -236,6 +236,29 @@ pub enum Error {
     /// The operating system could not provide random bytes.
     #[error("the operating system's random source failed: {0}")]
     Random(String),
+    /// A data file is damaged in a way recovery must not paper over.
+    #[error("corrupt data file {file} at byte {offset}: {reason}")]
+    Corrupt {
+        /// The damaged file.
+        file: std::path::PathBuf,
+        /// Where the damage starts.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An earlier write or sync of the log failed, so the engine refuses
+    /// writes rather than acknowledge what it cannot persist.
+    #[error("the engine refuses writes after a failed log write or sync: {reason}")]
+    Poisoned {
+        /// The first failure.
+        reason: String,
+    },
+    /// Another process (or engine) has the data directory open.
+    #[error("data directory {dir} is locked by another engine")]
+    Locked {
+        /// The directory.
+        dir: std::path::PathBuf,
+    },
     /// A storage or I/O failure.
     #[error("I/O error while {context}: {source}")]
     Io {
@@ -271,7 +294,9 @@ impl Error {
             | Config(_) => ErrorCode::InvalidParameterValue,
             UnknownClass { .. } | NotRegistered { .. } => ErrorCode::CounterNotRegistered,
             Entry { source, .. } => source.code(),
-            Random(_) | Io { .. } => ErrorCode::GeneralServerError,
+            Random(_) | Io { .. } | Corrupt { .. } | Poisoned { .. } | Locked { .. } => {
+                ErrorCode::GeneralServerError
+            }
         }
     }
 
@@ -280,6 +305,14 @@ impl Error {
         Error::Entry {
             index,
             source: Box::new(self),
+        }
+    }
+
+    /// An I/O error with what the engine was doing.
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
         }
     }
 

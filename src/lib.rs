@@ -59,8 +59,10 @@ mod engine;
 mod error;
 mod path;
 mod period;
+mod persist;
 mod query;
 mod registry;
+pub mod rest;
 mod store;
 mod subject;
 
@@ -71,6 +73,7 @@ pub use engine::{Increment, Tally};
 pub use error::{AmountField, Error, ErrorCode, Result};
 pub use path::{MAX_PATH_BYTES, ROOT, validate_path};
 pub use period::{DayKey, MonthKey, Period};
+pub use persist::{Durability, RecoveryReport, SnapshotSummary};
 pub use query::{CounterRow, MAX_REGEX_BYTES, Selector};
 pub use registry::CounterHandle;
 pub use subject::{MAX_UID_BYTES, RegToken, RegTokenResolver, Subject, validate_uid};

@@ -141,7 +141,7 @@ impl Retention {
 }
 
 /// A count and a value.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Amount {
     pub count: i64,
     pub value: i64,
@@ -170,7 +170,7 @@ impl Amount {
 const MONTH_TAG: u32 = 1 << 31;
 
 /// One month or day bucket of a cell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Bucket {
     /// A day number, or a month index with [`MONTH_TAG`] set.
     key: u32,
@@ -183,7 +183,7 @@ pub(crate) struct Bucket {
 ///
 /// Buckets are kept sorted by key, newest first, months before days, and
 /// only for periods that received an increment.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Cell {
     total: Amount,
     last_updated: i64,
@@ -198,6 +198,13 @@ pub(crate) struct PeriodReading {
 }
 
 impl Cell {
+    /// Whether a decoded cell keeps the invariants: buckets strictly
+    /// descending by key (so lookups work) and `lastUpdated` in range.
+    pub(crate) fn is_well_formed(&self) -> bool {
+        self.buckets.windows(2).all(|w| w[0].key > w[1].key)
+            && (0..crate::calendar::END_EVENT_SECS).contains(&self.last_updated)
+    }
+
     fn position(&self, key: u32) -> std::result::Result<usize, usize> {
         self.buckets.binary_search_by(|b| key.cmp(&b.key))
     }
@@ -308,22 +315,24 @@ impl Cell {
                 let first = today.saturating_sub(6);
                 let mut found = None::<PeriodReading>;
                 for reading in self.periods(horizon) {
-                    if let Period::Day(DayKey(day)) = reading.period {
-                        if (first..=today).contains(&day) {
-                            let sum = found.get_or_insert(PeriodReading {
-                                period: Period::Last7Days,
-                                amount: Amount::default(),
-                                last_updated: i64::MIN,
-                            });
-                            // Partial sums can exceed i64 even when the total
-                            // does not (corrections); saturate rather than wrap.
-                            sum.amount = Amount {
-                                count: sum.amount.count.saturating_add(reading.amount.count),
-                                value: sum.amount.value.saturating_add(reading.amount.value),
-                            };
-                            sum.last_updated = sum.last_updated.max(reading.last_updated);
-                        }
+                    let Period::Day(DayKey(day)) = reading.period else {
+                        continue;
+                    };
+                    if !(first..=today).contains(&day) {
+                        continue;
                     }
+                    let sum = found.get_or_insert(PeriodReading {
+                        period: Period::Last7Days,
+                        amount: Amount::default(),
+                        last_updated: i64::MIN,
+                    });
+                    // Partial sums can exceed i64 even when the total does
+                    // not (corrections); saturate rather than wrap.
+                    sum.amount = Amount {
+                        count: sum.amount.count.saturating_add(reading.amount.count),
+                        value: sum.amount.value.saturating_add(reading.amount.value),
+                    };
+                    sum.last_updated = sum.last_updated.max(reading.last_updated);
                 }
                 found
             }

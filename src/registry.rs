@@ -98,25 +98,72 @@ impl RegistryView<'_> {
     }
 }
 
+/// One change to the registry, as logged and replayed: replaying the
+/// changes in order rebuilds the registry with the same counter ids.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) enum RegistryChange {
+    /// A counter came into existence with this id (the next free one).
+    Created {
+        /// Its id.
+        id: CounterId,
+        /// Its class.
+        class: String,
+        /// Its path.
+        path: String,
+    },
+    /// A counter was registered or unregistered.
+    Registered {
+        /// Its id.
+        id: CounterId,
+        /// Whether it is now registered.
+        registered: bool,
+    },
+}
+
+/// Records registry changes durably before they take effect; an error
+/// cancels the change.
+pub(crate) type ChangeLog<'a> = &'a dyn Fn(&[RegistryChange]) -> Result<()>;
+
+/// A [`ChangeLog`] that records nothing.
+#[cfg(test)]
+pub(crate) fn no_change_log(_: &[RegistryChange]) -> Result<()> {
+    Ok(())
+}
+
 impl Registry {
-    pub(crate) fn new(
-        max_depth: usize,
-        max_registrations: usize,
-        system_classes: &[String],
-    ) -> Result<Self> {
-        let mut state = State::default();
-        for class in system_classes {
-            validate_class(class)?;
-            let id = state.class_id_or_insert(class);
-            state.classes[id as usize].system = true;
-            state.refresh_targets(id);
-        }
-        Ok(Registry {
+    /// An empty registry; call [`Registry::ensure_system_classes`] once any
+    /// persisted state has been restored.
+    pub(crate) fn new(max_depth: usize, max_registrations: usize) -> Self {
+        Registry {
             generation: AtomicU64::new(0),
-            state: RwLock::new(state),
+            state: RwLock::new(State::default()),
             max_depth,
             max_registrations,
-        })
+        }
+    }
+
+    /// Marks the configured system classes, creating (and logging) their roots if new.
+    pub(crate) fn ensure_system_classes(
+        &self,
+        classes: &[String],
+        log: ChangeLog<'_>,
+    ) -> Result<()> {
+        for class in classes {
+            validate_class(class)?;
+        }
+        let mut state = self.state.write();
+        let mut plan = Plan::new(&state);
+        for class in classes {
+            plan.counter(&state, class, ROOT);
+        }
+        log(&plan.changes)?;
+        state.apply_all(&plan.changes);
+        for class in classes {
+            let id = state.class_ids[class.as_str()];
+            state.classes[id as usize].system = true;
+        }
+        self.refresh_all(&mut state);
+        Ok(())
     }
 
     pub(crate) fn max_depth(&self) -> usize {
@@ -138,8 +185,9 @@ impl Registry {
         Ok(())
     }
 
-    /// Registers every pair, or none if any is invalid or the limit would be exceeded.
-    pub(crate) fn register(&self, keys: &[CounterKey]) -> Result<()> {
+    /// Registers every pair, or none if any is invalid, the limit would be
+    /// exceeded, or the change cannot be logged.
+    pub(crate) fn register(&self, keys: &[CounterKey], log: ChangeLog<'_>) -> Result<()> {
         for (index, key) in keys.iter().enumerate() {
             self.validate(key).map_err(|e| e.at_entry(index))?;
         }
@@ -155,51 +203,89 @@ impl Registry {
                 max: self.max_registrations,
             });
         }
-        let mut touched = Vec::new();
+        let mut plan = Plan::new(&state);
         for key in new_pairs {
-            let class = state.class_id_or_insert(&key.class);
-            let id = state.counter_id_or_insert(class, &key.path);
-            state.counters[id as usize].registered = true;
-            state.classes[class as usize].registrations += 1;
-            state.registered += 1;
-            touched.push(class);
+            let id = plan.counter(&state, &key.class, &key.path);
+            plan.changes.push(RegistryChange::Registered {
+                id,
+                registered: true,
+            });
         }
-        self.refresh(&mut state, touched);
-        Ok(())
+        self.commit(&mut state, plan, log)
     }
 
-    /// Unregisters every pair (pairs not registered are ignored), or none if any is invalid.
-    pub(crate) fn unregister(&self, keys: &[CounterKey]) -> Result<()> {
+    /// Unregisters every pair (pairs not registered are ignored), or none
+    /// if any is invalid or the change cannot be logged.
+    pub(crate) fn unregister(&self, keys: &[CounterKey], log: ChangeLog<'_>) -> Result<()> {
         for (index, key) in keys.iter().enumerate() {
             self.validate(key).map_err(|e| e.at_entry(index))?;
         }
         let mut state = self.state.write();
-        let mut touched = Vec::new();
-        for key in keys {
-            let Some(id) = state.counter_id(&key.class, &key.path) else {
-                continue;
-            };
-            let counter = &mut state.counters[id as usize];
-            if !counter.registered {
-                continue;
-            }
-            counter.registered = false;
-            let class = counter.class;
-            state.classes[class as usize].registrations -= 1;
-            state.registered -= 1;
-            touched.push(class);
+        let mut ids: Vec<CounterId> = keys
+            .iter()
+            .filter_map(|key| state.counter_id(&key.class, &key.path))
+            .filter(|&id| state.counters[id as usize].registered)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut plan = Plan::new(&state);
+        plan.changes
+            .extend(ids.into_iter().map(|id| RegistryChange::Registered {
+                id,
+                registered: false,
+            }));
+        self.commit(&mut state, plan, log)
+    }
+
+    fn commit(&self, state: &mut State, plan: Plan, log: ChangeLog<'_>) -> Result<()> {
+        if plan.changes.is_empty() {
+            return Ok(());
         }
-        self.refresh(&mut state, touched);
+        log(&plan.changes)?;
+        state.apply_all(&plan.changes);
+        self.refresh_all(state);
         Ok(())
     }
 
-    fn refresh(&self, state: &mut State, mut classes: Vec<u32>) {
-        if classes.is_empty() {
-            return;
+    /// Replays logged or snapshotted changes; they must fit the registry
+    /// as it stands (ids in sequence), else the input is corrupt.
+    pub(crate) fn replay(&self, changes: &[RegistryChange]) -> std::result::Result<(), String> {
+        let mut state = self.state.write();
+        for change in changes {
+            state.replay(change, self.max_depth)?;
         }
-        classes.sort_unstable();
-        classes.dedup();
-        for class in classes {
+        self.refresh_all(&mut state);
+        Ok(())
+    }
+
+    /// The whole registry as changes that rebuild it: for snapshots.
+    pub(crate) fn image(&self) -> Vec<RegistryChange> {
+        let state = self.state.read();
+        let mut changes = Vec::with_capacity(state.counters.len() * 2);
+        for (id, counter) in state.counters.iter().enumerate() {
+            let id = id as CounterId;
+            changes.push(RegistryChange::Created {
+                id,
+                class: state.classes[counter.class as usize].name.to_string(),
+                path: counter.path.to_string(),
+            });
+            if counter.registered {
+                changes.push(RegistryChange::Registered {
+                    id,
+                    registered: true,
+                });
+            }
+        }
+        changes
+    }
+
+    /// The number of counters that exist (registered or not).
+    pub(crate) fn counter_count(&self) -> usize {
+        self.state.read().counters.len()
+    }
+
+    fn refresh_all(&self, state: &mut State) {
+        for class in 0..state.classes.len() as u32 {
             state.refresh_targets(class);
         }
         self.generation.fetch_add(1, Ordering::AcqRel);
@@ -226,6 +312,7 @@ impl Registry {
         &self,
         class: &str,
         path: &str,
+        log: ChangeLog<'_>,
         found: impl FnOnce(CounterId, &Targets, u64) -> R,
     ) -> Result<R> {
         validate_class(class)?;
@@ -241,23 +328,30 @@ impl Registry {
         // A system class accepts every valid path: create the counter and its
         // ancestors on first use.
         let mut state = self.state.write();
-        let class_id = state.class_ids[class];
-        state.counter_id_or_insert(class_id, path);
-        for ancestor in ancestors(path) {
-            state.counter_id_or_insert(class_id, ancestor);
+        let mut plan = Plan::new(&state);
+        for ancestor in ancestors(path).collect::<Vec<_>>().into_iter().rev() {
+            plan.counter(&state, class, ancestor);
         }
-        state.refresh_targets(class_id);
-        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        plan.counter(&state, class, path);
+        self.commit(&mut state, plan, log)?;
         match state.accepting(class, path) {
-            Lookup::Accepting(id, targets) => Ok(found(id, targets, generation)),
+            Lookup::Accepting(id, targets) => Ok(found(id, targets, self.generation())),
             Lookup::Rejected(error) => Err(error),
-            Lookup::SystemPathMissing => unreachable!("system path was just created"),
+            Lookup::SystemPathMissing => Err(Error::NotRegistered {
+                class: class.to_owned(),
+                path: path.to_owned(),
+            }),
         }
     }
 
     /// [`Registry::resolve_with`], keeping a clone of the targets.
-    pub(crate) fn resolve(&self, class: &str, path: &str) -> Result<(CounterId, Targets, u64)> {
-        self.resolve_with(class, path, |id, targets, generation| {
+    pub(crate) fn resolve(
+        &self,
+        class: &str,
+        path: &str,
+        log: ChangeLog<'_>,
+    ) -> Result<(CounterId, Targets, u64)> {
+        self.resolve_with(class, path, log, |id, targets, generation| {
             (id, targets.clone(), generation)
         })
     }
@@ -278,6 +372,47 @@ impl Registry {
     }
 }
 
+/// Changes planned under the write lock, before they are logged and applied.
+struct Plan {
+    changes: Vec<RegistryChange>,
+    next_id: CounterId,
+    planned: HashMap<(String, String), CounterId>,
+}
+
+impl Plan {
+    fn new(state: &State) -> Plan {
+        Plan {
+            changes: Vec::new(),
+            next_id: state.counters.len() as CounterId,
+            planned: HashMap::new(),
+        }
+    }
+
+    /// The id of (class, path), planning its creation (and its class
+    /// root's, first) if it does not exist yet.
+    fn counter(&mut self, state: &State, class: &str, path: &str) -> CounterId {
+        if path != ROOT {
+            self.counter(state, class, ROOT);
+        }
+        if let Some(id) = state.counter_id(class, path) {
+            return id;
+        }
+        let key = (class.to_owned(), path.to_owned());
+        if let Some(&id) = self.planned.get(&key) {
+            return id;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.planned.insert(key, id);
+        self.changes.push(RegistryChange::Created {
+            id,
+            class: class.to_owned(),
+            path: path.to_owned(),
+        });
+        id
+    }
+}
+
 enum Lookup<'a> {
     Accepting(CounterId, &'a Targets),
     Rejected(Error),
@@ -285,6 +420,75 @@ enum Lookup<'a> {
 }
 
 impl State {
+    fn apply_all(&mut self, changes: &[RegistryChange]) {
+        for change in changes {
+            self.replay(change, usize::MAX)
+                .expect("planned changes fit the registry");
+        }
+    }
+
+    /// Applies one change; a change that does not fit is corrupt input.
+    fn replay(
+        &mut self,
+        change: &RegistryChange,
+        max_depth: usize,
+    ) -> std::result::Result<(), String> {
+        match change {
+            RegistryChange::Created { id, class, path } => {
+                if let Some(existing) = self.counter_id(class, path) {
+                    return if existing == *id {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "counter ({class}, {path}) recreated with id {id}, it has {existing}"
+                        ))
+                    };
+                }
+                if *id as usize != self.counters.len() {
+                    return Err(format!(
+                        "counter id {id} out of sequence (next is {})",
+                        self.counters.len()
+                    ));
+                }
+                validate_class(class).map_err(|e| e.to_string())?;
+                validate_path(path, max_depth).map_err(|e| e.to_string())?;
+                match self.class_ids.get(class.as_str()) {
+                    Some(&class_id) => {
+                        self.counter_id_or_insert(class_id, path);
+                    }
+                    None if path == ROOT => {
+                        self.class_id_or_insert(class);
+                    }
+                    None => {
+                        return Err(format!(
+                            "counter ({class}, {path}) created before its class root"
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            RegistryChange::Registered { id, registered } => {
+                let counter = self
+                    .counters
+                    .get_mut(*id as usize)
+                    .ok_or_else(|| format!("registration of unknown counter id {id}"))?;
+                if counter.registered == *registered {
+                    return Ok(());
+                }
+                counter.registered = *registered;
+                let class = &mut self.classes[counter.class as usize];
+                if *registered {
+                    class.registrations += 1;
+                    self.registered += 1;
+                } else {
+                    class.registrations -= 1;
+                    self.registered -= 1;
+                }
+                Ok(())
+            }
+        }
+    }
+
     fn class_id_or_insert(&mut self, class: &str) -> u32 {
         if let Some(&id) = self.class_ids.get(class) {
             return id;
@@ -417,76 +621,139 @@ mod tests {
 
     #[test]
     fn roll_up_targets_follow_registrations() {
-        let registry = Registry::new(2, 100, &[]).unwrap();
+        let registry = Registry::new(2, 100);
         registry
-            .register(&keys(&[("c", "/a"), ("c", "/a/b")]))
+            .register(&keys(&[("c", "/a"), ("c", "/a/b")]), &no_change_log)
             .unwrap();
-        let (_, targets, _) = registry.resolve("c", "/a/b").unwrap();
+        let (_, targets, _) = registry.resolve("c", "/a/b", &no_change_log).unwrap();
         assert_eq!(names(&registry, &targets), ["/a/b", "/a", "/"]);
-        registry.unregister(&keys(&[("c", "/a")])).unwrap();
-        let (_, targets, _) = registry.resolve("c", "/a/b").unwrap();
+        registry
+            .unregister(&keys(&[("c", "/a")]), &no_change_log)
+            .unwrap();
+        let (_, targets, _) = registry.resolve("c", "/a/b", &no_change_log).unwrap();
         assert_eq!(names(&registry, &targets), ["/a/b", "/"]);
         assert!(matches!(
-            registry.resolve("c", "/a"),
+            registry.resolve("c", "/a", &no_change_log),
             Err(Error::NotRegistered { .. })
         ));
-        let (_, root, _) = registry.resolve("c", "/").unwrap();
+        let (_, root, _) = registry.resolve("c", "/", &no_change_log).unwrap();
         assert_eq!(names(&registry, &root), ["/"]);
     }
 
     #[test]
     fn unknown_classes_and_unregistered_paths_are_rejected() {
-        let registry = Registry::new(2, 100, &[]).unwrap();
+        let registry = Registry::new(2, 100);
         assert!(matches!(
-            registry.resolve("c", "/"),
+            registry.resolve("c", "/", &no_change_log),
             Err(Error::UnknownClass { .. })
         ));
-        registry.register(&keys(&[("c", "/a")])).unwrap();
+        registry
+            .register(&keys(&[("c", "/a")]), &no_change_log)
+            .unwrap();
         assert!(matches!(
-            registry.resolve("c", "/b"),
+            registry.resolve("c", "/b", &no_change_log),
             Err(Error::NotRegistered { .. })
         ));
-        registry.unregister(&keys(&[("c", "/a")])).unwrap();
+        registry
+            .unregister(&keys(&[("c", "/a")]), &no_change_log)
+            .unwrap();
         assert!(matches!(
-            registry.resolve("c", "/"),
+            registry.resolve("c", "/", &no_change_log),
             Err(Error::UnknownClass { .. })
         ));
     }
 
     #[test]
     fn system_classes_accept_every_path_and_roll_up_fully() {
-        let registry = Registry::new(2, 100, &["_logins".to_owned()]).unwrap();
-        let (_, targets, _) = registry.resolve("_logins", "/web/eu").unwrap();
+        let registry = Registry::new(2, 100);
+        registry
+            .ensure_system_classes(&["_logins".to_owned()], &no_change_log)
+            .unwrap();
+        let (_, targets, _) = registry
+            .resolve("_logins", "/web/eu", &no_change_log)
+            .unwrap();
         assert_eq!(names(&registry, &targets), ["/web/eu", "/web", "/"]);
         assert!(registry.registered().is_empty());
     }
 
     #[test]
     fn registration_is_all_or_nothing_and_limited() {
-        let registry = Registry::new(2, 2, &[]).unwrap();
+        let registry = Registry::new(2, 2);
         let err = registry
-            .register(&keys(&[("c", "/a"), ("c", "/a/b/c")]))
+            .register(&keys(&[("c", "/a"), ("c", "/a/b/c")]), &no_change_log)
             .unwrap_err();
         assert!(matches!(err, Error::Entry { index: 1, .. }));
         assert!(registry.registered().is_empty());
         registry
-            .register(&keys(&[("c", "/a"), ("c", "/a"), ("c", "/b")]))
+            .register(
+                &keys(&[("c", "/a"), ("c", "/a"), ("c", "/b")]),
+                &no_change_log,
+            )
             .unwrap();
         assert!(matches!(
-            registry.register(&keys(&[("c", "/z")])),
+            registry.register(&keys(&[("c", "/z")]), &no_change_log),
             Err(Error::TooManyRegistrations { max: 2 })
         ));
-        registry.register(&keys(&[("c", "/a")])).unwrap();
+        registry
+            .register(&keys(&[("c", "/a")]), &no_change_log)
+            .unwrap();
         assert_eq!(registry.registered(), keys(&[("c", "/a"), ("c", "/b")]));
     }
 
     #[test]
+    fn the_image_rebuilds_the_same_ids() {
+        let registry = Registry::new(2, 100);
+        registry
+            .ensure_system_classes(&["_s".to_owned()], &no_change_log)
+            .unwrap();
+        registry
+            .register(&keys(&[("c", "/a/b"), ("d", "/x")]), &no_change_log)
+            .unwrap();
+        registry.resolve("_s", "/p/q", &no_change_log).unwrap();
+        registry
+            .unregister(&keys(&[("d", "/x")]), &no_change_log)
+            .unwrap();
+        let copy = Registry::new(2, 100);
+        copy.replay(&registry.image()).unwrap();
+        assert_eq!(copy.image(), registry.image());
+        assert_eq!(copy.registered(), registry.registered());
+        // Out-of-sequence or orphaned changes are corrupt input.
+        let orphan = RegistryChange::Created {
+            id: 99,
+            class: "c".into(),
+            path: "/z".into(),
+        };
+        assert!(copy.replay(&[orphan]).is_err());
+    }
+
+    #[test]
+    fn changes_are_logged_before_they_apply() {
+        let registry = Registry::new(2, 100);
+        let seen = std::cell::RefCell::new(Vec::new());
+        let log = |changes: &[RegistryChange]| {
+            seen.borrow_mut().extend_from_slice(changes);
+            Ok(())
+        };
+        registry.register(&keys(&[("c", "/a")]), &log).unwrap();
+        let replayed = Registry::new(2, 100);
+        replayed.replay(&seen.borrow()).unwrap();
+        assert_eq!(replayed.registered(), keys(&[("c", "/a")]));
+        let failing = |_: &[RegistryChange]| Err(Error::EmptyBatch);
+        assert!(registry.register(&keys(&[("c", "/b")]), &failing).is_err());
+        assert_eq!(registry.registered(), keys(&[("c", "/a")]));
+    }
+
+    #[test]
     fn generation_moves_only_on_change() {
-        let registry = Registry::new(2, 100, &[]).unwrap();
+        let registry = Registry::new(2, 100);
         let before = registry.generation();
-        registry.unregister(&keys(&[("c", "/a")])).unwrap();
+        registry
+            .unregister(&keys(&[("c", "/a")]), &no_change_log)
+            .unwrap();
         assert_eq!(registry.generation(), before);
-        registry.register(&keys(&[("c", "/a")])).unwrap();
+        registry
+            .register(&keys(&[("c", "/a")]), &no_change_log)
+            .unwrap();
         assert_ne!(registry.generation(), before);
     }
 }

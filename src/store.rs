@@ -8,12 +8,12 @@
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
-use crate::error::AmountField;
+use crate::error::{AmountField, Error};
 use crate::period::{Amount, Cell, DayKey, MonthKey};
 use crate::registry::CounterId;
 
 /// One accepted entry of a batch, resolved to the cells it lands in.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize)]
 pub(crate) struct ResolvedEntry<'a> {
     /// The counter itself, its registered ancestors and the class root.
     pub targets: &'a [CounterId],
@@ -31,9 +31,11 @@ pub(crate) struct OverflowAt {
 }
 
 /// One subject's cells, sorted by counter id.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct SubjectCells {
     cells: Vec<(CounterId, Cell)>,
+    /// The log sequence number of the last batch applied (0: none logged).
+    last_lsn: u64,
 }
 
 impl SubjectCells {
@@ -113,49 +115,141 @@ impl SubjectCells {
         }
     }
 
-    /// Checks, then applies, a batch: all of it or nothing.
-    pub(crate) fn check_and_apply(
+    /// Checks a batch, logs it through `log` (which returns its log
+    /// sequence number, or 0 when nothing is logged), then applies it: all
+    /// of it or nothing.
+    fn check_log_apply<L>(
         &mut self,
         entries: &[ResolvedEntry<'_>],
         at_secs: i64,
         horizon: (MonthKey, DayKey),
-    ) -> Result<(), OverflowAt> {
-        self.check(entries, at_secs)?;
+        log: L,
+    ) -> Result<(), ApplyError>
+    where
+        L: FnOnce(&[ResolvedEntry<'_>]) -> Result<u64, Error>,
+    {
+        self.check(entries, at_secs).map_err(ApplyError::Overflow)?;
+        let lsn = log(entries).map_err(ApplyError::Log)?;
         self.apply(entries, at_secs, horizon);
+        self.last_lsn = self.last_lsn.max(lsn);
         Ok(())
+    }
+
+    /// The sequence number of the last logged batch applied.
+    pub(crate) fn last_lsn(&self) -> u64 {
+        self.last_lsn
+    }
+
+    /// The highest counter id holding a cell.
+    pub(crate) fn max_counter(&self) -> Option<CounterId> {
+        self.cells.last().map(|(id, _)| *id)
+    }
+
+    /// Whether decoded cells keep the invariants and name only counters below `counters`.
+    pub(crate) fn is_well_formed(&self, counters: usize) -> bool {
+        self.cells.windows(2).all(|w| w[0].0 < w[1].0)
+            && self
+                .cells
+                .iter()
+                .all(|(id, cell)| (*id as usize) < counters && cell.is_well_formed())
     }
 }
 
+/// Why the store refused a batch.
+#[derive(Debug)]
+pub(crate) enum ApplyError {
+    /// An addition would overflow.
+    Overflow(OverflowAt),
+    /// The log could not record the batch.
+    Log(Error),
+}
+
+/// What a replayed log record did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Replayed {
+    /// The batch was applied.
+    Applied,
+    /// The snapshot already held the batch.
+    Skipped,
+}
+
+/// The number of lock shards: many small shards keep each one short to
+/// walk, so a snapshot holds any shard's lock only briefly.
+const SHARDS: usize = 256;
+
 /// Every subject's cells, sharded by UID.
-#[derive(Default)]
 pub(crate) struct Store {
     subjects: DashMap<Box<str>, SubjectCells>,
 }
 
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            subjects: DashMap::with_shard_amount(SHARDS),
+        }
+    }
+}
+
 impl Store {
     /// Applies a batch to one subject atomically: checked completely first,
-    /// then applied under the subject's lock; a rejected batch changes
-    /// nothing and creates no subject.
-    pub(crate) fn apply(
+    /// logged, then applied under the subject's lock; a rejected batch
+    /// changes nothing and creates no subject.
+    pub(crate) fn apply<L>(
         &self,
         uid: &str,
         entries: &[ResolvedEntry<'_>],
         at_secs: i64,
         horizon: (MonthKey, DayKey),
-    ) -> Result<(), OverflowAt> {
+        log: L,
+    ) -> Result<(), ApplyError>
+    where
+        L: FnOnce(&[ResolvedEntry<'_>]) -> Result<u64, Error>,
+    {
         if let Some(mut subject) = self.subjects.get_mut(uid) {
-            return subject.check_and_apply(entries, at_secs, horizon);
+            return subject.check_log_apply(entries, at_secs, horizon, log);
         }
         match self.subjects.entry(uid.into()) {
             Entry::Occupied(mut occupied) => occupied
                 .get_mut()
-                .check_and_apply(entries, at_secs, horizon),
+                .check_log_apply(entries, at_secs, horizon, log),
             Entry::Vacant(vacant) => {
                 let mut subject = SubjectCells::default();
-                subject.check_and_apply(entries, at_secs, horizon)?;
+                subject.check_log_apply(entries, at_secs, horizon, log)?;
                 vacant.insert(subject);
                 Ok(())
             }
+        }
+    }
+
+    /// Replays a logged batch unless the subject already holds it.
+    pub(crate) fn replay(
+        &self,
+        uid: &str,
+        entries: &[ResolvedEntry<'_>],
+        at_secs: i64,
+        horizon: (MonthKey, DayKey),
+        lsn: u64,
+    ) -> Result<Replayed, OverflowAt> {
+        let mut subject = self.subjects.entry(uid.into()).or_default();
+        if lsn <= subject.last_lsn {
+            return Ok(Replayed::Skipped);
+        }
+        subject.check(entries, at_secs)?;
+        subject.apply(entries, at_secs, horizon);
+        subject.last_lsn = lsn;
+        Ok(Replayed::Applied)
+    }
+
+    /// Puts a subject's cells back, as loaded from a snapshot.
+    pub(crate) fn restore(&self, uid: &str, cells: SubjectCells) {
+        self.subjects.insert(uid.into(), cells);
+    }
+
+    /// Visits every subject, one shard lock at a time; `visit` runs under
+    /// the lock of the subject's shard and must not call back into the store.
+    pub(crate) fn for_each(&self, mut visit: impl FnMut(&str, &SubjectCells)) {
+        for item in self.subjects.iter() {
+            visit(item.key(), item.value());
         }
     }
 
@@ -179,6 +273,10 @@ mod tests {
     use crate::period::Retention;
 
     const AT: i64 = 1_795_737_600;
+
+    fn no_log(_: &[ResolvedEntry<'_>]) -> Result<u64, Error> {
+        Ok(0)
+    }
 
     fn horizon() -> (MonthKey, DayKey) {
         Retention {
@@ -212,7 +310,13 @@ mod tests {
     fn applies_to_every_target() {
         let store = Store::default();
         store
-            .apply("u", &[entry(&[2, 1, 0], 3), entry(&[0], 4)], AT, horizon())
+            .apply(
+                "u",
+                &[entry(&[2, 1, 0], 3), entry(&[0], 4)],
+                AT,
+                horizon(),
+                no_log,
+            )
             .unwrap();
         assert_eq!(total(&store, "u", 0), Some(7));
         assert_eq!(total(&store, "u", 1), Some(3));
@@ -223,13 +327,22 @@ mod tests {
     fn an_overflowing_batch_changes_nothing() {
         let store = Store::default();
         store
-            .apply("u", &[entry(&[5, 0], i64::MAX - 1)], AT, horizon())
+            .apply("u", &[entry(&[5, 0], i64::MAX - 1)], AT, horizon(), no_log)
             .unwrap();
         let err = store
-            .apply("u", &[entry(&[1, 0], 1), entry(&[0], 1)], AT, horizon())
+            .apply(
+                "u",
+                &[entry(&[1, 0], 1), entry(&[0], 1)],
+                AT,
+                horizon(),
+                no_log,
+            )
             .unwrap_err();
         assert_eq!(
-            err,
+            match err {
+                ApplyError::Overflow(at) => at,
+                ApplyError::Log(e) => panic!("unexpected log error {e}"),
+            },
             OverflowAt {
                 index: 1,
                 counter: 0,
@@ -241,9 +354,38 @@ mod tests {
         // A rejected batch of a new subject creates no subject.
         assert!(
             store
-                .apply("v", &[entry(&[0], i64::MAX), entry(&[0], 1)], AT, horizon())
+                .apply(
+                    "v",
+                    &[entry(&[0], i64::MAX), entry(&[0], 1)],
+                    AT,
+                    horizon(),
+                    no_log
+                )
                 .is_err()
         );
         assert_eq!(store.subject_count(), 1);
+    }
+
+    #[test]
+    fn a_failing_log_applies_nothing_and_replay_skips_what_is_held() {
+        let store = Store::default();
+        let failing = |_: &[ResolvedEntry<'_>]| Err(Error::EmptyBatch);
+        assert!(matches!(
+            store.apply("u", &[entry(&[0], 1)], AT, horizon(), failing),
+            Err(ApplyError::Log(_))
+        ));
+        assert_eq!(store.subject_count(), 0);
+        store
+            .apply("u", &[entry(&[0], 1)], AT, horizon(), |_| Ok(7))
+            .unwrap();
+        assert_eq!(
+            store.replay("u", &[entry(&[0], 1)], AT, horizon(), 7),
+            Ok(Replayed::Skipped)
+        );
+        assert_eq!(
+            store.replay("u", &[entry(&[0], 1)], AT, horizon(), 8),
+            Ok(Replayed::Applied)
+        );
+        assert_eq!(total(&store, "u", 0), Some(2));
     }
 }

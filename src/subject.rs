@@ -129,24 +129,43 @@ impl TokenStore {
         }
     }
 
-    /// Issues a fresh token for `uid`, valid for the configured time.
-    pub(crate) fn issue(&self, uid: &str, now_secs: i64) -> Result<RegToken> {
+    /// Issues a fresh token for `uid`, valid for the configured time;
+    /// `log` records it durably first.
+    pub(crate) fn issue(
+        &self,
+        uid: &str,
+        now_secs: i64,
+        log: impl FnOnce(&str, &IssuedToken) -> Result<()>,
+    ) -> Result<RegToken> {
         validate_uid(uid)?;
         let mut bytes = [0u8; 16];
         getrandom::fill(&mut bytes).map_err(|e| Error::Random(e.to_string()))?;
         let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        self.tokens.insert(
-            text.as_str().into(),
-            IssuedToken {
-                uid: uid.to_owned(),
-                expires_at: now_secs.saturating_add(self.ttl_secs),
-            },
-        );
+        let issued = IssuedToken {
+            uid: uid.to_owned(),
+            expires_at: now_secs.saturating_add(self.ttl_secs),
+        };
+        log(&text, &issued)?;
+        self.tokens.insert(text.as_str().into(), issued);
         if self.issued.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.tokens
                 .retain(|_, t| t.expires_at.saturating_add(EXPIRED_GRACE_SECS) > now_secs);
         }
         Ok(RegToken(text))
+    }
+
+    /// Puts back a token issued before a restart.
+    pub(crate) fn restore(&self, token: &str, issued: IssuedToken) {
+        self.tokens.insert(token.into(), issued);
+    }
+
+    /// The tokens still worth keeping at `now_secs`, for a snapshot.
+    pub(crate) fn image(&self, now_secs: i64) -> Vec<(String, IssuedToken)> {
+        self.tokens
+            .iter()
+            .filter(|t| t.expires_at.saturating_add(EXPIRED_GRACE_SECS) > now_secs)
+            .map(|t| (t.key().to_string(), t.value().clone()))
+            .collect()
     }
 
     /// The UID of an issued token, `Ok(None)` if this store never issued it.
@@ -208,7 +227,7 @@ mod tests {
     #[test]
     fn tokens_resolve_until_they_expire() {
         let store = TokenStore::new(Duration::from_secs(3600));
-        let token = store.issue("uid-1", 1000).unwrap();
+        let token = store.issue("uid-1", 1000, |_, _| Ok(())).unwrap();
         assert_eq!(token.as_str().len(), 32);
         let subject = Subject::from(&token);
         assert_eq!(
@@ -223,7 +242,7 @@ mod tests {
             resolve_subject(Subject::RegToken("nope"), &store, None, 1000),
             Err(Error::UnknownRegToken)
         ));
-        assert_ne!(store.issue("uid-1", 1000).unwrap(), token);
+        assert_ne!(store.issue("uid-1", 1000, |_, _| Ok(())).unwrap(), token);
     }
 
     #[test]

@@ -1,0 +1,235 @@
+//! The byte layout shared by snapshots and log segments, and the only
+//! module that touches bincode (so the body encoding can be swapped).
+//!
+//! A file is a 32-byte header followed by frames:
+//!
+//! ```text
+//! header: magic [8] | version u32 | flags u32 | body_len u64 | body_crc u32 | header_crc u32
+//! frame:  len u32 | crc u32 | payload [len]
+//! ```
+//!
+//! All integers are little-endian. `header_crc` is the CRC-32 of the first
+//! 28 header bytes. A frame's `crc` is the CRC-32 of its `len` bytes
+//! followed by its payload; payloads are bincode (standard configuration)
+//! and at most [`MAX_FRAME_BYTES`] long, decoded with that size limit.
+//! Snapshots fill `body_len`/`body_crc` over all frames; log segments grow,
+//! so theirs are zero. `docs/format.md` describes the records.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The first bytes of a snapshot file.
+pub(crate) const SNAPSHOT_MAGIC: [u8; 8] = *b"TALLYSNP";
+/// The first bytes of a log segment.
+pub(crate) const LOG_MAGIC: [u8; 8] = *b"TALLYLOG";
+/// Bytes in a file header.
+pub(crate) const HEADER_BYTES: usize = 32;
+/// Bytes before a frame's payload.
+pub(crate) const FRAME_OVERHEAD: usize = 8;
+/// The largest payload a frame may carry; larger claims are corruption.
+pub(crate) const MAX_FRAME_BYTES: usize = 64 << 20;
+
+/// The on-disk format versions this build reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum FormatVersion {
+    /// The first format.
+    V1 = 1,
+}
+
+impl FormatVersion {
+    pub(crate) const CURRENT: FormatVersion = FormatVersion::V1;
+
+    fn parse(number: u32) -> Option<FormatVersion> {
+        match number {
+            1 => Some(FormatVersion::V1),
+            _ => None,
+        }
+    }
+}
+
+/// A parsed file header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub magic: [u8; 8],
+    pub version: FormatVersion,
+    pub body_len: u64,
+    pub body_crc: u32,
+}
+
+/// What is wrong with some bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum FormatError {
+    /// The bytes end before the structure does.
+    Truncated,
+    /// The bytes are present but wrong.
+    Corrupt(String),
+}
+
+impl Header {
+    pub(crate) fn new(magic: [u8; 8], body_len: u64, body_crc: u32) -> Header {
+        Header {
+            magic,
+            version: FormatVersion::CURRENT,
+            body_len,
+            body_crc,
+        }
+    }
+
+    pub(crate) fn encode(&self) -> [u8; HEADER_BYTES] {
+        let mut bytes = [0u8; HEADER_BYTES];
+        bytes[..8].copy_from_slice(&self.magic);
+        bytes[8..12].copy_from_slice(&(self.version as u32).to_le_bytes());
+        bytes[16..24].copy_from_slice(&self.body_len.to_le_bytes());
+        bytes[24..28].copy_from_slice(&self.body_crc.to_le_bytes());
+        let crc = crc32fast::hash(&bytes[..28]);
+        bytes[28..32].copy_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    pub(crate) fn decode(bytes: &[u8], magic: [u8; 8]) -> Result<Header, FormatError> {
+        if bytes.len() < HEADER_BYTES {
+            return Err(FormatError::Truncated);
+        }
+        if bytes[..8] != magic {
+            return Err(FormatError::Corrupt("wrong magic number".into()));
+        }
+        let crc = u32_at(bytes, 28);
+        if crc32fast::hash(&bytes[..28]) != crc {
+            return Err(FormatError::Corrupt("header checksum mismatch".into()));
+        }
+        let number = u32_at(bytes, 8);
+        let version = FormatVersion::parse(number)
+            .ok_or_else(|| FormatError::Corrupt(format!("unsupported format version {number}")))?;
+        Ok(Header {
+            magic,
+            version,
+            body_len: u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")),
+            body_crc: u32_at(bytes, 24),
+        })
+    }
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn frame_crc(len: [u8; 4], payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&len);
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+/// Appends `value` to `out` as one frame.
+pub(crate) fn write_frame<T: Serialize>(out: &mut Vec<u8>, value: &T) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; FRAME_OVERHEAD]);
+    bincode::serde::encode_into_std_write(value, out, bincode::config::standard())
+        .expect("encoding into a Vec cannot fail");
+    let len = u32::try_from(out.len() - start - FRAME_OVERHEAD).expect("frame under 4 GiB");
+    let crc = frame_crc(len.to_le_bytes(), &out[start + FRAME_OVERHEAD..]);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Checks the frame at the start of `bytes` and returns its payload and
+/// total length.
+pub(crate) fn read_frame(bytes: &[u8]) -> Result<(&[u8], usize), FormatError> {
+    if bytes.len() < FRAME_OVERHEAD {
+        return Err(FormatError::Truncated);
+    }
+    let len_bytes: [u8; 4] = bytes[..4].try_into().expect("4 bytes");
+    let len = u32::from_le_bytes(len_bytes) as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(FormatError::Corrupt(format!(
+            "frame claims {len} bytes, more than the {MAX_FRAME_BYTES} allowed"
+        )));
+    }
+    let end = FRAME_OVERHEAD + len;
+    if bytes.len() < end {
+        return Err(FormatError::Truncated);
+    }
+    let payload = &bytes[FRAME_OVERHEAD..end];
+    if frame_crc(len_bytes, payload) != u32_at(bytes, 4) {
+        return Err(FormatError::Corrupt("frame checksum mismatch".into()));
+    }
+    Ok((payload, end))
+}
+
+/// Whether some valid frame starts anywhere in `bytes`: used to tell a torn
+/// tail (nothing valid after the damage) from corruption in the middle.
+pub(crate) fn any_frame_in(bytes: &[u8]) -> bool {
+    (0..bytes.len()).any(|at| {
+        let rest = &bytes[at..];
+        rest.len() > FRAME_OVERHEAD && u32_at(rest, 0) != 0 && read_frame(rest).is_ok()
+    })
+}
+
+/// Decodes a frame payload, with the frame size as the allocation limit.
+pub(crate) fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FormatError> {
+    let config = bincode::config::standard().with_limit::<MAX_FRAME_BYTES>();
+    let (value, read) = bincode::serde::decode_from_slice(payload, config)
+        .map_err(|e| FormatError::Corrupt(format!("undecodable record: {e}")))?;
+    if read != payload.len() {
+        return Err(FormatError::Corrupt("trailing bytes after a record".into()));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trips_and_detects_damage() {
+        let header = Header::new(SNAPSHOT_MAGIC, 1234, 99);
+        let bytes = header.encode();
+        assert_eq!(Header::decode(&bytes, SNAPSHOT_MAGIC).unwrap(), header);
+        assert!(Header::decode(&bytes, LOG_MAGIC).is_err());
+        assert_eq!(
+            Header::decode(&bytes[..10], SNAPSHOT_MAGIC),
+            Err(FormatError::Truncated)
+        );
+        for i in 0..HEADER_BYTES {
+            let mut bad = bytes;
+            bad[i] ^= 0x10;
+            assert!(Header::decode(&bad, SNAPSHOT_MAGIC).is_err(), "byte {i}");
+        }
+    }
+
+    #[test]
+    fn frames_round_trip_and_detect_damage() {
+        let mut out = Vec::new();
+        write_frame(&mut out, &("hello".to_string(), 42u64));
+        write_frame(&mut out, &vec![1u32, 2, 3]);
+        let (payload, used) = read_frame(&out).unwrap();
+        assert_eq!(
+            decode::<(String, u64)>(payload).unwrap(),
+            ("hello".into(), 42)
+        );
+        let (payload, _) = read_frame(&out[used..]).unwrap();
+        assert_eq!(decode::<Vec<u32>>(payload).unwrap(), [1, 2, 3]);
+        for cut in 0..used {
+            assert!(read_frame(&out[..cut]).is_err(), "cut at {cut}");
+        }
+        for i in 0..used {
+            let mut bad = out.clone();
+            bad[i] ^= 0x01;
+            assert!(
+                read_frame(&bad).is_err() || read_frame(&bad).unwrap().1 != used,
+                "flip {i}"
+            );
+        }
+        assert!(any_frame_in(&out[1..]));
+        assert!(!any_frame_in(&out[1..used]));
+    }
+
+    #[test]
+    fn decoding_claims_are_bounded() {
+        // A length prefix claiming 2^60 elements must fail, not allocate.
+        let mut evil = vec![0xFFu8];
+        evil.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        assert!(decode::<Vec<u64>>(&evil).is_err());
+    }
+}

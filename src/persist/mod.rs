@@ -1,0 +1,223 @@
+//! Durability (SPEC §10): snapshots, the write-ahead log and recovery.
+//!
+//! A data directory holds `LOCK`, numbered log segments
+//! (`log-NNNNNNNNNNNNNNNNNNNN.tlog`) and snapshots
+//! (`snapshot-NNNNNNNNNNNNNNNNNNNN.tsnap`, numbered by the first segment to
+//! replay after them). `docs/format.md` gives the byte layout.
+
+mod format;
+mod recovery;
+mod snapshot;
+mod wal;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+pub use recovery::RecoveryReport;
+pub(crate) use recovery::{Recovered, recover};
+pub use snapshot::SnapshotSummary;
+pub(crate) use wal::{RecordRef, Wal};
+
+use crate::error::{Error, Result};
+use crate::registry::Registry;
+use crate::store::Store;
+use crate::subject::TokenStore;
+
+/// How acknowledged writes are made durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Acknowledge a write only after the log is synced; concurrent writers
+    /// share one sync (group commit).
+    Always,
+    /// Sync the log at most this long after a write is acknowledged.
+    Interval(Duration),
+    /// No log: only snapshots (explicit, periodic and on close) persist.
+    Never,
+}
+
+impl Default for Durability {
+    fn default() -> Self {
+        Durability::Interval(Duration::from_secs(1))
+    }
+}
+
+/// Snapshots kept; the log is kept from the oldest one on, so a damaged
+/// newest snapshot can fall back to the one before it.
+const SNAPSHOTS_KEPT: usize = 2;
+
+/// Syncs a directory, so that creations and renames in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))
+}
+
+/// An open data directory: its lock, its log and its snapshot schedule.
+pub(crate) struct Storage {
+    dir: PathBuf,
+    _lock: File,
+    wal: Option<Arc<Wal>>,
+    snapshot_lock: Mutex<()>,
+    report: RecoveryReport,
+    syncer: Mutex<Option<(crossbeam::channel::Sender<()>, std::thread::JoinHandle<()>)>>,
+}
+
+impl Storage {
+    /// Locks `dir` (creating it if missing) and recovers its contents.
+    pub(crate) fn open(
+        dir: &Path,
+        durability: Durability,
+        now_secs: i64,
+        horizon: (crate::period::MonthKey, crate::period::DayKey),
+        fresh: &dyn Fn() -> (Registry, Store, TokenStore),
+    ) -> Result<(Storage, Recovered)> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(format!("opening {}", lock_path.display()), e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked {
+                    dir: dir.to_owned(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::io(format!("locking {}", lock_path.display()), e));
+            }
+        }
+        remove_temporary_files(dir)?;
+        let recovered = recover(dir, now_secs, horizon, fresh)?;
+        let wal = match durability {
+            Durability::Never => None,
+            _ => Some(Arc::new(Wal::create(
+                dir,
+                recovered.next_segment,
+                recovered.next_lsn,
+                durability,
+            )?)),
+        };
+        let syncer = match (durability, &wal) {
+            (Durability::Interval(interval), Some(wal)) => {
+                let (stop, stopped) = crossbeam::channel::bounded::<()>(1);
+                let wal = Arc::clone(wal);
+                let thread = std::thread::Builder::new()
+                    .name("tally-log-sync".into())
+                    .spawn(move || wal.sync_every(interval, &stopped))
+                    .map_err(|e| Error::io("starting the log sync thread", e))?;
+                Some((stop, thread))
+            }
+            _ => None,
+        };
+        let storage = Storage {
+            dir: dir.to_owned(),
+            _lock: lock,
+            wal,
+            snapshot_lock: Mutex::new(()),
+            report: recovered.report.clone(),
+            syncer: Mutex::new(syncer),
+        };
+        Ok((storage, recovered))
+    }
+
+    pub(crate) fn report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The log, unless durability is [`Durability::Never`].
+    pub(crate) fn wal(&self) -> Option<&Wal> {
+        self.wal.as_deref()
+    }
+
+    /// Appends a record and, under [`Durability::Always`], waits until it
+    /// is synced. Returns the record's sequence number.
+    pub(crate) fn log<'r>(&self, record: impl FnOnce(u64) -> RecordRef<'r>) -> Result<u64> {
+        let Some(wal) = &self.wal else { return Ok(0) };
+        let (lsn, end) = wal.append(record)?;
+        if wal.durability() == Durability::Always {
+            wal.wait_durable(end)?;
+        }
+        Ok(lsn)
+    }
+
+    /// Writes a snapshot now (one at a time), then drops the files it
+    /// makes obsolete.
+    pub(crate) fn snapshot(
+        &self,
+        now_millis: i64,
+        registry: &Registry,
+        store: &Store,
+        tokens: &TokenStore,
+    ) -> Result<SnapshotSummary> {
+        let _one_at_a_time = self.snapshot_lock.lock();
+        let replay_from = match &self.wal {
+            Some(wal) => wal.rotate()?,
+            // No log: number past every file, so that no leftover segment
+            // is ever replayed on top of this snapshot.
+            None => {
+                let listing = recovery::list(&self.dir)?;
+                let last = |files: &[(u64, PathBuf)]| files.last().map_or(0, |(n, _)| *n);
+                last(&listing.snapshots).max(last(&listing.segments)) + 1
+            }
+        };
+        let summary = snapshot::write(&self.dir, replay_from, now_millis, registry, store, tokens)?;
+        self.remove_obsolete()?;
+        Ok(summary)
+    }
+
+    fn remove_obsolete(&self) -> Result<()> {
+        let listing = recovery::list(&self.dir)?;
+        let keep_from = listing.snapshots.len().saturating_sub(SNAPSHOTS_KEPT);
+        let Some((oldest_kept, _)) = listing.snapshots.get(keep_from) else {
+            return Ok(());
+        };
+        let stale_snapshots = listing.snapshots[..keep_from].iter();
+        let stale_segments = listing.segments.iter().filter(|(n, _)| n < oldest_kept);
+        for (_, path) in stale_snapshots.chain(stale_segments) {
+            std::fs::remove_file(path)
+                .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+        }
+        sync_dir(&self.dir)
+    }
+
+    /// Stops the background sync and syncs the log.
+    pub(crate) fn close(&self) -> Result<()> {
+        if let Some((stop, thread)) = self.syncer.lock().take() {
+            let _ = stop.send(());
+            let _ = thread.join();
+        }
+        match &self.wal {
+            Some(wal) => wal.sync(),
+            None => Ok(()),
+        }
+    }
+}
+
+fn remove_temporary_files(dir: &Path) -> Result<()> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.ends_with(".tmp"))
+        {
+            std::fs::remove_file(entry.path())
+                .map_err(|e| Error::io(format!("removing {}", entry.path().display()), e))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,276 @@
+//! Opening a data directory: the newest valid snapshot, then the log after it.
+
+use std::path::{Path, PathBuf};
+
+use super::format::{
+    FormatError, HEADER_BYTES, Header, LOG_MAGIC, any_frame_in, decode, read_frame,
+};
+use super::snapshot::{self, snapshot_number};
+use super::wal::{LogRecord, segment_number};
+use crate::calendar::{END_EVENT_SECS, MIN_EVENT_SECS};
+use crate::error::{Error, Result};
+use crate::period::Amount;
+use crate::registry::Registry;
+use crate::store::{Replayed, ResolvedEntry, Store};
+use crate::subject::{TokenStore, validate_uid};
+
+/// What recovery loaded, replayed and cut when the engine opened.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The snapshot loaded, if any.
+    pub snapshot: Option<PathBuf>,
+    /// When the snapshot was taken, Unix milliseconds (engine clock).
+    pub snapshot_created_millis: Option<i64>,
+    /// Subjects the snapshot held.
+    pub snapshot_subjects: u64,
+    /// Newer snapshots that were damaged and skipped, with why.
+    pub skipped_snapshots: Vec<(PathBuf, String)>,
+    /// Log segments replayed, oldest first.
+    pub segments: Vec<PathBuf>,
+    /// Increment batches applied from the log.
+    pub batches_replayed: u64,
+    /// Increment batches in the log that the snapshot already held.
+    pub batches_skipped: u64,
+    /// Registry and regToken records replayed.
+    pub other_records: u64,
+    /// A torn tail cut off the last segment: (file, offset it was cut at, bytes removed).
+    pub cut: Option<(PathBuf, u64, u64)>,
+}
+
+/// The engine parts recovery fills, and where the log continues.
+pub(crate) struct Recovered {
+    pub registry: Registry,
+    pub store: Store,
+    pub tokens: TokenStore,
+    pub report: RecoveryReport,
+    pub next_segment: u64,
+    pub next_lsn: u64,
+}
+
+/// The data files of a directory, by kind, sorted by number.
+pub(crate) struct DirListing {
+    pub snapshots: Vec<(u64, PathBuf)>,
+    pub segments: Vec<(u64, PathBuf)>,
+}
+
+pub(crate) fn list(dir: &Path) -> Result<DirListing> {
+    let mut listing = DirListing {
+        snapshots: Vec::new(),
+        segments: Vec::new(),
+    };
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(n) = snapshot_number(name) {
+            listing.snapshots.push((n, entry.path()));
+        } else if let Some(n) = segment_number(name) {
+            listing.segments.push((n, entry.path()));
+        }
+    }
+    listing.snapshots.sort();
+    listing.segments.sort();
+    Ok(listing)
+}
+
+/// Recovers the engine state of `dir`. `fresh` makes empty engine parts.
+pub(crate) fn recover(
+    dir: &Path,
+    now_secs: i64,
+    horizon: (crate::period::MonthKey, crate::period::DayKey),
+    fresh: &dyn Fn() -> (Registry, Store, TokenStore),
+) -> Result<Recovered> {
+    let listing = list(dir)?;
+    let mut report = RecoveryReport::default();
+    let mut loaded = None;
+    let mut first_error = None;
+    for (_, path) in listing.snapshots.iter().rev() {
+        let (registry, store, tokens) = fresh();
+        match snapshot::load(path, &registry, &store, &tokens) {
+            Ok(meta) => {
+                report.snapshot = Some(path.clone());
+                report.snapshot_subjects = meta.subjects;
+                report.snapshot_created_millis = Some(meta.created_millis);
+                loaded = Some((registry, store, tokens, meta.replay_from, meta.max_lsn));
+                break;
+            }
+            Err(error) => {
+                report
+                    .skipped_snapshots
+                    .push((path.clone(), error.to_string()));
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    let (registry, store, tokens, replay_from, mut max_lsn) = match (loaded, first_error) {
+        (Some(loaded), _) => loaded,
+        (None, Some(error)) => return Err(error),
+        (None, None) => {
+            let (registry, store, tokens) = fresh();
+            (registry, store, tokens, 1, 0)
+        }
+    };
+    let _ = now_secs;
+    let segments: Vec<&(u64, PathBuf)> = listing
+        .segments
+        .iter()
+        .filter(|(n, _)| *n >= replay_from)
+        .collect();
+    for (i, (number, path)) in segments.iter().enumerate() {
+        let expected = replay_from + i as u64;
+        if *number != expected {
+            return Err(Error::Corrupt {
+                file: dir.join(super::wal::segment_name(expected)),
+                offset: 0,
+                reason: "log segment missing".into(),
+            });
+        }
+        let last = i + 1 == segments.len();
+        let mut replayer = Replayer {
+            registry: &registry,
+            store: &store,
+            tokens: &tokens,
+            horizon,
+            report: &mut report,
+            max_lsn: &mut max_lsn,
+        };
+        replayer.segment(path, last)?;
+        report.segments.push(path.clone());
+    }
+    let last_segment = listing.segments.last().map_or(0, |(n, _)| *n);
+    Ok(Recovered {
+        registry,
+        store,
+        tokens,
+        report,
+        next_segment: last_segment.max(replay_from.saturating_sub(1)) + 1,
+        next_lsn: max_lsn + 1,
+    })
+}
+
+struct Replayer<'a> {
+    registry: &'a Registry,
+    store: &'a Store,
+    tokens: &'a TokenStore,
+    horizon: (crate::period::MonthKey, crate::period::DayKey),
+    report: &'a mut RecoveryReport,
+    max_lsn: &'a mut u64,
+}
+
+impl Replayer<'_> {
+    fn segment(&mut self, path: &Path, last: bool) -> Result<()> {
+        let bytes =
+            std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let corrupt = |offset: usize, reason: String| Error::Corrupt {
+            file: path.to_owned(),
+            offset: offset as u64,
+            reason,
+        };
+        match Header::decode(&bytes, LOG_MAGIC) {
+            Ok(_) => {}
+            // A crash while a segment was being created leaves a short header.
+            Err(FormatError::Truncated) if last => return self.cut(path, 0, bytes.len()),
+            Err(FormatError::Truncated) => {
+                return Err(corrupt(0, "segment shorter than its header".into()));
+            }
+            Err(FormatError::Corrupt(reason)) => return Err(corrupt(0, reason)),
+        }
+        let mut offset = HEADER_BYTES;
+        while offset < bytes.len() {
+            match read_frame(&bytes[offset..]) {
+                Ok((payload, used)) => {
+                    let record: LogRecord = decode(payload).map_err(|e| match e {
+                        FormatError::Truncated => corrupt(offset, "truncated record".into()),
+                        FormatError::Corrupt(reason) => corrupt(offset, reason),
+                    })?;
+                    self.apply(record)
+                        .map_err(|reason| corrupt(offset, reason))?;
+                    offset += used;
+                }
+                Err(error) => {
+                    // Damage with nothing valid after it is a torn tail;
+                    // anything else is corruption in the middle of the log.
+                    if last && !any_frame_in(&bytes[offset + 1..]) {
+                        return self.cut(path, offset, bytes.len());
+                    }
+                    let reason = match error {
+                        FormatError::Truncated => "truncated frame followed by more records".into(),
+                        FormatError::Corrupt(reason) => reason,
+                    };
+                    return Err(corrupt(offset, reason));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn cut(&mut self, path: &Path, offset: usize, len: usize) -> Result<()> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        file.set_len(offset as u64)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io(format!("truncating {}", path.display()), e))?;
+        self.report.cut = Some((path.to_owned(), offset as u64, (len - offset) as u64));
+        Ok(())
+    }
+
+    fn apply(&mut self, record: LogRecord) -> std::result::Result<(), String> {
+        match record {
+            LogRecord::Registry(changes) => {
+                self.registry.replay(&changes)?;
+                self.report.other_records += 1;
+            }
+            LogRecord::Token {
+                token,
+                uid,
+                expires_at,
+            } => {
+                validate_uid(&uid).map_err(|e| e.to_string())?;
+                self.tokens
+                    .restore(&token, crate::subject::IssuedToken { uid, expires_at });
+                self.report.other_records += 1;
+            }
+            LogRecord::Increment {
+                lsn,
+                uid,
+                at,
+                entries,
+            } => {
+                validate_uid(&uid).map_err(|e| e.to_string())?;
+                if !(MIN_EVENT_SECS..END_EVENT_SECS).contains(&at) {
+                    return Err(format!("event time {at} out of range"));
+                }
+                let counters = self.registry.counter_count();
+                let resolved: Vec<ResolvedEntry<'_>> = entries
+                    .iter()
+                    .map(|e| ResolvedEntry {
+                        targets: &e.targets,
+                        amount: Amount {
+                            count: e.amount.count,
+                            value: e.amount.value,
+                        },
+                    })
+                    .collect();
+                let bad_target = resolved.iter().any(|e| {
+                    e.targets.is_empty()
+                        || e.targets.len() > 17
+                        || e.targets.iter().any(|&t| t as usize >= counters)
+                });
+                if resolved.is_empty() || bad_target {
+                    return Err(format!("batch {lsn} refers to counters that do not exist"));
+                }
+                match self.store.replay(&uid, &resolved, at, self.horizon, lsn) {
+                    Ok(Replayed::Applied) => self.report.batches_replayed += 1,
+                    Ok(Replayed::Skipped) => self.report.batches_skipped += 1,
+                    Err(_) => return Err(format!("batch {lsn} overflows on replay")),
+                }
+                *self.max_lsn = (*self.max_lsn).max(lsn);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,308 @@
+//! Snapshot files: the whole engine state at one moment, written while
+//! writers keep running.
+//!
+//! A snapshot is a file header (magic `TALLYSNP`, version, body length and
+//! CRC-32) and frames: `Meta`, `Tokens`, one `Subject` per subject, the
+//! `Registry`, and `End`. Subjects are encoded one at a time under their
+//! shard's read lock, so writers of other shards never wait and writers of
+//! a shard wait only while one subject is encoded. Each subject carries the
+//! sequence number of the last logged batch it holds, so replaying the log
+//! after the snapshot skips exactly what the snapshot already has. The
+//! registry comes last so that it holds every counter a subject refers to.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::format::{
+    FormatError, HEADER_BYTES, Header, SNAPSHOT_MAGIC, decode, read_frame, write_frame,
+};
+use super::sync_dir;
+use crate::error::{Error, Result};
+use crate::registry::{Registry, RegistryChange};
+use crate::store::{Store, SubjectCells};
+use crate::subject::{IssuedToken, TokenStore};
+
+/// The file name of the snapshot after which log segment `replay_from` starts.
+pub(crate) fn snapshot_name(replay_from: u64) -> String {
+    format!("snapshot-{replay_from:020}.tsnap")
+}
+
+/// The replay-from segment number in a file name, if it is a snapshot's.
+pub(crate) fn snapshot_number(name: &str) -> Option<u64> {
+    name.strip_prefix("snapshot-")?
+        .strip_suffix(".tsnap")?
+        .parse()
+        .ok()
+}
+
+/// One frame of a snapshot, as decoded.
+#[derive(Debug, Deserialize)]
+enum SnapshotRecord {
+    Meta {
+        created_millis: i64,
+        replay_from: u64,
+    },
+    Tokens(Vec<(String, IssuedToken)>),
+    Subject(String, SubjectCells),
+    Registry(Vec<RegistryChange>),
+    End {
+        subjects: u64,
+    },
+}
+
+/// One frame of a snapshot, to encode, borrowing its parts.
+#[derive(Serialize)]
+enum SnapshotRecordRef<'a> {
+    Meta {
+        created_millis: i64,
+        replay_from: u64,
+    },
+    Tokens(&'a [(String, IssuedToken)]),
+    Subject(&'a str, &'a SubjectCells),
+    Registry(&'a [RegistryChange]),
+    End {
+        subjects: u64,
+    },
+}
+
+/// What a written snapshot holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotSummary {
+    /// The file written.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Subjects in it.
+    pub subjects: u64,
+    /// The first log segment to replay after it.
+    pub replay_from: u64,
+}
+
+/// Frames written to the body, with the running length and checksum.
+struct BodyWriter {
+    out: BufWriter<File>,
+    crc: crc32fast::Hasher,
+    len: u64,
+    scratch: Vec<u8>,
+}
+
+impl BodyWriter {
+    fn frame(&mut self, record: &SnapshotRecordRef<'_>) -> std::io::Result<()> {
+        self.scratch.clear();
+        write_frame(&mut self.scratch, record);
+        self.crc.update(&self.scratch);
+        self.len += self.scratch.len() as u64;
+        self.out.write_all(&self.scratch)
+    }
+}
+
+/// Writes a snapshot of the engine into `dir`: to a temporary file, synced,
+/// renamed into place, and the folder synced.
+pub(crate) fn write(
+    dir: &Path,
+    replay_from: u64,
+    created_millis: i64,
+    registry: &Registry,
+    store: &Store,
+    tokens: &TokenStore,
+) -> Result<SnapshotSummary> {
+    let path = dir.join(snapshot_name(replay_from));
+    let temp = dir.join(format!("{}.tmp", snapshot_name(replay_from)));
+    let io = |what: &str| {
+        let what = format!("{what} {}", temp.display());
+        move |e| Error::io(what, e)
+    };
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&temp)
+        .map_err(io("creating"))?;
+    let mut body = BodyWriter {
+        out: BufWriter::with_capacity(1 << 20, file),
+        crc: crc32fast::Hasher::new(),
+        len: 0,
+        scratch: Vec::with_capacity(4096),
+    };
+    body.out
+        .write_all(&[0u8; HEADER_BYTES])
+        .map_err(io("writing"))?;
+    body.frame(&SnapshotRecordRef::Meta {
+        created_millis,
+        replay_from,
+    })
+    .map_err(io("writing"))?;
+    let token_image = tokens.image(created_millis.div_euclid(1000));
+    body.frame(&SnapshotRecordRef::Tokens(&token_image))
+        .map_err(io("writing"))?;
+    let mut subjects = 0u64;
+    let mut failure = None;
+    store.for_each(|uid, cells| {
+        if failure.is_none() {
+            subjects += 1;
+            failure = body.frame(&SnapshotRecordRef::Subject(uid, cells)).err();
+        }
+    });
+    if let Some(e) = failure {
+        return Err(io("writing")(e));
+    }
+    body.frame(&SnapshotRecordRef::Registry(&registry.image()))
+        .map_err(io("writing"))?;
+    body.frame(&SnapshotRecordRef::End { subjects })
+        .map_err(io("writing"))?;
+    let header = Header::new(SNAPSHOT_MAGIC, body.len, body.crc.clone().finalize());
+    let mut file = body
+        .out
+        .into_inner()
+        .map_err(|e| io("writing")(e.into_error()))?;
+    file.seek(SeekFrom::Start(0))
+        .and_then(|_| file.write_all(&header.encode()))
+        .and_then(|()| file.sync_all())
+        .map_err(io("syncing"))?;
+    drop(file);
+    std::fs::rename(&temp, &path).map_err(io("renaming"))?;
+    sync_dir(dir)?;
+    Ok(SnapshotSummary {
+        path,
+        bytes: HEADER_BYTES as u64 + body.len,
+        subjects,
+        replay_from,
+    })
+}
+
+/// A snapshot read back into fresh engine parts.
+pub(crate) struct Loaded {
+    pub created_millis: i64,
+    pub replay_from: u64,
+    pub subjects: u64,
+    pub max_lsn: u64,
+}
+
+/// Reads and checks a whole snapshot file into `registry`, `store` and
+/// `tokens` (which must be empty). On error they hold partial data and
+/// must be discarded.
+pub(crate) fn load(
+    path: &Path,
+    registry: &Registry,
+    store: &Store,
+    tokens: &TokenStore,
+) -> Result<Loaded> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let corrupt = |offset: usize, reason: String| Error::Corrupt {
+        file: path.to_owned(),
+        offset: offset as u64,
+        reason,
+    };
+    let header = Header::decode(&bytes, SNAPSHOT_MAGIC).map_err(|e| match e {
+        FormatError::Truncated => corrupt(0, "file shorter than its header".into()),
+        FormatError::Corrupt(reason) => corrupt(0, reason),
+    })?;
+    let body = &bytes[HEADER_BYTES..];
+    if header.body_len != body.len() as u64 {
+        return Err(corrupt(
+            HEADER_BYTES,
+            format!(
+                "header says {} body bytes, file has {}",
+                header.body_len,
+                body.len()
+            ),
+        ));
+    }
+    if crc32fast::hash(body) != header.body_crc {
+        return Err(corrupt(HEADER_BYTES, "body checksum mismatch".into()));
+    }
+    let mut offset = 0usize;
+    let mut next = || -> Result<Option<(SnapshotRecord, usize)>> {
+        if offset == body.len() {
+            return Ok(None);
+        }
+        let at = HEADER_BYTES + offset;
+        let (payload, used) = read_frame(&body[offset..]).map_err(|e| match e {
+            FormatError::Truncated => corrupt(at, "truncated frame".into()),
+            FormatError::Corrupt(reason) => corrupt(at, reason),
+        })?;
+        let record = decode(payload).map_err(|e| match e {
+            FormatError::Truncated => corrupt(at, "truncated record".into()),
+            FormatError::Corrupt(reason) => corrupt(at, reason),
+        })?;
+        offset += used;
+        Ok(Some((record, at)))
+    };
+    let Some((
+        SnapshotRecord::Meta {
+            replay_from,
+            created_millis,
+        },
+        _,
+    )) = next()?
+    else {
+        return Err(corrupt(
+            HEADER_BYTES,
+            "the first record is not the snapshot's metadata".into(),
+        ));
+    };
+    let mut subjects = 0u64;
+    let mut max_lsn = 0u64;
+    let mut max_counter = None::<u32>;
+    loop {
+        let Some((record, at)) = next()? else {
+            return Err(corrupt(
+                bytes.len(),
+                "the snapshot has no end record".into(),
+            ));
+        };
+        match record {
+            SnapshotRecord::Tokens(list) => {
+                for (token, issued) in list {
+                    tokens.restore(&token, issued);
+                }
+            }
+            SnapshotRecord::Subject(uid, cells) => {
+                crate::subject::validate_uid(&uid).map_err(|e| corrupt(at, e.to_string()))?;
+                if !cells.is_well_formed(u32::MAX as usize) {
+                    return Err(corrupt(at, format!("malformed cells of subject {uid:?}")));
+                }
+                max_lsn = max_lsn.max(cells.last_lsn());
+                max_counter = max_counter.max(cells.max_counter());
+                subjects += 1;
+                store.restore(&uid, cells);
+            }
+            SnapshotRecord::Registry(changes) => {
+                registry
+                    .replay(&changes)
+                    .map_err(|reason| corrupt(at, reason))?;
+            }
+            SnapshotRecord::End { subjects: expected } => {
+                if expected != subjects {
+                    return Err(corrupt(
+                        at,
+                        format!("end record counts {expected} subjects, found {subjects}"),
+                    ));
+                }
+                if offset != body.len() {
+                    return Err(corrupt(at, "bytes after the end record".into()));
+                }
+                break;
+            }
+            SnapshotRecord::Meta { .. } => {
+                return Err(corrupt(at, "a second metadata record".into()));
+            }
+        }
+    }
+    if let Some(max) = max_counter.filter(|&max| max as usize >= registry.counter_count()) {
+        return Err(corrupt(
+            HEADER_BYTES,
+            format!("cells refer to counter {max}, which the registry lacks"),
+        ));
+    }
+    Ok(Loaded {
+        created_millis,
+        replay_from,
+        subjects,
+        max_lsn,
+    })
+}

@@ -1,0 +1,251 @@
+//! The write-ahead log: accepted batches, registry changes and issued
+//! regTokens, appended in order to numbered segment files.
+//!
+//! Appenders encode their record into one shared in-memory buffer (a short
+//! critical section that also assigns the log sequence number). Making the
+//! buffer durable is group commit: the first appender that needs its record
+//! synced becomes the leader, writes everything buffered so far and syncs
+//! once; appenders queued behind it find their record already durable.
+//! Under [`Durability::Interval`] a background thread does the same on a timer.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::format::{Header, LOG_MAGIC, write_frame};
+use super::{Durability, sync_dir};
+use crate::error::{Error, Result};
+use crate::registry::{CounterId, RegistryChange};
+use crate::store::ResolvedEntry;
+
+/// One logged entry of a batch, as decoded.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub(crate) struct LoggedEntry {
+    pub targets: Vec<CounterId>,
+    pub amount: crate::period::Amount,
+}
+
+/// A log record, as decoded. [`RecordRef`] encodes the same layout without copying.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub(crate) enum LogRecord {
+    /// Registry changes, in the order they applied.
+    Registry(Vec<RegistryChange>),
+    /// An issued regToken.
+    Token {
+        token: String,
+        uid: String,
+        expires_at: i64,
+    },
+    /// An accepted increment batch of one subject, with its event time and
+    /// resolved roll-up targets (so replay lands in the same cells and buckets).
+    Increment {
+        lsn: u64,
+        uid: String,
+        at: i64,
+        entries: Vec<LoggedEntry>,
+    },
+}
+
+/// A log record to encode, borrowing its parts.
+#[derive(Serialize)]
+pub(crate) enum RecordRef<'a> {
+    /// See [`LogRecord::Registry`].
+    Registry(&'a [RegistryChange]),
+    /// See [`LogRecord::Token`].
+    Token {
+        token: &'a str,
+        uid: &'a str,
+        expires_at: i64,
+    },
+    /// See [`LogRecord::Increment`].
+    Increment {
+        lsn: u64,
+        uid: &'a str,
+        at: i64,
+        entries: &'a [ResolvedEntry<'a>],
+    },
+}
+
+/// The file name of log segment `number`.
+pub(crate) fn segment_name(number: u64) -> String {
+    format!("log-{number:020}.tlog")
+}
+
+/// The segment number in a file name, if it is a segment's.
+pub(crate) fn segment_number(name: &str) -> Option<u64> {
+    name.strip_prefix("log-")?
+        .strip_suffix(".tlog")?
+        .parse()
+        .ok()
+}
+
+/// What appenders share: the bytes not yet written, and the counters.
+struct Buffer {
+    bytes: Vec<u8>,
+    next_lsn: u64,
+    /// Logical position (bytes ever appended) at the end of `bytes`.
+    end: u64,
+}
+
+/// The file side, held by the group-commit leader.
+struct Segment {
+    file: File,
+    number: u64,
+    path: PathBuf,
+}
+
+/// The write-ahead log of a data directory.
+pub(crate) struct Wal {
+    dir: PathBuf,
+    durability: Durability,
+    buffer: Mutex<Buffer>,
+    segment: Mutex<Segment>,
+    /// Logical position up to which everything is written and synced.
+    durable: AtomicU64,
+    poisoned: Mutex<Option<String>>,
+}
+
+impl Wal {
+    /// Starts a new segment `number` in `dir`; the next batch gets `next_lsn`.
+    pub(crate) fn create(
+        dir: &Path,
+        number: u64,
+        next_lsn: u64,
+        durability: Durability,
+    ) -> Result<Wal> {
+        let segment = Segment::create(dir, number)?;
+        Ok(Wal {
+            dir: dir.to_owned(),
+            durability,
+            buffer: Mutex::new(Buffer {
+                bytes: Vec::with_capacity(1 << 16),
+                next_lsn,
+                end: 0,
+            }),
+            segment: Mutex::new(segment),
+            durable: AtomicU64::new(0),
+            poisoned: Mutex::new(None),
+        })
+    }
+
+    pub(crate) fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    fn check_poison(&self) -> Result<()> {
+        match &*self.poisoned.lock() {
+            Some(reason) => Err(Error::Poisoned {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Appends a record; returns its log sequence number (for increments)
+    /// and the logical position to wait for with [`Wal::wait_durable`].
+    pub(crate) fn append<'r>(
+        &self,
+        record: impl FnOnce(u64) -> RecordRef<'r>,
+    ) -> Result<(u64, u64)> {
+        self.check_poison()?;
+        let mut buffer = self.buffer.lock();
+        let lsn = buffer.next_lsn;
+        buffer.next_lsn += 1;
+        let before = buffer.bytes.len();
+        write_frame(&mut buffer.bytes, &record(lsn));
+        buffer.end += (buffer.bytes.len() - before) as u64;
+        Ok((lsn, buffer.end))
+    }
+
+    /// Returns once everything up to logical position `end` is synced,
+    /// syncing it (and everything buffered with it) if nobody has yet.
+    pub(crate) fn wait_durable(&self, end: u64) -> Result<()> {
+        if self.durable.load(Ordering::Acquire) >= end {
+            return Ok(());
+        }
+        let mut segment = self.segment.lock();
+        if self.durable.load(Ordering::Acquire) >= end {
+            return Ok(());
+        }
+        self.flush_locked(&mut segment)
+    }
+
+    /// Writes and syncs everything buffered.
+    pub(crate) fn sync(&self) -> Result<()> {
+        let mut segment = self.segment.lock();
+        self.flush_locked(&mut segment)
+    }
+
+    fn flush_locked(&self, segment: &mut Segment) -> Result<()> {
+        self.check_poison()?;
+        let (bytes, end) = {
+            let mut buffer = self.buffer.lock();
+            let fresh = Vec::with_capacity(buffer.bytes.capacity().min(1 << 20));
+            (std::mem::replace(&mut buffer.bytes, fresh), buffer.end)
+        };
+        if bytes.is_empty() {
+            self.durable.fetch_max(end, Ordering::AcqRel);
+            return Ok(());
+        }
+        let written = segment
+            .file
+            .write_all(&bytes)
+            .and_then(|()| segment.file.sync_data());
+        if let Err(source) = written {
+            let reason = format!("writing {}: {source}", segment.path.display());
+            *self.poisoned.lock() = Some(reason);
+            return Err(Error::io(
+                format!("writing {}", segment.path.display()),
+                source,
+            ));
+        }
+        self.durable.fetch_max(end, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Syncs what is buffered, then starts a new segment; returns its
+    /// number. Every record appended before the call is in older segments.
+    pub(crate) fn rotate(&self) -> Result<u64> {
+        let mut segment = self.segment.lock();
+        self.flush_locked(&mut segment)?;
+        let next = Segment::create(&self.dir, segment.number + 1)?;
+        *segment = next;
+        Ok(segment.number)
+    }
+
+    /// Waits `interval` between syncs until `stop` says so; the body of
+    /// the [`Durability::Interval`] background thread.
+    pub(crate) fn sync_every(&self, interval: Duration, stop: &crossbeam::channel::Receiver<()>) {
+        loop {
+            match stop.recv_timeout(interval) {
+                Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
+                    // A failure poisons the log; appenders report it.
+                    let _ = self.sync();
+                }
+                _ => return,
+            }
+        }
+    }
+}
+
+impl Segment {
+    fn create(dir: &Path, number: u64) -> Result<Segment> {
+        let path = dir.join(segment_name(number));
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+        file.write_all(&Header::new(LOG_MAGIC, 0, 0).encode())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        sync_dir(dir)?;
+        Ok(Segment { file, number, path })
+    }
+}

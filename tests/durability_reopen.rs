@@ -1,0 +1,149 @@
+//! Durability (SPEC §10): what an engine on a data directory acknowledged
+//! is there after a reopen, whichever durability it ran with, and a data
+//! directory is open in one engine at a time.
+
+use std::time::Duration;
+
+use tally::{Durability, Error, Increment, ManualClock, Selector, Tally};
+
+const NOW: i64 = 1_795_780_800; // 2026-11-27 12:00:00 UTC
+
+fn open(dir: &std::path::Path, durability: Durability) -> Tally {
+    Tally::builder()
+        .clock(ManualClock::new(NOW))
+        .system_classes(["_logins"])
+        .data_dir(dir)
+        .durability(durability)
+        .build()
+        .expect("open")
+}
+
+fn everything(engine: &Tally, uid: &str) -> Vec<tally::CounterRow> {
+    let periods = [
+        Selector::class("regex('.')").period("regex('.')"),
+        Selector::class("regex('.')").period("last7Days"),
+    ];
+    engine.get(uid, &periods).unwrap()
+}
+
+fn workload(engine: &Tally) {
+    engine
+        .register([("shares", "/news"), ("shares", "/news/sport")])
+        .unwrap();
+    engine
+        .increment(
+            "u1",
+            &[
+                Increment::new("shares", "/news/sport").value(3),
+                Increment::new("shares", "/"),
+            ],
+        )
+        .unwrap();
+    engine
+        .increment_at(
+            "u2",
+            &[Increment::new("_logins", "/web/eu")],
+            NOW - 40 * 86_400,
+        )
+        .unwrap();
+    let handle = engine.counter("shares", "/news").unwrap();
+    for _ in 0..5 {
+        engine.increment_counter("u1", &handle, 1, 10).unwrap();
+    }
+    engine.unregister([("shares", "/news")]).unwrap();
+    engine
+        .increment("u1", &[Increment::new("shares", "/news/sport")])
+        .unwrap();
+}
+
+#[test]
+fn every_durability_survives_a_clean_reopen() {
+    for durability in [
+        Durability::Always,
+        Durability::Interval(Duration::from_millis(50)),
+        Durability::Never,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (u1, u2, registered) = {
+            let engine = open(dir.path(), durability);
+            workload(&engine);
+            (
+                everything(&engine, "u1"),
+                everything(&engine, "u2"),
+                engine.registered(),
+            )
+        };
+        let engine = open(dir.path(), durability);
+        assert_eq!(everything(&engine, "u1"), u1, "{durability:?}");
+        assert_eq!(everything(&engine, "u2"), u2, "{durability:?}");
+        assert_eq!(engine.registered(), registered, "{durability:?}");
+        assert!(!u1.is_empty());
+    }
+}
+
+#[test]
+fn the_log_alone_recovers_everything_without_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), Durability::Always);
+    workload(&engine);
+    let token = engine.issue_reg_token("u9").unwrap();
+    let before = everything(&engine, "u1");
+    // Simulate a crash: no close, no final snapshot.
+    std::mem::forget(engine);
+    let copy = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "LOCK" {
+            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+        }
+    }
+    let engine = open(copy.path(), Durability::Always);
+    let report = engine.recovery_report().unwrap();
+    assert!(report.snapshot.is_none());
+    assert!(report.batches_replayed >= 8, "{report:?}");
+    assert_eq!(everything(&engine, "u1"), before);
+    assert_eq!(engine.resolve_uid((&token).into()).unwrap(), "u9");
+}
+
+#[test]
+fn a_snapshot_plus_the_log_after_it_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), Durability::Always);
+    workload(&engine);
+    let summary = engine.snapshot().unwrap();
+    assert_eq!(summary.subjects, 2);
+    engine
+        .increment("u1", &[Increment::new("shares", "/news/sport").count(7)])
+        .unwrap();
+    let before = everything(&engine, "u1");
+    std::mem::forget(engine);
+    let copy = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "LOCK" {
+            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+        }
+    }
+    let engine = open(copy.path(), Durability::Always);
+    let report = engine.recovery_report().unwrap().clone();
+    assert!(report.snapshot.is_some());
+    assert_eq!(report.batches_replayed, 1, "{report:?}");
+    assert_eq!(everything(&engine, "u1"), before);
+}
+
+#[test]
+fn a_data_dir_opens_in_one_engine_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = open(dir.path(), Durability::Never);
+    let second = Tally::builder().data_dir(dir.path()).build();
+    let error = second.unwrap_err();
+    assert!(matches!(error, Error::Locked { .. }), "{error}");
+    assert_eq!(error.code().number(), 500001);
+}
+
+#[test]
+fn snapshots_need_a_data_dir() {
+    let engine = Tally::builder().build().unwrap();
+    assert!(matches!(engine.snapshot(), Err(Error::Config(_))));
+    assert!(engine.recovery_report().is_none());
+}

@@ -1,0 +1,440 @@
+//! Every error code reachable through REST, and that rejected calls change nothing.
+
+mod rest_support;
+
+use std::time::Duration;
+
+use rest_support::{assert_error, assert_ok, call_json, engine, register, rows, totals};
+use serde_json::json;
+
+const INC: &str = "accounts.incrementCounters";
+
+/// A method, its parameters, and what the error details must mention.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+
+#[test]
+fn missing_parameters_are_400002() {
+    let (engine, _) = engine();
+    register(&engine, r#"[{"class":"c","path":"/a"}]"#);
+    let entry = r#"[{"class":"c","path":"/a"}]"#;
+    let cases: Vec<Case<'_>> = vec![
+        (INC, vec![("counters", entry)], "`UID`"),
+        (INC, vec![("UID", ""), ("counters", entry)], "`UID`"),
+        (INC, vec![("regToken", ""), ("counters", entry)], "`UID`"),
+        ("accounts.getCounters", vec![], "`UID`"),
+        (INC, vec![("UID", "u")], "`counters`"),
+        (INC, vec![("UID", "u"), ("counters", "")], "`counters`"),
+        (INC, vec![("UID", "u"), ("counters", "[]")], "`counters`"),
+        ("accounts.registerCounters", vec![], "`counters`"),
+        (
+            "accounts.registerCounters",
+            vec![("counters", "[]")],
+            "`counters`",
+        ),
+        (
+            "accounts.unregisterCounters",
+            vec![("counters", " [ ] ")],
+            "`counters`",
+        ),
+        (
+            INC,
+            vec![
+                ("UID", "u"),
+                ("counters", r#"[{"class":"c","path":"/a"},{"class":"c"}]"#),
+            ],
+            "`counters[1].path`",
+        ),
+        (
+            INC,
+            vec![("UID", "u"), ("counters", r#"[{"path":"/a"}]"#)],
+            "`counters[0].class`",
+        ),
+        (
+            INC,
+            vec![
+                ("UID", "u"),
+                ("counters", r#"[{"class":null,"path":"/a"}]"#),
+            ],
+            "`counters[0].class`",
+        ),
+        (
+            "accounts.registerCounters",
+            vec![(
+                "counters",
+                r#"[{"class":"c","path":"/a"},{"class":"c","path":"/b"},{"class":"d"}]"#,
+            )],
+            "`counters[2].path`",
+        ),
+        (
+            "accounts.getCounters",
+            vec![("UID", "u"), ("counters", r#"[{"path":"/a"}]"#)],
+            "`counters[0].class`",
+        ),
+    ];
+    for (method, params, mentions) in cases {
+        let body = call_json(&engine, method, &params);
+        assert_error(&body, 400_002, mentions);
+        assert_eq!(body["errorMessage"], "Missing required parameter");
+        assert_eq!(body["statusReason"], "Bad Request");
+    }
+    assert_eq!(totals(&engine, "u"), rows(&[]));
+    assert_eq!(
+        call_json(&engine, "accounts.getRegisteredCounters", &[])["counters"],
+        json!([{"class": "c", "path": "/a"}])
+    );
+}
+
+#[test]
+fn malformed_counters_are_400004() {
+    let (engine, _) = engine();
+    register(&engine, r#"[{"class":"c","path":"/a"}]"#);
+    for (counters, mentions) in [
+        ("[{\"class\":\"c\",\"path\":\"/a\"", "`counters`"),
+        ("not json", "`counters`"),
+        ("{\"class\":\"c\",\"path\":\"/a\"}", "`counters`"),
+        ("\"[]\"", "`counters`"),
+        ("null", "`counters`"),
+        ("[{\"class\":\"c\",\"path\":\"/a\"}, 5]", "`counters[1]`"),
+        ("[[\"c\", \"/a\"]]", "`counters[0]`"),
+        (
+            "[{\"class\":\"c\",\"path\":\"/a\",\"count\":1e400}]",
+            "`counters`",
+        ),
+    ] {
+        let body = call_json(&engine, INC, &[("UID", "u"), ("counters", counters)]);
+        assert_error(&body, 400_004, mentions);
+        assert_eq!(body["errorMessage"], "Invalid parameter format");
+        let body = call_json(
+            &engine,
+            "accounts.getCounters",
+            &[("UID", "u"), ("counters", counters)],
+        );
+        assert_error(&body, 400_004, mentions);
+        let body = call_json(
+            &engine,
+            "accounts.registerCounters",
+            &[("counters", counters)],
+        );
+        assert_error(&body, 400_004, mentions);
+    }
+    assert_eq!(totals(&engine, "u"), rows(&[]));
+}
+
+#[test]
+fn bad_count_or_value_is_400006_and_changes_nothing() {
+    let (engine, _) = engine();
+    register(&engine, r#"[{"class":"c","path":"/a"}]"#);
+    let good = r#"{"class":"c","path":"/a","count":2,"value":10}"#;
+    assert_ok(&call_json(
+        &engine,
+        INC,
+        &[("UID", "u"), ("counters", &format!("[{good}]"))],
+    ));
+    let before = totals(&engine, "u");
+    assert_eq!(before, rows(&[("c", "/", 2, 10), ("c", "/a", 2, 10)]));
+
+    for bad in [
+        "1.5",
+        "\"abc\"",
+        "\"1.5\"",
+        "true",
+        "{}",
+        "[3]",
+        "12345678901234567890",
+        "-9223372036854775809",
+        "\"99999999999999999999\"",
+    ] {
+        for field in ["count", "value"] {
+            let counters = format!(r#"[{good},{{"class":"c","path":"/a","{field}":{bad}}}]"#);
+            let body = call_json(&engine, INC, &[("UID", "u"), ("counters", &counters)]);
+            assert_error(&body, 400_006, &format!("`counters[1].{field}`"));
+            assert_eq!(body["errorMessage"], "Invalid parameter value");
+        }
+    }
+    assert_eq!(totals(&engine, "u"), before);
+}
+
+#[test]
+fn wrongly_typed_strings_are_400006() {
+    let (engine, _) = engine();
+    register(&engine, r#"[{"class":"c","path":"/a"}]"#);
+    for (method, counters, mentions) in [
+        (INC, r#"[{"class":5,"path":"/a"}]"#, "`counters[0].class`"),
+        (
+            INC,
+            r#"[{"class":"c","path":["/a"]}]"#,
+            "`counters[0].path`",
+        ),
+        (
+            "accounts.registerCounters",
+            r#"[{"class":"c","path":true}]"#,
+            "`counters[0].path`",
+        ),
+        (
+            "accounts.getCounters",
+            r#"[{"class":"c","path":1}]"#,
+            "`counters[0].path`",
+        ),
+        (
+            "accounts.getCounters",
+            r#"[{"class":"c","period":2611}]"#,
+            "`counters[0].period`",
+        ),
+    ] {
+        let body = call_json(&engine, method, &[("UID", "u"), ("counters", counters)]);
+        assert_error(&body, 400_006, mentions);
+    }
+}
+
+#[test]
+fn engine_validation_errors_are_400006() {
+    let (engine, _) = engine();
+    register(&engine, r#"[{"class":"c","path":"/a"}]"#);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "accounts.registerCounters",
+            vec![("counters", r#"[{"class":"c","path":"/a/b/c"}]"#)],
+            "entry 0",
+        ),
+        (
+            "accounts.registerCounters",
+            vec![(
+                "counters",
+                r#"[{"class":"c","path":"/x"},{"class":"has space","path":"/x"}]"#,
+            )],
+            "entry 1",
+        ),
+        (
+            "accounts.registerCounters",
+            vec![("counters", r#"[{"class":"c","path":"no-slash"}]"#)],
+            "no-slash",
+        ),
+        (
+            INC,
+            vec![
+                ("UID", "u"),
+                ("regToken", "t"),
+                ("counters", r#"[{"class":"c","path":"/a"}]"#),
+            ],
+            "not both",
+        ),
+        (
+            INC,
+            vec![
+                ("UID", "u\u{1}"),
+                ("counters", r#"[{"class":"c","path":"/a"}]"#),
+            ],
+            "UID",
+        ),
+        (
+            "accounts.getCounters",
+            vec![
+                ("UID", "u"),
+                ("counters", r#"[{"class":"c","period":"yesterday"}]"#),
+            ],
+            "yesterday",
+        ),
+        (
+            "accounts.getCounters",
+            vec![("UID", "u"), ("counters", r#"[{"class":"regex('(')"}]"#)],
+            "regular expression",
+        ),
+    ];
+    for (method, params, mentions) in cases {
+        assert_error(&call_json(&engine, method, &params), 400_006, mentions);
+    }
+    // Nothing of the rejected registration was registered.
+    assert_eq!(
+        call_json(&engine, "accounts.getRegisteredCounters", &[])["counters"],
+        json!([{"class": "c", "path": "/a"}])
+    );
+}
+
+#[test]
+fn overflow_is_400006_and_changes_nothing() {
+    let (engine, _) = engine();
+    register(&engine, r#"[{"class":"c","path":"/a"}]"#);
+    let max = format!(r#"[{{"class":"c","path":"/a","value":"{}"}}]"#, i64::MAX);
+    assert_ok(&call_json(
+        &engine,
+        INC,
+        &[("UID", "u"), ("counters", &max)],
+    ));
+    let body = call_json(
+        &engine,
+        INC,
+        &[
+            ("UID", "u"),
+            (
+                "counters",
+                r#"[{"class":"c","path":"/","count":0,"value":1}]"#,
+            ),
+        ],
+    );
+    assert_error(&body, 400_006, "overflow");
+    assert_eq!(
+        totals(&engine, "u"),
+        rows(&[("c", "/", 1, i64::MAX), ("c", "/a", 1, i64::MAX)])
+    );
+}
+
+#[test]
+fn unregistered_counters_are_409011() {
+    let (engine, _) = engine();
+    register(&engine, r#"[{"class":"c","path":"/a"}]"#);
+    for (counters, mentions) in [
+        (
+            r#"[{"class":"c","path":"/a"},{"class":"c","path":"/b"}]"#,
+            "entry 1",
+        ),
+        (r#"[{"class":"unknown","path":"/"}]"#, "unknown"),
+    ] {
+        let body = call_json(&engine, INC, &[("UID", "u"), ("counters", counters)]);
+        assert_error(&body, 409_011, mentions);
+        assert_eq!(body["errorMessage"], "Counter not registered");
+        assert_eq!(body["statusReason"], "Conflict");
+    }
+    assert_eq!(totals(&engine, "u"), rows(&[]));
+}
+
+#[test]
+fn unknown_and_expired_reg_tokens_are_400006() {
+    let (engine, clock) = engine();
+    register(&engine, r#"[{"class":"c","path":"/a"}]"#);
+    let entry = r#"[{"class":"c","path":"/a"}]"#;
+    let body = call_json(
+        &engine,
+        INC,
+        &[("regToken", "not-a-token"), ("counters", entry)],
+    );
+    assert_error(&body, 400_006, "unknown regToken");
+
+    let token = engine.issue_reg_token("uid-1").unwrap();
+    clock.advance(Duration::from_secs(2 * 3600));
+    let body = call_json(
+        &engine,
+        INC,
+        &[("regToken", token.as_str()), ("counters", entry)],
+    );
+    assert_error(&body, 400_006, "expired");
+    let body = call_json(
+        &engine,
+        "accounts.getCounters",
+        &[("regToken", token.as_str())],
+    );
+    assert_error(&body, 400_006, "expired");
+    assert_eq!(totals(&engine, "uid-1"), rows(&[]));
+}
+
+#[test]
+fn duplicate_parameters_are_400006() {
+    let (engine, _) = engine();
+    register(&engine, r#"[{"class":"c","path":"/a"}]"#);
+    let entry = r#"[{"class":"c","path":"/a"}]"#;
+    let cases: Vec<Case<'_>> = vec![
+        (
+            INC,
+            vec![("UID", "u"), ("UID", "u"), ("counters", entry)],
+            "`UID`",
+        ),
+        (
+            INC,
+            vec![("UID", "u"), ("counters", entry), ("counters", entry)],
+            "`counters`",
+        ),
+        (
+            INC,
+            vec![("regToken", "t"), ("regToken", "t"), ("counters", entry)],
+            "`regToken`",
+        ),
+        (
+            "accounts.getCounters",
+            vec![("UID", "u"), ("UID", "")],
+            "`UID`",
+        ),
+        (
+            "accounts.registerCounters",
+            vec![("counters", entry), ("counters", "[]")],
+            "`counters`",
+        ),
+        (
+            "accounts.getRegisteredCounters",
+            vec![("format", "json"), ("format", "json")],
+            "`format`",
+        ),
+        (
+            INC,
+            vec![
+                ("UID", "u"),
+                ("counters", entry),
+                ("httpStatusCodes", "true"),
+                ("httpStatusCodes", "true"),
+            ],
+            "`httpStatusCodes`",
+        ),
+        (
+            INC,
+            vec![
+                ("UID", "u"),
+                ("counters", entry),
+                ("context", "a"),
+                ("context", "b"),
+            ],
+            "`context`",
+        ),
+    ];
+    for (method, params, mentions) in cases {
+        let body = call_json(&engine, method, &params);
+        assert_error(&body, 400_006, mentions);
+        assert!(body.get("context").is_none(), "{body}");
+    }
+    assert_eq!(totals(&engine, "u"), rows(&[]));
+}
+
+#[test]
+fn unknown_methods_are_errors_not_panics() {
+    let (engine, _) = engine();
+    for method in [
+        "accounts.nope",
+        "",
+        "accounts.incrementcounters",
+        "socialize.getUserInfo",
+        "\u{0}\u{2028}é",
+    ] {
+        let body = call_json(&engine, method, &[("UID", "u")]);
+        assert_error(&body, 400_006, "method");
+    }
+    let body = call_json(&engine, "accounts.nope", &[]);
+    assert_error(&body, 400_006, "accounts.nope");
+    let long = "x".repeat(100_000);
+    let body = call_json(&engine, &long, &[]);
+    assert_error(&body, 400_006, "unknown method");
+    assert!(body["errorDetails"].as_str().unwrap().len() < 1_000);
+}
+
+#[test]
+fn hostile_inputs_never_panic() {
+    let (engine, _) = engine();
+    let deep = "[".repeat(100_000);
+    let huge = format!(
+        r#"[{{"class":"c","path":"/","count":{}}}]"#,
+        "9".repeat(10_000)
+    );
+    for counters in [
+        deep.as_str(),
+        huge.as_str(),
+        "\u{0}",
+        "[{\"class\":\"\\ud800\"}]",
+        "[{}]",
+    ] {
+        for method in [
+            "accounts.registerCounters",
+            "accounts.unregisterCounters",
+            INC,
+            "accounts.getCounters",
+        ] {
+            let body = call_json(&engine, method, &[("UID", "u"), ("counters", counters)]);
+            assert!(body["errorCode"].as_u64().unwrap() >= 400_000, "{body}");
+        }
+    }
+}
