@@ -73,6 +73,8 @@ pub use engine::{Increment, Tally};
 pub use error::{AmountField, Error, ErrorCode, Result};
 pub use path::{MAX_PATH_BYTES, ROOT, validate_path};
 pub use period::{DayKey, MonthKey, Period};
+#[doc(hidden)]
+pub use persist::fuzzing;
 pub use persist::{Durability, RecoveryReport, SnapshotSummary};
 pub use query::{CounterRow, MAX_REGEX_BYTES, Selector};
 pub use registry::CounterHandle;

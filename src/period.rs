@@ -124,6 +124,9 @@ impl<'de> Deserialize<'de> for Period {
     }
 }
 
+/// The oldest month and day bucket still kept.
+pub(crate) type Horizon = (MonthKey, DayKey);
+
 /// How long month and day buckets are kept, relative to the engine clock.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Retention {
@@ -133,7 +136,7 @@ pub(crate) struct Retention {
 
 impl Retention {
     /// The oldest month and day still kept when the clock reads `now_secs`.
-    pub(crate) fn horizon(&self, now_secs: i64) -> (MonthKey, DayKey) {
+    pub(crate) fn horizon(&self, now_secs: i64) -> Horizon {
         let month = i64::from(MonthKey::of(now_secs).0) - i64::from(self.months) + 1;
         let day = i64::from(DayKey::of(now_secs).0) - i64::from(self.days) + 1;
         (MonthKey(month.max(0) as u32), DayKey(day.max(0) as u32))
@@ -235,7 +238,7 @@ impl Cell {
     /// Adds `delta` at event time `at_secs`. The caller has checked it with
     /// [`Cell::check_add`]. Buckets older than `horizon` are not created, and
     /// creating a bucket drops those that fell out of retention.
-    pub(crate) fn add(&mut self, delta: Amount, at_secs: i64, horizon: (MonthKey, DayKey)) {
+    pub(crate) fn add(&mut self, delta: Amount, at_secs: i64, horizon: Horizon) {
         self.total = self.total.checked_add(delta).unwrap_or(self.total);
         self.last_updated = self.last_updated.max(at_secs);
         let (month, day) = (MonthKey::of(at_secs), DayKey::of(at_secs));
@@ -247,13 +250,7 @@ impl Cell {
         }
     }
 
-    fn add_to_bucket(
-        &mut self,
-        key: u32,
-        delta: Amount,
-        at_secs: i64,
-        horizon: (MonthKey, DayKey),
-    ) {
+    fn add_to_bucket(&mut self, key: u32, delta: Amount, at_secs: i64, horizon: Horizon) {
         let at = at_secs as u32;
         match self.position(key) {
             Ok(i) => {
@@ -277,10 +274,7 @@ impl Cell {
 
     /// The stored periods of the cell within retention: `total`, then
     /// months and days, newest first.
-    pub(crate) fn periods(
-        &self,
-        horizon: (MonthKey, DayKey),
-    ) -> impl Iterator<Item = PeriodReading> + '_ {
+    pub(crate) fn periods(&self, horizon: Horizon) -> impl Iterator<Item = PeriodReading> + '_ {
         let total = PeriodReading {
             period: Period::Total,
             amount: self.total,
@@ -307,7 +301,7 @@ impl Cell {
         &self,
         period: Period,
         now_secs: i64,
-        horizon: (MonthKey, DayKey),
+        horizon: Horizon,
     ) -> Option<PeriodReading> {
         match period {
             Period::Last7Days => {
@@ -341,7 +335,7 @@ impl Cell {
     }
 }
 
-fn is_retained(key: u32, (month, day): (MonthKey, DayKey)) -> bool {
+fn is_retained(key: u32, (month, day): Horizon) -> bool {
     if key & MONTH_TAG != 0 {
         key & !MONTH_TAG >= month.0
     } else {

@@ -7,7 +7,7 @@ use crate::calendar::format_last_updated;
 use crate::counter::validate_class;
 use crate::error::{Error, Result};
 use crate::path::validate_path;
-use crate::period::{DayKey, MonthKey, Period, PeriodReading};
+use crate::period::{Horizon, Period, PeriodReading};
 use crate::registry::RegistryView;
 use crate::store::SubjectCells;
 
@@ -193,7 +193,7 @@ pub(crate) fn read_rows(
     registry: &RegistryView<'_>,
     selectors: &[CompiledSelector],
     now_secs: i64,
-    horizon: (MonthKey, DayKey),
+    horizon: Horizon,
 ) -> Vec<CounterRow> {
     let mut rows = Vec::new();
     for (id, cell) in cells.cells() {

@@ -9,7 +9,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
 use crate::error::{AmountField, Error};
-use crate::period::{Amount, Cell, DayKey, MonthKey};
+use crate::period::{Amount, Cell, Horizon};
 use crate::registry::CounterId;
 
 /// One accepted entry of a batch, resolved to the cells it lands in.
@@ -107,7 +107,7 @@ impl SubjectCells {
         Ok(())
     }
 
-    fn apply(&mut self, entries: &[ResolvedEntry<'_>], at_secs: i64, horizon: (MonthKey, DayKey)) {
+    fn apply(&mut self, entries: &[ResolvedEntry<'_>], at_secs: i64, horizon: Horizon) {
         for entry in entries {
             for &counter in entry.targets {
                 self.cell_mut(counter).add(entry.amount, at_secs, horizon);
@@ -122,7 +122,7 @@ impl SubjectCells {
         &mut self,
         entries: &[ResolvedEntry<'_>],
         at_secs: i64,
-        horizon: (MonthKey, DayKey),
+        horizon: Horizon,
         log: L,
     ) -> Result<(), ApplyError>
     where
@@ -199,7 +199,7 @@ impl Store {
         uid: &str,
         entries: &[ResolvedEntry<'_>],
         at_secs: i64,
-        horizon: (MonthKey, DayKey),
+        horizon: Horizon,
         log: L,
     ) -> Result<(), ApplyError>
     where
@@ -227,7 +227,7 @@ impl Store {
         uid: &str,
         entries: &[ResolvedEntry<'_>],
         at_secs: i64,
-        horizon: (MonthKey, DayKey),
+        horizon: Horizon,
         lsn: u64,
     ) -> Result<Replayed, OverflowAt> {
         let mut subject = self.subjects.entry(uid.into()).or_default();
@@ -278,7 +278,7 @@ mod tests {
         Ok(0)
     }
 
-    fn horizon() -> (MonthKey, DayKey) {
+    fn horizon() -> Horizon {
         Retention {
             months: 24,
             days: 90,

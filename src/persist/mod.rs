@@ -6,6 +6,8 @@
 //! replay after them). `docs/format.md` gives the byte layout.
 
 mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 mod recovery;
 mod snapshot;
 mod wal;
@@ -72,7 +74,7 @@ impl Storage {
         dir: &Path,
         durability: Durability,
         now_secs: i64,
-        horizon: (crate::period::MonthKey, crate::period::DayKey),
+        horizon: crate::period::Horizon,
         fresh: &dyn Fn() -> (Registry, Store, TokenStore),
     ) -> Result<(Storage, Recovered)> {
         std::fs::create_dir_all(dir)

@@ -9,7 +9,7 @@ use super::snapshot::{self, snapshot_number};
 use super::wal::{LogRecord, segment_number};
 use crate::calendar::{END_EVENT_SECS, MIN_EVENT_SECS};
 use crate::error::{Error, Result};
-use crate::period::Amount;
+use crate::period::{Amount, Horizon};
 use crate::registry::Registry;
 use crate::store::{Replayed, ResolvedEntry, Store};
 use crate::subject::{TokenStore, validate_uid};
@@ -79,7 +79,7 @@ pub(crate) fn list(dir: &Path) -> Result<DirListing> {
 pub(crate) fn recover(
     dir: &Path,
     now_secs: i64,
-    horizon: (crate::period::MonthKey, crate::period::DayKey),
+    horizon: Horizon,
     fresh: &dyn Fn() -> (Registry, Store, TokenStore),
 ) -> Result<Recovered> {
     let listing = list(dir)?;
@@ -154,24 +154,46 @@ struct Replayer<'a> {
     registry: &'a Registry,
     store: &'a Store,
     tokens: &'a TokenStore,
-    horizon: (crate::period::MonthKey, crate::period::DayKey),
+    horizon: Horizon,
     report: &'a mut RecoveryReport,
     max_lsn: &'a mut u64,
 }
 
 impl Replayer<'_> {
+    /// Replays one segment file; a torn tail of the last segment is cut off the file.
     fn segment(&mut self, path: &Path, last: bool) -> Result<()> {
         let bytes =
             std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        if let Some(offset) = self.segment_bytes(path, &bytes, last)? {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+            file.set_len(offset as u64)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| Error::io(format!("truncating {}", path.display()), e))?;
+            self.report.cut = Some((
+                path.to_owned(),
+                offset as u64,
+                (bytes.len() - offset) as u64,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Replays the bytes of one segment (`path` names it in errors).
+    /// Returns where a torn tail starts, if the segment is the `last` and
+    /// ends in one; damage anywhere else is an error.
+    fn segment_bytes(&mut self, path: &Path, bytes: &[u8], last: bool) -> Result<Option<usize>> {
         let corrupt = |offset: usize, reason: String| Error::Corrupt {
             file: path.to_owned(),
             offset: offset as u64,
             reason,
         };
-        match Header::decode(&bytes, LOG_MAGIC) {
+        match Header::decode(bytes, LOG_MAGIC) {
             Ok(_) => {}
             // A crash while a segment was being created leaves a short header.
-            Err(FormatError::Truncated) if last => return self.cut(path, 0, bytes.len()),
+            Err(FormatError::Truncated) if last => return Ok(Some(0)),
             Err(FormatError::Truncated) => {
                 return Err(corrupt(0, "segment shorter than its header".into()));
             }
@@ -193,7 +215,7 @@ impl Replayer<'_> {
                     // Damage with nothing valid after it is a torn tail;
                     // anything else is corruption in the middle of the log.
                     if last && !any_frame_in(&bytes[offset + 1..]) {
-                        return self.cut(path, offset, bytes.len());
+                        return Ok(Some(offset));
                     }
                     let reason = match error {
                         FormatError::Truncated => "truncated frame followed by more records".into(),
@@ -203,19 +225,7 @@ impl Replayer<'_> {
                 }
             }
         }
-        Ok(())
-    }
-
-    fn cut(&mut self, path: &Path, offset: usize, len: usize) -> Result<()> {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        file.set_len(offset as u64)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| Error::io(format!("truncating {}", path.display()), e))?;
-        self.report.cut = Some((path.to_owned(), offset as u64, (len - offset) as u64));
-        Ok(())
+        Ok(None)
     }
 
     fn apply(&mut self, record: LogRecord) -> std::result::Result<(), String> {
@@ -273,4 +283,24 @@ impl Replayer<'_> {
         }
         Ok(())
     }
+}
+
+/// Replays the bytes of one log segment into fresh engine parts, as the
+/// last segment of a recovery; returns where a torn tail starts. For fuzzing.
+pub(crate) fn replay_segment_bytes(
+    bytes: &[u8],
+    parts: &(Registry, Store, TokenStore),
+    horizon: Horizon,
+) -> Result<Option<usize>> {
+    let mut report = RecoveryReport::default();
+    let mut max_lsn = 0;
+    let mut replayer = Replayer {
+        registry: &parts.0,
+        store: &parts.1,
+        tokens: &parts.2,
+        horizon,
+        report: &mut report,
+        max_lsn: &mut max_lsn,
+    };
+    replayer.segment_bytes(Path::new("<bytes>"), bytes, true)
 }

@@ -192,12 +192,23 @@ pub(crate) fn load(
 ) -> Result<Loaded> {
     let bytes =
         std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    load_bytes(path, &bytes, registry, store, tokens)
+}
+
+/// [`load`] from bytes already read; `path` names them in errors.
+pub(crate) fn load_bytes(
+    path: &Path,
+    bytes: &[u8],
+    registry: &Registry,
+    store: &Store,
+    tokens: &TokenStore,
+) -> Result<Loaded> {
     let corrupt = |offset: usize, reason: String| Error::Corrupt {
         file: path.to_owned(),
         offset: offset as u64,
         reason,
     };
-    let header = Header::decode(&bytes, SNAPSHOT_MAGIC).map_err(|e| match e {
+    let header = Header::decode(bytes, SNAPSHOT_MAGIC).map_err(|e| match e {
         FormatError::Truncated => corrupt(0, "file shorter than its header".into()),
         FormatError::Corrupt(reason) => corrupt(0, reason),
     })?;
