@@ -9,7 +9,7 @@ use crate::clock::Clock;
 use crate::config::{Builder, Config};
 use crate::counter::CounterKey;
 use crate::error::{Error, Result};
-use crate::period::{Amount, Retention};
+use crate::period::{Amount, EventTime, Retention};
 use crate::persist::{Durability, RecordRef, RecoveryReport, SnapshotSummary, Storage};
 use crate::query::{CompiledSelector, CounterRow, Selector, read_rows};
 use crate::registry::{CounterHandle, CounterId, Registry, RegistryChange, Targets};
@@ -347,15 +347,16 @@ impl Tally {
 
     /// The UID a subject stands for: the UID itself, or its regToken's.
     pub fn resolve_uid(&self, subject: Subject<'_>) -> Result<String> {
-        self.uid_of(subject).map(|uid| uid.into_owned())
+        self.uid_of(subject, self.now_secs())
+            .map(|uid| uid.into_owned())
     }
 
-    fn uid_of<'a>(&self, subject: Subject<'a>) -> Result<std::borrow::Cow<'a, str>> {
+    fn uid_of<'a>(&self, subject: Subject<'a>, now_secs: i64) -> Result<std::borrow::Cow<'a, str>> {
         resolve_subject(
             subject,
             &self.inner.tokens,
             self.inner.resolver.as_deref(),
-            self.now_secs(),
+            now_secs,
         )
     }
 
@@ -365,7 +366,8 @@ impl Tally {
         subject: impl Into<Subject<'s>>,
         entries: &[Increment<'_>],
     ) -> Result<()> {
-        self.increment_at(subject, entries, self.now_secs())
+        let now = self.now_secs();
+        self.increment_batch(subject.into(), entries, now, now)
     }
 
     /// Increments a batch dated `at_unix_secs` (backfill and replay).
@@ -380,9 +382,20 @@ impl Tally {
         entries: &[Increment<'_>],
         at_unix_secs: i64,
     ) -> Result<()> {
+        self.increment_batch(subject.into(), entries, at_unix_secs, self.now_secs())
+    }
+
+    fn increment_batch(
+        &self,
+        subject: Subject<'_>,
+        entries: &[Increment<'_>],
+        at_unix_secs: i64,
+        now_secs: i64,
+    ) -> Result<()> {
         self.check_batch_len(entries.len())?;
-        let uid = self.uid_of(subject.into())?;
+        let uid = self.uid_of(subject, now_secs)?;
         check_event_time(at_unix_secs)?;
+        let at = self.inner.retention.event_time(at_unix_secs, now_secs);
         let registry = &self.inner.registry;
         let resolve = |(index, entry): (usize, &Increment<'_>)| {
             registry
@@ -400,7 +413,7 @@ impl Tally {
                 targets: targets.as_slice(),
                 amount: amount_of(entry),
             }];
-            return self.apply(&uid, &resolved, at_unix_secs);
+            return self.apply(&uid, &resolved, &at);
         }
         let targets: Vec<TargetBuf> = entries
             .iter()
@@ -415,7 +428,7 @@ impl Tally {
                 amount: amount_of(entry),
             })
             .collect();
-        self.apply(&uid, &resolved, at_unix_secs)
+        self.apply(&uid, &resolved, &at)
     }
 
     /// The hot path: adds `count` and `value` to a resolved counter at the
@@ -427,7 +440,8 @@ impl Tally {
         count: i64,
         value: i64,
     ) -> Result<()> {
-        self.increment_counter_at(subject, counter, count, value, self.now_secs())
+        let now = self.now_secs();
+        self.increment_handle(subject.into(), counter, Amount { count, value }, now, now)
     }
 
     /// [`Tally::increment_counter`] dated `at_unix_secs`.
@@ -439,22 +453,38 @@ impl Tally {
         value: i64,
         at_unix_secs: i64,
     ) -> Result<()> {
+        let amount = Amount { count, value };
+        self.increment_handle(
+            subject.into(),
+            counter,
+            amount,
+            at_unix_secs,
+            self.now_secs(),
+        )
+    }
+
+    fn increment_handle(
+        &self,
+        subject: Subject<'_>,
+        counter: &CounterHandle,
+        amount: Amount,
+        at_unix_secs: i64,
+        now_secs: i64,
+    ) -> Result<()> {
         if counter.engine != self.inner.id {
             return Err(Error::ForeignHandle);
         }
-        let uid = self.uid_of(subject.into())?;
+        let uid = self.uid_of(subject, now_secs)?;
         check_event_time(at_unix_secs)?;
+        let at = self.inner.retention.event_time(at_unix_secs, now_secs);
         let current: Option<Targets> = self
             .inner
             .registry
             .targets_of(counter)
             .map_err(|e| e.at_entry(0))?;
         let targets = current.as_deref().unwrap_or(&counter.targets);
-        let resolved = [ResolvedEntry {
-            targets,
-            amount: Amount { count, value },
-        }];
-        self.apply(&uid, &resolved, at_unix_secs)
+        let resolved = [ResolvedEntry { targets, amount }];
+        self.apply(&uid, &resolved, &at)
     }
 
     fn check_batch_len(&self, len: usize) -> Result<()> {
@@ -470,8 +500,7 @@ impl Tally {
         Ok(())
     }
 
-    fn apply(&self, uid: &str, entries: &[ResolvedEntry<'_>], at_secs: i64) -> Result<()> {
-        let horizon = self.inner.retention.horizon(self.now_secs());
+    fn apply(&self, uid: &str, entries: &[ResolvedEntry<'_>], at: &EventTime) -> Result<()> {
         let wal = self.inner.storage.as_ref().and_then(Storage::wal);
         // The batch is appended under the subject's lock (so the log holds
         // each subject's batches in order), but synced after it is released.
@@ -482,7 +511,7 @@ impl Tally {
                 let (lsn, end) = wal.append(|lsn| RecordRef::Increment {
                     lsn,
                     uid,
-                    at: at_secs,
+                    at: at.secs(),
                     entries,
                 })?;
                 logged_end = Some(end);
@@ -491,7 +520,7 @@ impl Tally {
         };
         self.inner
             .store
-            .apply(uid, entries, at_secs, horizon, log)
+            .apply(uid, entries, at, log)
             .map_err(|error| match error {
                 ApplyError::Overflow(overflow) => self.overflow_error(overflow),
                 ApplyError::Log(error) => error,
@@ -525,7 +554,8 @@ impl Tally {
         subject: impl Into<Subject<'s>>,
         selectors: &[Selector],
     ) -> Result<Vec<CounterRow>> {
-        let uid = self.uid_of(subject.into())?;
+        let now = self.now_secs();
+        let uid = self.uid_of(subject.into(), now)?;
         let max_depth = self.inner.registry.max_depth();
         let compiled: Vec<CompiledSelector> = if selectors.is_empty() {
             vec![CompiledSelector::everything()]
@@ -536,7 +566,6 @@ impl Tally {
                 .map(|(i, s)| CompiledSelector::compile(s, max_depth).map_err(|e| e.at_entry(i)))
                 .collect::<Result<_>>()?
         };
-        let now = self.now_secs();
         let horizon = self.inner.retention.horizon(now);
         let rows = self.inner.store.read(&uid, |cells| {
             let view = self.inner.registry.view();

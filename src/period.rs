@@ -32,7 +32,7 @@ pub struct DayKey(pub(crate) u32);
 impl MonthKey {
     /// The month containing a Unix time.
     pub(crate) fn of(unix_secs: i64) -> MonthKey {
-        MonthKey(month_index(civil_from_days(day_of(unix_secs))) as u32)
+        MonthKey(month_index(civil_from_days(day_of(unix_secs))).max(0) as u32)
     }
 }
 
@@ -135,11 +135,55 @@ pub(crate) struct Retention {
 }
 
 impl Retention {
+    /// An event at `at_secs` seen when the clock reads `now_secs`; the
+    /// calendar is worked out once when both fall on the same day.
+    pub(crate) fn event_time(&self, at_secs: i64, now_secs: i64) -> EventTime {
+        let at = EventTime::new(at_secs, (MonthKey(0), DayKey(0)));
+        let horizon = if at.day == DayKey::of(now_secs) {
+            self.horizon_from(at.month, at.day)
+        } else {
+            self.horizon(now_secs)
+        };
+        EventTime { horizon, ..at }
+    }
+
     /// The oldest month and day still kept when the clock reads `now_secs`.
     pub(crate) fn horizon(&self, now_secs: i64) -> Horizon {
-        let month = i64::from(MonthKey::of(now_secs).0) - i64::from(self.months) + 1;
-        let day = i64::from(DayKey::of(now_secs).0) - i64::from(self.days) + 1;
+        self.horizon_from(MonthKey::of(now_secs), DayKey::of(now_secs))
+    }
+
+    fn horizon_from(&self, month: MonthKey, day: DayKey) -> Horizon {
+        let month = i64::from(month.0) - i64::from(self.months) + 1;
+        let day = i64::from(day.0) - i64::from(self.days) + 1;
         (MonthKey(month.max(0) as u32), DayKey(day.max(0) as u32))
+    }
+}
+
+/// An event time with its bucket keys and the retention horizon, worked
+/// out once per batch rather than once per cell.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EventTime {
+    secs: i64,
+    month: MonthKey,
+    day: DayKey,
+    horizon: Horizon,
+}
+
+impl EventTime {
+    /// The event time `secs` (Unix seconds, within the supported range),
+    /// with buckets older than `horizon` out of retention.
+    pub(crate) fn new(secs: i64, horizon: Horizon) -> EventTime {
+        EventTime {
+            secs,
+            month: MonthKey::of(secs),
+            day: DayKey::of(secs),
+            horizon,
+        }
+    }
+
+    /// The event time, Unix seconds.
+    pub(crate) fn secs(&self) -> i64 {
+        self.secs
     }
 }
 
@@ -166,6 +210,33 @@ impl Amount {
                 .checked_add(other.value)
                 .ok_or(crate::error::AmountField::Value)?,
         })
+    }
+}
+
+/// What an increment would make of a cell's amounts: used to check a batch
+/// against overflow before anything is applied.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Projection {
+    total: Amount,
+    month: Option<Amount>,
+    day: Option<Amount>,
+}
+
+impl Projection {
+    /// Adds `delta` to every amount, or names the field that would overflow
+    /// (and then changes nothing).
+    pub(crate) fn add(
+        &mut self,
+        delta: Amount,
+    ) -> std::result::Result<(), crate::error::AmountField> {
+        let add = |amount: Option<Amount>| amount.map(|a| a.checked_add(delta)).transpose();
+        let next = Projection {
+            total: self.total.checked_add(delta)?,
+            month: add(self.month)?,
+            day: add(self.day)?,
+        };
+        *self = next;
+        Ok(())
     }
 }
 
@@ -218,35 +289,28 @@ impl Cell {
             .unwrap_or_default()
     }
 
-    /// Checks that adding `delta` at `at_secs` overflows nothing; `pending`
-    /// is what earlier entries of the same batch add to this cell first.
-    pub(crate) fn check_add(
-        &self,
-        pending: Amount,
-        delta: Amount,
-        at_secs: i64,
-    ) -> std::result::Result<(), crate::error::AmountField> {
-        let add = pending.checked_add(delta)?;
-        self.total.checked_add(add)?;
-        let month = MonthKey::of(at_secs).0 | MONTH_TAG;
-        self.bucket_amount(month).checked_add(add)?;
-        let day = DayKey::of(at_secs).0;
-        self.bucket_amount(day).checked_add(add)?;
-        Ok(())
+    /// The amounts an increment at `at` would change: the total, and the
+    /// month and day buckets it would write (none for a bucket already out
+    /// of retention).
+    pub(crate) fn projection(&self, at: &EventTime) -> Projection {
+        Projection {
+            total: self.total,
+            month: (at.month >= at.horizon.0).then(|| self.bucket_amount(at.month.0 | MONTH_TAG)),
+            day: (at.day >= at.horizon.1).then(|| self.bucket_amount(at.day.0)),
+        }
     }
 
-    /// Adds `delta` at event time `at_secs`. The caller has checked it with
-    /// [`Cell::check_add`]. Buckets older than `horizon` are not created, and
+    /// Adds `delta` at event time `at`. The caller has checked it with
+    /// [`Cell::projection`]. Buckets out of retention are not created, and
     /// creating a bucket drops those that fell out of retention.
-    pub(crate) fn add(&mut self, delta: Amount, at_secs: i64, horizon: Horizon) {
+    pub(crate) fn add(&mut self, delta: Amount, at: &EventTime) {
         self.total = self.total.checked_add(delta).unwrap_or(self.total);
-        self.last_updated = self.last_updated.max(at_secs);
-        let (month, day) = (MonthKey::of(at_secs), DayKey::of(at_secs));
-        if month >= horizon.0 {
-            self.add_to_bucket(month.0 | MONTH_TAG, delta, at_secs, horizon);
+        self.last_updated = self.last_updated.max(at.secs);
+        if at.month >= at.horizon.0 {
+            self.add_to_bucket(at.month.0 | MONTH_TAG, delta, at.secs, at.horizon);
         }
-        if day >= horizon.1 {
-            self.add_to_bucket(day.0, delta, at_secs, horizon);
+        if at.day >= at.horizon.1 {
+            self.add_to_bucket(at.day.0, delta, at.secs, at.horizon);
         }
     }
 
@@ -377,9 +441,9 @@ mod tests {
         let mut cell = Cell::default();
         for day in 0..10 {
             let at = NOV_27_2026 - day * 86_400 + 5;
-            cell.check_add(Amount::default(), amount(1, 10), at)
-                .unwrap();
-            cell.add(amount(1, 10), at, horizon);
+            let at = EventTime::new(at, horizon);
+            cell.projection(&at).add(amount(1, 10)).unwrap();
+            cell.add(amount(1, 10), &at);
         }
         let readings: Vec<_> = cell.periods(horizon).collect();
         assert_eq!(readings[0].amount, amount(10, 100));
@@ -409,8 +473,11 @@ mod tests {
         };
         let mut cell = Cell::default();
         let old = NOV_27_2026 - 30 * 86_400;
-        cell.add(amount(2, 0), old, retention.horizon(old));
-        cell.add(amount(3, 0), NOV_27_2026, retention.horizon(NOV_27_2026));
+        cell.add(amount(2, 0), &EventTime::new(old, retention.horizon(old)));
+        cell.add(
+            amount(3, 0),
+            &EventTime::new(NOV_27_2026, retention.horizon(NOV_27_2026)),
+        );
         let horizon = retention.horizon(NOV_27_2026);
         let days: Vec<_> = cell
             .periods(horizon)
@@ -433,18 +500,29 @@ mod tests {
         }
         .horizon(NOV_27_2026);
         let mut cell = Cell::default();
-        cell.add(amount(i64::MAX, 0), NOV_27_2026, horizon);
+        let now = EventTime::new(NOV_27_2026, horizon);
+        cell.add(amount(i64::MAX - 5, 0), &now);
+        let mut projection = cell.projection(&now);
         assert_eq!(
-            cell.check_add(Amount::default(), amount(1, 0), NOV_27_2026),
+            projection.add(amount(6, 0)),
             Err(crate::error::AmountField::Count)
         );
-        assert!(
-            cell.check_add(Amount::default(), amount(-1, 5), NOV_27_2026)
-                .is_ok()
-        );
+        // A rejected addition leaves the projection as it was.
+        projection.add(amount(5, 0)).unwrap();
         assert_eq!(
-            cell.check_add(amount(0, i64::MAX), amount(0, 1), NOV_27_2026),
+            projection.add(amount(1, 0)),
+            Err(crate::error::AmountField::Count)
+        );
+        projection.add(amount(-10, i64::MAX)).unwrap();
+        assert_eq!(
+            projection.add(amount(0, 1)),
             Err(crate::error::AmountField::Value)
         );
+        // A bucket out of retention is not checked: it will not be written.
+        let later = EventTime::new(
+            NOV_27_2026 + 100 * 86_400,
+            Retention { months: 1, days: 7 }.horizon(NOV_27_2026 + 400 * 86_400),
+        );
+        assert!(cell.projection(&later).day.is_none());
     }
 }

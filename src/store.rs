@@ -9,7 +9,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
 use crate::error::{AmountField, Error};
-use crate::period::{Amount, Cell, Horizon};
+use crate::period::{Amount, Cell, EventTime, Projection};
 use crate::registry::CounterId;
 
 /// One accepted entry of a batch, resolved to the cells it lands in.
@@ -65,13 +65,14 @@ impl SubjectCells {
     }
 
     /// Checks a whole batch against overflow before anything is applied.
-    fn check(&self, entries: &[ResolvedEntry<'_>], at_secs: i64) -> Result<(), OverflowAt> {
+    fn check(&self, entries: &[ResolvedEntry<'_>], at: &EventTime) -> Result<(), OverflowAt> {
         let empty = Cell::default();
+        let projection = |counter| self.cell(counter).unwrap_or(&empty).projection(at);
         if let [entry] = entries {
-            // One entry: its targets are distinct cells, nothing is pending.
+            // One entry: its targets are distinct cells.
             for &counter in entry.targets {
-                let cell = self.cell(counter).unwrap_or(&empty);
-                cell.check_add(Amount::default(), entry.amount, at_secs)
+                projection(counter)
+                    .add(entry.amount)
                     .map_err(|field| OverflowAt {
                         index: 0,
                         counter,
@@ -80,37 +81,36 @@ impl SubjectCells {
             }
             return Ok(());
         }
-        // Several entries may land in the same cells: track what earlier
-        // entries add to each, so entry `i` is checked on top of them.
-        let mut pending: Vec<(CounterId, Amount)> = Vec::new();
+        // Several entries may land in the same cells: carry each cell's
+        // amounts from entry to entry, so that entry `i` is checked on top
+        // of entries 0..i, exactly as they will be applied.
+        let mut projected: Vec<(CounterId, Projection)> = Vec::new();
         for (index, entry) in entries.iter().enumerate() {
             for &counter in entry.targets {
-                let slot = match pending.iter().position(|(id, _)| *id == counter) {
+                let slot = match projected.iter().position(|(id, _)| *id == counter) {
                     Some(slot) => slot,
                     None => {
-                        pending.push((counter, Amount::default()));
-                        pending.len() - 1
+                        projected.push((counter, projection(counter)));
+                        projected.len() - 1
                     }
                 };
-                let cell = self.cell(counter).unwrap_or(&empty);
-                let before = pending[slot].1;
-                let overflow = |field| OverflowAt {
-                    index,
-                    counter,
-                    field,
-                };
-                cell.check_add(before, entry.amount, at_secs)
-                    .map_err(overflow)?;
-                pending[slot].1 = before.checked_add(entry.amount).map_err(overflow)?;
+                projected[slot]
+                    .1
+                    .add(entry.amount)
+                    .map_err(|field| OverflowAt {
+                        index,
+                        counter,
+                        field,
+                    })?;
             }
         }
         Ok(())
     }
 
-    fn apply(&mut self, entries: &[ResolvedEntry<'_>], at_secs: i64, horizon: Horizon) {
+    fn apply(&mut self, entries: &[ResolvedEntry<'_>], at: &EventTime) {
         for entry in entries {
             for &counter in entry.targets {
-                self.cell_mut(counter).add(entry.amount, at_secs, horizon);
+                self.cell_mut(counter).add(entry.amount, at);
             }
         }
     }
@@ -121,16 +121,15 @@ impl SubjectCells {
     fn check_log_apply<L>(
         &mut self,
         entries: &[ResolvedEntry<'_>],
-        at_secs: i64,
-        horizon: Horizon,
+        at: &EventTime,
         log: L,
     ) -> Result<(), ApplyError>
     where
         L: FnOnce(&[ResolvedEntry<'_>]) -> Result<u64, Error>,
     {
-        self.check(entries, at_secs).map_err(ApplyError::Overflow)?;
+        self.check(entries, at).map_err(ApplyError::Overflow)?;
         let lsn = log(entries).map_err(ApplyError::Log)?;
-        self.apply(entries, at_secs, horizon);
+        self.apply(entries, at);
         self.last_lsn = self.last_lsn.max(lsn);
         Ok(())
     }
@@ -177,15 +176,19 @@ pub(crate) enum Replayed {
 /// walk, so a snapshot holds any shard's lock only briefly.
 const SHARDS: usize = 256;
 
+/// The hasher of subject keys: fast, and seeded per process so that
+/// crafted UIDs cannot aim at one bucket.
+type SubjectHasher = foldhash::fast::RandomState;
+
 /// Every subject's cells, sharded by UID.
 pub(crate) struct Store {
-    subjects: DashMap<Box<str>, SubjectCells>,
+    subjects: DashMap<Box<str>, SubjectCells, SubjectHasher>,
 }
 
 impl Default for Store {
     fn default() -> Self {
         Store {
-            subjects: DashMap::with_shard_amount(SHARDS),
+            subjects: DashMap::with_hasher_and_shard_amount(SubjectHasher::default(), SHARDS),
         }
     }
 }
@@ -198,23 +201,20 @@ impl Store {
         &self,
         uid: &str,
         entries: &[ResolvedEntry<'_>],
-        at_secs: i64,
-        horizon: Horizon,
+        at: &EventTime,
         log: L,
     ) -> Result<(), ApplyError>
     where
         L: FnOnce(&[ResolvedEntry<'_>]) -> Result<u64, Error>,
     {
         if let Some(mut subject) = self.subjects.get_mut(uid) {
-            return subject.check_log_apply(entries, at_secs, horizon, log);
+            return subject.check_log_apply(entries, at, log);
         }
         match self.subjects.entry(uid.into()) {
-            Entry::Occupied(mut occupied) => occupied
-                .get_mut()
-                .check_log_apply(entries, at_secs, horizon, log),
+            Entry::Occupied(mut occupied) => occupied.get_mut().check_log_apply(entries, at, log),
             Entry::Vacant(vacant) => {
                 let mut subject = SubjectCells::default();
-                subject.check_log_apply(entries, at_secs, horizon, log)?;
+                subject.check_log_apply(entries, at, log)?;
                 vacant.insert(subject);
                 Ok(())
             }
@@ -226,16 +226,15 @@ impl Store {
         &self,
         uid: &str,
         entries: &[ResolvedEntry<'_>],
-        at_secs: i64,
-        horizon: Horizon,
+        at: &EventTime,
         lsn: u64,
     ) -> Result<Replayed, OverflowAt> {
         let mut subject = self.subjects.entry(uid.into()).or_default();
         if lsn <= subject.last_lsn {
             return Ok(Replayed::Skipped);
         }
-        subject.check(entries, at_secs)?;
-        subject.apply(entries, at_secs, horizon);
+        subject.check(entries, at)?;
+        subject.apply(entries, at);
         subject.last_lsn = lsn;
         Ok(Replayed::Applied)
     }
@@ -278,7 +277,11 @@ mod tests {
         Ok(0)
     }
 
-    fn horizon() -> Horizon {
+    fn at() -> EventTime {
+        EventTime::new(AT, horizon())
+    }
+
+    fn horizon() -> crate::period::Horizon {
         Retention {
             months: 24,
             days: 90,
@@ -310,13 +313,7 @@ mod tests {
     fn applies_to_every_target() {
         let store = Store::default();
         store
-            .apply(
-                "u",
-                &[entry(&[2, 1, 0], 3), entry(&[0], 4)],
-                AT,
-                horizon(),
-                no_log,
-            )
+            .apply("u", &[entry(&[2, 1, 0], 3), entry(&[0], 4)], &at(), no_log)
             .unwrap();
         assert_eq!(total(&store, "u", 0), Some(7));
         assert_eq!(total(&store, "u", 1), Some(3));
@@ -327,16 +324,10 @@ mod tests {
     fn an_overflowing_batch_changes_nothing() {
         let store = Store::default();
         store
-            .apply("u", &[entry(&[5, 0], i64::MAX - 1)], AT, horizon(), no_log)
+            .apply("u", &[entry(&[5, 0], i64::MAX - 1)], &at(), no_log)
             .unwrap();
         let err = store
-            .apply(
-                "u",
-                &[entry(&[1, 0], 1), entry(&[0], 1)],
-                AT,
-                horizon(),
-                no_log,
-            )
+            .apply("u", &[entry(&[1, 0], 1), entry(&[0], 1)], &at(), no_log)
             .unwrap_err();
         assert_eq!(
             match err {
@@ -354,13 +345,7 @@ mod tests {
         // A rejected batch of a new subject creates no subject.
         assert!(
             store
-                .apply(
-                    "v",
-                    &[entry(&[0], i64::MAX), entry(&[0], 1)],
-                    AT,
-                    horizon(),
-                    no_log
-                )
+                .apply("v", &[entry(&[0], i64::MAX), entry(&[0], 1)], &at(), no_log)
                 .is_err()
         );
         assert_eq!(store.subject_count(), 1);
@@ -371,19 +356,19 @@ mod tests {
         let store = Store::default();
         let failing = |_: &[ResolvedEntry<'_>]| Err(Error::EmptyBatch);
         assert!(matches!(
-            store.apply("u", &[entry(&[0], 1)], AT, horizon(), failing),
+            store.apply("u", &[entry(&[0], 1)], &at(), failing),
             Err(ApplyError::Log(_))
         ));
         assert_eq!(store.subject_count(), 0);
         store
-            .apply("u", &[entry(&[0], 1)], AT, horizon(), |_| Ok(7))
+            .apply("u", &[entry(&[0], 1)], &at(), |_| Ok(7))
             .unwrap();
         assert_eq!(
-            store.replay("u", &[entry(&[0], 1)], AT, horizon(), 7),
+            store.replay("u", &[entry(&[0], 1)], &at(), 7),
             Ok(Replayed::Skipped)
         );
         assert_eq!(
-            store.replay("u", &[entry(&[0], 1)], AT, horizon(), 8),
+            store.replay("u", &[entry(&[0], 1)], &at(), 8),
             Ok(Replayed::Applied)
         );
         assert_eq!(total(&store, "u", 0), Some(2));

@@ -82,6 +82,27 @@ pub(crate) fn recover(
     horizon: Horizon,
     fresh: &dyn Fn() -> (Registry, Store, TokenStore),
 ) -> Result<Recovered> {
+    let _ = now_secs;
+    recover_files(dir, horizon, fresh, true)
+}
+
+/// [`recover`] without changing any file, for inspection tools: a torn
+/// tail is reported in [`RecoveryReport::cut`] but left on disk.
+pub(crate) fn recover_read_only(
+    dir: &Path,
+    horizon: Horizon,
+    fresh: &dyn Fn() -> (Registry, Store, TokenStore),
+) -> Result<Recovered> {
+    recover_files(dir, horizon, fresh, false)
+}
+
+/// [`recover`]; `cut_files` says whether a torn tail is also cut off the file.
+fn recover_files(
+    dir: &Path,
+    horizon: Horizon,
+    fresh: &dyn Fn() -> (Registry, Store, TokenStore),
+    cut_files: bool,
+) -> Result<Recovered> {
     let listing = list(dir)?;
     let mut report = RecoveryReport::default();
     let mut loaded = None;
@@ -112,7 +133,6 @@ pub(crate) fn recover(
             (registry, store, tokens, 1, 0)
         }
     };
-    let _ = now_secs;
     let segments: Vec<&(u64, PathBuf)> = listing
         .segments
         .iter()
@@ -136,7 +156,7 @@ pub(crate) fn recover(
             report: &mut report,
             max_lsn: &mut max_lsn,
         };
-        replayer.segment(path, last)?;
+        replayer.segment(path, last, cut_files)?;
         report.segments.push(path.clone());
     }
     let last_segment = listing.segments.last().map_or(0, |(n, _)| *n);
@@ -160,18 +180,15 @@ struct Replayer<'a> {
 }
 
 impl Replayer<'_> {
-    /// Replays one segment file; a torn tail of the last segment is cut off the file.
-    fn segment(&mut self, path: &Path, last: bool) -> Result<()> {
+    /// Replays one segment file; a torn tail of the last segment is
+    /// reported, and cut off the file if `cut_file`.
+    fn segment(&mut self, path: &Path, last: bool, cut_file: bool) -> Result<()> {
         let bytes =
             std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         if let Some(offset) = self.segment_bytes(path, &bytes, last)? {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-            file.set_len(offset as u64)
-                .and_then(|()| file.sync_all())
-                .map_err(|e| Error::io(format!("truncating {}", path.display()), e))?;
+            if cut_file {
+                cut(path, offset)?;
+            }
             self.report.cut = Some((
                 path.to_owned(),
                 offset as u64,
@@ -273,7 +290,8 @@ impl Replayer<'_> {
                 if resolved.is_empty() || bad_target {
                     return Err(format!("batch {lsn} refers to counters that do not exist"));
                 }
-                match self.store.replay(&uid, &resolved, at, self.horizon, lsn) {
+                let at = crate::period::EventTime::new(at, self.horizon);
+                match self.store.replay(&uid, &resolved, &at, lsn) {
                     Ok(Replayed::Applied) => self.report.batches_replayed += 1,
                     Ok(Replayed::Skipped) => self.report.batches_skipped += 1,
                     Err(_) => return Err(format!("batch {lsn} overflows on replay")),
@@ -283,6 +301,17 @@ impl Replayer<'_> {
         }
         Ok(())
     }
+}
+
+/// Cuts a torn tail off a segment file at `offset`, durably.
+fn cut(path: &Path, offset: usize) -> Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    file.set_len(offset as u64)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io(format!("truncating {}", path.display()), e))
 }
 
 /// Replays the bytes of one log segment into fresh engine parts, as the

@@ -40,7 +40,7 @@ pub(crate) fn snapshot_number(name: &str) -> Option<u64> {
 
 /// One frame of a snapshot, as decoded.
 #[derive(Debug, Deserialize)]
-enum SnapshotRecord {
+pub(crate) enum SnapshotRecord {
     Meta {
         created_millis: i64,
         replay_from: u64,

@@ -152,7 +152,7 @@ fn dispatch(engine: &Tally, method: &str, params: &Params<'_>) -> Result<Data> {
         "accounts.getRegisteredCounters" => Ok(Data::Registered(engine.registered())),
         "accounts.incrementCounters" => {
             let subject = params.subject()?;
-            let entries = params.increments()?;
+            let entries = params.increments(engine.config().max_batch)?;
             let increments: Vec<Increment<'_>> = entries
                 .iter()
                 .map(|e| {

@@ -64,8 +64,16 @@ impl<'a> Params<'a> {
     }
 
     /// The entries of incrementCounters.
-    pub(super) fn increments(&self) -> Result<Vec<IncrementEntry>> {
+    /// The increment entries; a batch longer than `max_batch` is rejected
+    /// before any entry is looked at.
+    pub(super) fn increments(&self, max_batch: usize) -> Result<Vec<IncrementEntry>> {
         let entries = self.required_counters()?;
+        if entries.len() > max_batch {
+            return Err(Error::BatchTooLarge {
+                len: entries.len(),
+                max: max_batch,
+            });
+        }
         entries
             .into_iter()
             .enumerate()
@@ -263,7 +271,7 @@ mod tests {
         let counters = r#"[{"class":"c","path":"/","count":"5","value":-3},
                           {"class":"c","path":"/","count":null,"value":"-9223372036854775808"}]"#;
         let pairs = [("counters", counters)];
-        let entries = Params::new(&pairs).increments().unwrap();
+        let entries = Params::new(&pairs).increments(1000).unwrap();
         assert_eq!((entries[0].count, entries[0].value), (5, -3));
         assert_eq!((entries[1].count, entries[1].value), (1, i64::MIN));
         for bad in [
@@ -281,7 +289,7 @@ mod tests {
             let counters =
                 format!(r#"[{{"class":"c","path":"/"}},{{"class":"c","path":"/","count":{bad}}}]"#);
             let pairs = [("counters", counters.as_str())];
-            let (code, details) = code_of(Params::new(&pairs).increments());
+            let (code, details) = code_of(Params::new(&pairs).increments(1000));
             assert_eq!(code, 400_006, "{bad}");
             assert!(details.contains("`counters[1].count`"), "{details}");
         }
