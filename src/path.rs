@@ -35,12 +35,12 @@ pub fn validate_path(path: &str, max_depth: usize) -> Result<usize> {
     if path == ROOT {
         return Ok(0);
     }
-    let segments: Vec<&str> = path[1..].split('/').collect();
-    let last = segments.len() - 1;
-    if segments[..last].iter().any(|s| s.is_empty()) {
+    let body = &path[1..];
+    let depth = body.split('/').count();
+    let inner_empty = body.split('/').take(depth - 1).any(str::is_empty);
+    if inner_empty {
         return Err(invalid("only the last segment of a path may be empty"));
     }
-    let depth = segments.len();
     if depth > max_depth {
         return Err(Error::PathTooDeep {
             path: path.to_owned(),
