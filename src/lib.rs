@@ -75,7 +75,13 @@ pub use path::{MAX_PATH_BYTES, ROOT, validate_path};
 pub use period::{DayKey, MonthKey, Period};
 #[doc(hidden)]
 pub use persist::fuzzing;
+pub use persist::inspect;
 pub use persist::{Durability, RecoveryReport, SnapshotSummary};
 pub use query::{CounterRow, MAX_REGEX_BYTES, Selector};
 pub use registry::CounterHandle;
 pub use subject::{MAX_UID_BYTES, RegToken, RegTokenResolver, Subject, validate_uid};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

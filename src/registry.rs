@@ -156,8 +156,10 @@ impl Registry {
         for class in classes {
             plan.counter(&state, class, ROOT);
         }
-        log(&plan.changes)?;
-        state.apply_all(&plan.changes);
+        if !plan.changes.is_empty() {
+            log(&plan.changes)?;
+            state.apply_all(&plan.changes);
+        }
         for class in classes {
             let id = state.class_ids[class.as_str()];
             state.classes[id as usize].system = true;

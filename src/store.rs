@@ -239,9 +239,16 @@ impl Store {
         Ok(Replayed::Applied)
     }
 
-    /// Puts a subject's cells back, as loaded from a snapshot.
-    pub(crate) fn restore(&self, uid: &str, cells: SubjectCells) {
-        self.subjects.insert(uid.into(), cells);
+    /// Puts a subject's cells back, as loaded from a snapshot; `false`
+    /// (and no change) if the subject is already there.
+    pub(crate) fn restore(&self, uid: &str, cells: SubjectCells) -> bool {
+        match self.subjects.entry(uid.into()) {
+            Entry::Occupied(_) => false,
+            Entry::Vacant(vacant) => {
+                vacant.insert(cells);
+                true
+            }
+        }
     }
 
     /// Visits every subject, one shard lock at a time; `visit` runs under

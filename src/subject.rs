@@ -145,8 +145,14 @@ impl TokenStore {
             uid: uid.to_owned(),
             expires_at: now_secs.saturating_add(self.ttl_secs),
         };
-        log(&text, &issued)?;
-        self.tokens.insert(text.as_str().into(), issued);
+        // Insert first, then log: a snapshot that starts in between holds
+        // the token, and one that starts later finds its record in the
+        // log after it. Nobody knows the fresh token until we return it.
+        self.tokens.insert(text.as_str().into(), issued.clone());
+        if let Err(error) = log(&text, &issued) {
+            self.tokens.remove(text.as_str());
+            return Err(error);
+        }
         if self.issued.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.tokens
                 .retain(|_, t| t.expires_at.saturating_add(EXPIRED_GRACE_SECS) > now_secs);

@@ -147,3 +147,65 @@ fn snapshots_need_a_data_dir() {
     assert!(matches!(engine.snapshot(), Err(Error::Config(_))));
     assert!(engine.recovery_report().is_none());
 }
+
+/// Copies a data directory without its lock, as a crash would leave it.
+fn crash_copy(dir: &std::path::Path) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "LOCK" {
+            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+        }
+    }
+    copy
+}
+
+// Regression: a crash while creating a segment left a short header; the
+// next open cut it to nothing and moved on to a new segment, after which
+// every open failed because the emptied segment was no longer the last.
+#[test]
+fn a_segment_emptied_by_a_crash_does_not_block_later_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), Durability::Always);
+    workload(&engine);
+    std::mem::forget(engine);
+    let copy = crash_copy(dir.path());
+    let segments = tally::inspect::inspect(copy.path()).unwrap();
+    let last = segments
+        .files
+        .iter()
+        .filter_map(|f| {
+            f.path
+                .file_name()?
+                .to_str()?
+                .strip_prefix("log-")?
+                .strip_suffix(".tlog")?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .unwrap();
+    // The torn creation of the next segment: 10 bytes of its header.
+    std::fs::write(
+        copy.path().join(format!("log-{:020}.tlog", last + 1)),
+        [0u8; 10],
+    )
+    .unwrap();
+    let engine = open(copy.path(), Durability::Always);
+    let before = everything(&engine, "u1");
+    engine
+        .increment("u1", &[Increment::new("shares", "/")])
+        .unwrap();
+    std::mem::forget(engine);
+    let again = crash_copy(copy.path());
+    let engine = open(again.path(), Durability::Always);
+    let after = everything(&engine, "u1");
+    assert_ne!(after, before);
+    let root_total = |rows: &[tally::CounterRow]| {
+        rows.iter()
+            .find(|r| r.path == "/" && r.period == tally::Period::Total)
+            .unwrap()
+            .count
+    };
+    assert_eq!(root_total(&after), root_total(&before) + 1);
+}

@@ -8,6 +8,7 @@
 mod format;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod inspect;
 mod recovery;
 mod snapshot;
 mod wal;

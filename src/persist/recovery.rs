@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::format::{
-    FormatError, HEADER_BYTES, Header, LOG_MAGIC, any_frame_in, decode, read_frame,
+    FormatError, HEADER_BYTES, Header, LOG_MAGIC, decode, is_torn_tail, read_frame,
 };
 use super::snapshot::{self, snapshot_number};
 use super::wal::{LogRecord, segment_number};
@@ -207,6 +207,11 @@ impl Replayer<'_> {
             offset: offset as u64,
             reason,
         };
+        if bytes.is_empty() {
+            // A segment whose header a crash tore was cut to nothing; it
+            // holds no records, wherever it sits.
+            return Ok(None);
+        }
         match Header::decode(bytes, LOG_MAGIC) {
             Ok(_) => {}
             // A crash while a segment was being created leaves a short header.
@@ -231,7 +236,7 @@ impl Replayer<'_> {
                 Err(error) => {
                     // Damage with nothing valid after it is a torn tail;
                     // anything else is corruption in the middle of the log.
-                    if last && !any_frame_in(&bytes[offset + 1..]) {
+                    if last && is_torn_tail(&bytes[offset + 1..]) {
                         return Ok(Some(offset));
                     }
                     let reason = match error {

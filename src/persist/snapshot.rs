@@ -259,6 +259,7 @@ pub(crate) fn load_bytes(
     let mut subjects = 0u64;
     let mut max_lsn = 0u64;
     let mut max_counter = None::<u32>;
+    let (mut seen_tokens, mut seen_registry) = (false, false);
     loop {
         let Some((record, at)) = next()? else {
             return Err(corrupt(
@@ -267,7 +268,14 @@ pub(crate) fn load_bytes(
             ));
         };
         match record {
+            SnapshotRecord::Tokens(_) if seen_tokens => {
+                return Err(corrupt(at, "a second token record".into()));
+            }
+            SnapshotRecord::Registry(_) if seen_registry => {
+                return Err(corrupt(at, "a second registry record".into()));
+            }
             SnapshotRecord::Tokens(list) => {
+                seen_tokens = true;
                 for (token, issued) in list {
                     tokens.restore(&token, issued);
                 }
@@ -280,14 +288,23 @@ pub(crate) fn load_bytes(
                 max_lsn = max_lsn.max(cells.last_lsn());
                 max_counter = max_counter.max(cells.max_counter());
                 subjects += 1;
-                store.restore(&uid, cells);
+                if !store.restore(&uid, cells) {
+                    return Err(corrupt(at, format!("subject {uid:?} appears twice")));
+                }
             }
             SnapshotRecord::Registry(changes) => {
+                seen_registry = true;
                 registry
                     .replay(&changes)
                     .map_err(|reason| corrupt(at, reason))?;
             }
             SnapshotRecord::End { subjects: expected } => {
+                if !(seen_tokens && seen_registry) {
+                    return Err(corrupt(
+                        at,
+                        "the snapshot lacks its token or registry record".into(),
+                    ));
+                }
                 if expected != subjects {
                     return Err(corrupt(
                         at,

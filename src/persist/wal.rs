@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use super::format::{Header, LOG_MAGIC, write_frame};
@@ -108,6 +108,8 @@ pub(crate) struct Wal {
     /// Logical position up to which everything is written and synced.
     durable: AtomicU64,
     poisoned: Mutex<Option<String>>,
+    /// Where waiters sleep while another caller's sync runs.
+    sync_done: (Mutex<()>, Condvar),
 }
 
 impl Wal {
@@ -130,6 +132,7 @@ impl Wal {
             segment: Mutex::new(segment),
             durable: AtomicU64::new(0),
             poisoned: Mutex::new(None),
+            sync_done: (Mutex::new(()), Condvar::new()),
         })
     }
 
@@ -162,25 +165,49 @@ impl Wal {
         Ok((lsn, buffer.end))
     }
 
-    /// Returns once everything up to logical position `end` is synced,
-    /// syncing it (and everything buffered with it) if nobody has yet.
+    /// Returns once everything up to logical position `end` is synced.
+    ///
+    /// Group commit: if no sync is running, this caller leads one, covering
+    /// everything buffered so far; otherwise it sleeps until the running
+    /// sync ends and all its waiters wake together, so that the next
+    /// leader's sync carries every record appended meanwhile.
     pub(crate) fn wait_durable(&self, end: u64) -> Result<()> {
-        if self.durable.load(Ordering::Acquire) >= end {
-            return Ok(());
+        let mut waiting = self.sync_done.0.lock();
+        loop {
+            if self.durable.load(Ordering::Acquire) >= end {
+                return Ok(());
+            }
+            self.check_poison()?;
+            if let Some(mut segment) = self.segment.try_lock() {
+                drop(waiting);
+                let flushed = self.flush_locked(&mut segment);
+                self.release(segment);
+                flushed?;
+                waiting = self.sync_done.0.lock();
+            } else {
+                self.sync_done.1.wait(&mut waiting);
+            }
         }
-        let mut segment = self.segment.lock();
-        if self.durable.load(Ordering::Acquire) >= end {
-            return Ok(());
-        }
-        self.flush_locked(&mut segment)
     }
 
     /// Writes and syncs everything buffered.
     pub(crate) fn sync(&self) -> Result<()> {
         let mut segment = self.segment.lock();
-        self.flush_locked(&mut segment)
+        let flushed = self.flush_locked(&mut segment);
+        self.release(segment);
+        flushed
     }
 
+    /// Releases the segment, then wakes every waiter: one that found the
+    /// segment busy went to sleep holding the waiters' lock, so taking that
+    /// lock here orders this wake-up after its sleep.
+    fn release(&self, segment: MutexGuard<'_, Segment>) {
+        drop(segment);
+        drop(self.sync_done.0.lock());
+        self.sync_done.1.notify_all();
+    }
+
+    /// Writes and syncs everything buffered. Call [`Wal::release`] after.
     fn flush_locked(&self, segment: &mut Segment) -> Result<()> {
         self.check_poison()?;
         let (bytes, end) = {
@@ -212,10 +239,12 @@ impl Wal {
     /// number. Every record appended before the call is in older segments.
     pub(crate) fn rotate(&self) -> Result<u64> {
         let mut segment = self.segment.lock();
-        self.flush_locked(&mut segment)?;
-        let next = Segment::create(&self.dir, segment.number + 1)?;
-        *segment = next;
-        Ok(segment.number)
+        let rotated = self.flush_locked(&mut segment).and_then(|()| {
+            *segment = Segment::create(&self.dir, segment.number + 1)?;
+            Ok(segment.number)
+        });
+        self.release(segment);
+        rotated
     }
 
     /// Waits `interval` between syncs until `stop` says so; the body of
