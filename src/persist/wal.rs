@@ -278,3 +278,79 @@ impl Segment {
         Ok(Segment { file, number, path })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::period::Amount;
+
+    fn increment<'a>(entries: &'a [ResolvedEntry<'a>]) -> impl FnOnce(u64) -> RecordRef<'a> {
+        move |lsn| RecordRef::Increment {
+            lsn,
+            uid: "u",
+            at: 1_795_780_800,
+            entries,
+        }
+    }
+
+    #[test]
+    fn a_failed_write_poisons_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::create(dir.path(), 1, 1, Durability::Always).unwrap();
+        let entries = [ResolvedEntry {
+            targets: &[0],
+            amount: Amount { count: 1, value: 0 },
+        }];
+        let (_, end) = wal.append(increment(&entries)).unwrap();
+        wal.wait_durable(end).unwrap();
+        // Swap the segment for a read-only handle: the next write fails.
+        let path = dir.path().join(segment_name(1));
+        wal.segment.lock().file = File::open(&path).unwrap();
+        let (_, end) = wal.append(increment(&entries)).unwrap();
+        assert!(matches!(wal.wait_durable(end), Err(Error::Io { .. })));
+        // From then on, nothing more is accepted or acknowledged.
+        assert!(matches!(
+            wal.append(increment(&entries)),
+            Err(Error::Poisoned { .. })
+        ));
+        assert!(matches!(wal.wait_durable(end), Err(Error::Poisoned { .. })));
+        assert!(matches!(wal.sync(), Err(Error::Poisoned { .. })));
+    }
+
+    #[test]
+    fn concurrent_writers_share_syncs_and_rotation_wakes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::create(dir.path(), 1, 1, Durability::Always).unwrap();
+        let entries = [ResolvedEntry {
+            targets: &[0],
+            amount: Amount { count: 1, value: 0 },
+        }];
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    for _ in 0..50 {
+                        let (_, end) = wal.append(increment(&entries)).unwrap();
+                        wal.wait_durable(end).unwrap();
+                    }
+                });
+            }
+            scope.spawn(|| {
+                for _ in 0..5 {
+                    wal.rotate().unwrap();
+                }
+            });
+        });
+        // Every record reached a segment: 400 frames across 6 segments.
+        let mut frames = 0;
+        for number in 1..=6 {
+            let bytes = std::fs::read(dir.path().join(segment_name(number))).unwrap();
+            let mut offset = super::super::format::HEADER_BYTES;
+            while offset < bytes.len() {
+                let (_, used) = super::super::format::read_frame(&bytes[offset..]).unwrap();
+                offset += used;
+                frames += 1;
+            }
+        }
+        assert_eq!(frames, 400);
+    }
+}
