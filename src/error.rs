@@ -25,6 +25,18 @@ pub enum ErrorCode {
     CounterNotRegistered,
     /// `500001`: a storage or I/O failure.
     GeneralServerError,
+    /// `400093`: the `apiKey` is missing or not one the server knows.
+    InvalidApiKey,
+    /// `403002`: a signed request's `timestamp` is too far from the server's clock.
+    RequestExpired,
+    /// `403003`: the request's `sig` (or plain `secret`) does not match.
+    InvalidSignature,
+    /// `403004`: a signed request's `nonce` was already used.
+    DuplicateNonce,
+    /// `403005`: the request carries no usable credentials, or an unknown `userKey`.
+    Unauthorized,
+    /// `403006`: a plain `secret` was sent where the server does not accept one.
+    SecretSentOverHttp,
 }
 
 impl ErrorCode {
@@ -37,6 +49,12 @@ impl ErrorCode {
             ErrorCode::InvalidParameterValue => 400_006,
             ErrorCode::CounterNotRegistered => 409_011,
             ErrorCode::GeneralServerError => 500_001,
+            ErrorCode::InvalidApiKey => 400_093,
+            ErrorCode::RequestExpired => 403_002,
+            ErrorCode::InvalidSignature => 403_003,
+            ErrorCode::DuplicateNonce => 403_004,
+            ErrorCode::Unauthorized => 403_005,
+            ErrorCode::SecretSentOverHttp => 403_006,
         }
     }
 
@@ -49,6 +67,12 @@ impl ErrorCode {
             ErrorCode::InvalidParameterValue => "Invalid parameter value",
             ErrorCode::CounterNotRegistered => "Counter not registered",
             ErrorCode::GeneralServerError => "General Server Error",
+            ErrorCode::InvalidApiKey => "Invalid ApiKey parameter",
+            ErrorCode::RequestExpired => "Request has expired",
+            ErrorCode::InvalidSignature => "Invalid request signature",
+            ErrorCode::DuplicateNonce => "Duplicate nonce",
+            ErrorCode::Unauthorized => "Unauthorized user",
+            ErrorCode::SecretSentOverHttp => "Secret sent over HTTP",
         }
     }
 
@@ -267,6 +291,45 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The request's `apiKey` is missing or unknown to the server.
+    #[error("invalid apiKey: {reason}")]
+    InvalidApiKey {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A signed request's `timestamp` is more than the allowed skew away
+    /// from the server's clock.
+    #[error(
+        "request timestamp {timestamp} is {skew_secs} s away from the server's clock; at most {max_skew_secs} s is accepted"
+    )]
+    RequestExpired {
+        /// The request's timestamp, Unix seconds.
+        timestamp: i64,
+        /// How far it is from the server's clock, seconds.
+        skew_secs: i64,
+        /// The accepted skew, seconds.
+        max_skew_secs: i64,
+    },
+    /// The request's `sig` or plain `secret` does not match.
+    #[error("invalid request signature: {reason}")]
+    InvalidSignature {
+        /// What did not match.
+        reason: String,
+    },
+    /// A signed request's `nonce` was already used within the accepted window.
+    #[error("duplicate nonce: this nonce was already used by a recent request")]
+    DuplicateNonce,
+    /// The request carries no usable credentials, or an unknown `userKey`.
+    #[error("unauthorized: {reason}")]
+    Unauthorized {
+        /// What is missing or unknown.
+        reason: String,
+    },
+    /// A plain `secret` was sent where the server does not accept one.
+    #[error(
+        "a plain secret is not accepted on this connection; sign the request (timestamp, nonce, sig) instead"
+    )]
+    SecretSentOverHttp,
 }
 
 impl Error {
@@ -297,6 +360,12 @@ impl Error {
             Random(_) | Io { .. } | Corrupt { .. } | Poisoned { .. } | Locked { .. } => {
                 ErrorCode::GeneralServerError
             }
+            InvalidApiKey { .. } => ErrorCode::InvalidApiKey,
+            RequestExpired { .. } => ErrorCode::RequestExpired,
+            InvalidSignature { .. } => ErrorCode::InvalidSignature,
+            DuplicateNonce => ErrorCode::DuplicateNonce,
+            Unauthorized { .. } => ErrorCode::Unauthorized,
+            SecretSentOverHttp => ErrorCode::SecretSentOverHttp,
         }
     }
 
@@ -336,6 +405,17 @@ mod tests {
         assert_eq!(ErrorCode::MissingParameter.http_status(), 400);
         assert_eq!(ErrorCode::CounterNotRegistered.http_status(), 409);
         assert_eq!(ErrorCode::GeneralServerError.http_status(), 500);
+        assert_eq!(ErrorCode::InvalidApiKey.number(), 400_093);
+        assert_eq!(ErrorCode::InvalidApiKey.http_status(), 400);
+        for (code, number) in [
+            (ErrorCode::RequestExpired, 403_002),
+            (ErrorCode::InvalidSignature, 403_003),
+            (ErrorCode::DuplicateNonce, 403_004),
+            (ErrorCode::Unauthorized, 403_005),
+            (ErrorCode::SecretSentOverHttp, 403_006),
+        ] {
+            assert_eq!((code.number(), code.http_status()), (number, 403));
+        }
     }
 
     #[test]

@@ -57,6 +57,8 @@ mod config;
 mod counter;
 mod engine;
 mod error;
+#[cfg(feature = "http")]
+pub mod http;
 mod path;
 mod period;
 mod persist;

@@ -4,9 +4,10 @@
 //! tally inspect DIR          files, sizes, LSN ranges, subjects, counters, registrations
 //! tally verify DIR           every checksum; exit code 0 and "ok", or 1 and the first problem
 //! tally dump DIR --uid U     one subject's rows as JSON
+//! tally serve [--data-dir DIR] [--addr 127.0.0.1:8080]   the HTTP API on an engine in DIR
 //! ```
 //!
-//! None of them takes the directory's lock or changes a file. Each
+//! Except `serve`, none of them takes the directory's lock or changes a file. Each
 //! subcommand is one variant of [`Command`] and one function below.
 
 use std::io::Write;
@@ -37,6 +38,11 @@ enum Command {
     /// Print one subject's rows (every counter, `total` and every stored
     /// month and day) as JSON.
     Dump(DumpArgs),
+    /// Serve the REST-compatible HTTP API on a durable engine in DIR, until
+    /// SIGTERM or Ctrl-C; then finish the requests in flight, sync the log
+    /// and write a final snapshot.
+    #[cfg(feature = "http")]
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -60,6 +66,40 @@ struct DumpArgs {
     uid: String,
 }
 
+#[cfg(feature = "http")]
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// The data directory: created if missing, recovered if not.
+    #[arg(long, value_name = "DIR", default_value = "./tally-data")]
+    data_dir: PathBuf,
+    /// The address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// Require API keys, read from FILE: lines `api-key KEY [SECRET]` and
+    /// `user-key KEY SECRET`, secrets in base64. Without it the server is open.
+    #[arg(long, value_name = "FILE")]
+    keys: Option<PathBuf>,
+    /// Where a plain `secret` parameter is accepted (signed requests are
+    /// accepted everywhere).
+    #[arg(long, default_value = "loopback", value_parser = ["never", "loopback", "always"])]
+    plain_secrets: String,
+    /// The scheme and host clients sign requests for; the request's path is
+    /// appended. The server's own URL is accepted too.
+    #[arg(long, value_name = "URL", default_value = tally::http::DEFAULT_PUBLIC_BASE_URL)]
+    public_url: String,
+    /// The largest accepted request body, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = tally::http::DEFAULT_BODY_LIMIT)]
+    body_limit: usize,
+    /// When an increment is answered: after the log is synced (`always`),
+    /// with the log synced within a second (`interval`), or with no log,
+    /// only snapshots (`never`).
+    #[arg(long, default_value = "interval", value_parser = ["always", "interval", "never"])]
+    durability: String,
+    /// Seconds between background snapshots.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    snapshot_interval: u64,
+}
+
 /// What a subcommand can fail with: a tally error, a write to stdout, JSON.
 type Failure = Box<dyn std::error::Error>;
 
@@ -70,6 +110,8 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect(&args, &mut out),
         Command::Verify(args) => verify(&args, &mut out),
         Command::Dump(args) => dump(&args, &mut out),
+        #[cfg(feature = "http")]
+        Command::Serve(args) => serve(&args, &mut out),
     };
     let result = result.and_then(|code| out.flush().map(|()| code).map_err(Failure::from));
     match result {
@@ -127,6 +169,126 @@ fn dump(args: &DumpArgs, out: &mut impl Write) -> Result<ExitCode, Failure> {
     serde_json::to_writer_pretty(&mut *out, &rows)?;
     writeln!(out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "http")]
+fn serve(args: &ServeArgs, out: &mut impl Write) -> Result<ExitCode, Failure> {
+    use std::time::Duration;
+    use tally::http::{Auth, Options, PlainSecrets};
+
+    let durability = match args.durability.as_str() {
+        "always" => tally::Durability::Always,
+        "never" => tally::Durability::Never,
+        _ => tally::Durability::Interval(Duration::from_secs(1)),
+    };
+    let mut options = Options::default().body_limit(args.body_limit);
+    if let Some(file) = &args.keys {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("reading the key file {}: {e}", file.display()))?;
+        let auth = Auth::new()
+            .keys_from_str(&text)?
+            .plain_secrets(match args.plain_secrets.as_str() {
+                "never" => PlainSecrets::Never,
+                "always" => PlainSecrets::Always,
+                _ => PlainSecrets::Loopback,
+            })
+            .public_base_url(&args.public_url);
+        options = options.auth(auth);
+    }
+    let engine = tally::Tally::builder()
+        .data_dir(&args.data_dir)
+        .durability(durability)
+        .snapshot_interval(Duration::from_secs(args.snapshot_interval.max(1)))
+        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let served: Result<(), Failure> = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&args.addr).await?;
+        writeln!(
+            out,
+            "tally serve: listening on http://{}, data in {} ({} subjects recovered)",
+            listener.local_addr()?,
+            args.data_dir.display(),
+            engine.subject_count()
+        )?;
+        match &options.auth {
+            None => writeln!(
+                out,
+                "tally serve: OPEN: no --keys given, so every request is served without authorization"
+            )?,
+            Some(auth) => {
+                let (api, user) = auth.key_counts();
+                writeln!(
+                    out,
+                    "tally serve: authorization required: {api} API keys, {user} user keys; \
+                     plain secrets {}; signatures for {}/<method> or this server's URL",
+                    match auth.plain_secret_policy() {
+                        PlainSecrets::Never => "refused",
+                        PlainSecrets::Always => "accepted",
+                        _ => "from loopback only",
+                    },
+                    auth.public_base()
+                )?
+            }
+        }
+        out.flush()?;
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            shutdown_signal().await;
+            let _ = stopping_tx.send(());
+        };
+        let router = tally::http::router_with(engine.clone(), options);
+        let server = tally::http::serve(listener, router, shutdown);
+        // In-flight requests get 30 s to finish once a signal arrives.
+        let deadline = async {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = server => result?,
+            () = deadline => eprintln!("tally serve: requests still in flight after 30 s; closing anyway"),
+        }
+        Ok(())
+    });
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    writeln!(
+        out,
+        "tally serve: stopping: syncing the log and writing a final snapshot"
+    )?;
+    out.flush()?;
+    let closed = engine.close();
+    served?;
+    closed?;
+    writeln!(out, "tally serve: stopped")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on Ctrl-C or, on Unix, SIGTERM.
+#[cfg(feature = "http")]
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn write_inspection(inspection: &DirInspection, out: &mut impl Write) -> std::io::Result<()> {

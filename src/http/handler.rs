@@ -1,0 +1,195 @@
+//! The request handler: HTTP method, body, parameters, authorization, and
+//! then [`rest::call`] on a blocking thread.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use super::Options;
+use super::auth::RequestInfo;
+use super::envelope::{error_response, limited};
+use super::form::{self, Source};
+use crate::engine::Tally;
+use crate::error::Error;
+use crate::rest;
+
+/// What every request shares.
+pub(super) struct AppState {
+    pub engine: Tally,
+    pub options: Options,
+}
+
+type Params = Vec<(String, String)>;
+
+/// Answers one request to `/<method>`, mounted or not (an unknown method
+/// gets the REST layer's own answer).
+pub(super) async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().unwrap_or_default();
+    let mut params = match form::decode(query.as_bytes(), Source::Query) {
+        Ok(params) => params,
+        Err(error) => return reply(&state, &[], &error, None),
+    };
+    let is_post = parts.method == Method::POST;
+    if !is_post && parts.method != Method::GET {
+        let error = Error::InvalidValue {
+            name: "HTTP method".into(),
+            reason: format!("{} is not supported: send GET or POST", parts.method),
+        };
+        let mut response = reply(
+            &state,
+            &params,
+            &error,
+            Some(StatusCode::METHOD_NOT_ALLOWED),
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, POST"));
+        return response;
+    }
+    if is_post {
+        match read_form(&state.options, &parts.headers, body).await {
+            Ok(body_params) => params.extend(body_params),
+            Err((error, status)) => return reply(&state, &params, &error, status),
+        }
+    }
+    if let Some(auth) = &state.options.auth {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>();
+        let info = RequestInfo {
+            method: parts.method.as_str(),
+            path: &path,
+            host: parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok()),
+            loopback: peer.is_some_and(|ConnectInfo(addr)| is_loopback(addr.ip())),
+            now_ms: state.engine.now_millis(),
+        };
+        if let Err(error) = auth.check(&info, &borrowed(&params)) {
+            return reply(&state, &params, &error, None);
+        }
+    }
+    let method = path.strip_prefix('/').unwrap_or(&path).to_owned();
+    let engine = state.engine.clone();
+    let answer =
+        tokio::task::spawn_blocking(move || rest::call(&engine, &method, &borrowed(&params))).await;
+    match answer {
+        Ok(response) => into_http(response, None),
+        Err(_) => {
+            let error = Error::io(
+                "answering the request",
+                std::io::Error::other("the request handler panicked"),
+            );
+            reply(&state, &[], &error, None)
+        }
+    }
+}
+
+/// `GET /healthz`: `{"status":"ok"}`.
+pub(super) async fn healthz() -> Response {
+    (
+        [(header::CONTENT_TYPE, rest::JSON_CONTENT_TYPE)],
+        r#"{"status":"ok"}"#,
+    )
+        .into_response()
+}
+
+/// The parameters of a form-encoded body, or the error (and the HTTP
+/// status it forces, if any) that stops the request.
+async fn read_form(
+    options: &Options,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Params, (Error, Option<StatusCode>)> {
+    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
+        let text = content_type.to_str().unwrap_or_default();
+        let essence = text.split(';').next().unwrap_or_default().trim();
+        if !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+            let error = Error::InvalidValue {
+                name: "Content-Type".into(),
+                reason: format!(
+                    "{:?} is not supported: send application/x-www-form-urlencoded",
+                    limited(text)
+                ),
+            };
+            return Err((error, None));
+        }
+    }
+    let too_large = || {
+        let error = Error::InvalidValue {
+            name: "body".into(),
+            reason: format!(
+                "the request body exceeds the limit of {} bytes",
+                options.body_limit
+            ),
+        };
+        (error, Some(StatusCode::PAYLOAD_TOO_LARGE))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > options.body_limit as u64) {
+        return Err(too_large());
+    }
+    let bytes = match Limited::new(body, options.body_limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.is::<LengthLimitError>() => return Err(too_large()),
+        Err(error) => {
+            let error = Error::InvalidValue {
+                name: "body".into(),
+                reason: format!("the request body could not be read: {error}"),
+            };
+            return Err((error, Some(StatusCode::BAD_REQUEST)));
+        }
+    };
+    form::decode(&bytes, Source::Body).map_err(|error| (error, None))
+}
+
+/// The envelope for an error the HTTP layer raises, with `status` forced
+/// when the failure is below the platform's parameters (405, 413).
+fn reply(
+    state: &AppState,
+    params: &[(String, String)],
+    error: &Error,
+    status: Option<StatusCode>,
+) -> Response {
+    into_http(
+        error_response(&state.engine, &borrowed(params), error),
+        status,
+    )
+}
+
+fn into_http(response: rest::Response, status: Option<StatusCode>) -> Response {
+    let status = status.unwrap_or_else(|| {
+        StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, response.content_type)],
+        response.body,
+    )
+        .into_response()
+}
+
+fn borrowed(params: &[(String, String)]) -> Vec<(&str, &str)> {
+    params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
