@@ -28,7 +28,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::format::{
-    FormatError, HEADER_BYTES, Header, LOG_MAGIC, SNAPSHOT_MAGIC, decode, is_torn_tail, read_frame,
+    Encoding, FormatError, HEADER_BYTES, Header, LOG_ENCODING, LOG_MAGIC, SNAPSHOT_ENCODING,
+    SNAPSHOT_MAGIC, decode, is_torn_tail, read_frame,
 };
 use super::recovery::{Recovered, RecoveryReport, recover_read_only};
 use super::snapshot::{SnapshotRecord, load_bytes, snapshot_number};
@@ -382,6 +383,7 @@ enum WalkEnd {
 /// its offset to `visit` (which may reject it), until the end or damage.
 fn walk<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
+    encoding: Encoding,
     mut offset: usize,
     mut visit: impl FnMut(T, usize) -> std::result::Result<(), String>,
 ) -> WalkEnd {
@@ -394,7 +396,7 @@ fn walk<T: serde::de::DeserializeOwned>(
             }
             Err(FormatError::Corrupt(reason)) => return WalkEnd::Corrupt(offset, reason),
         };
-        let record = match decode(payload) {
+        let record = match decode(payload, encoding) {
             Ok(record) => record,
             Err(FormatError::Truncated) => {
                 return WalkEnd::Corrupt(offset, "truncated record".into());
@@ -435,7 +437,7 @@ fn inspect_log(path: &Path, bytes: &[u8], number: u64) -> LogInspection {
         }
     }
     let mut subjects = HashSet::new();
-    let end = walk(bytes, HEADER_BYTES, |record: LogRecord, _| {
+    let end = walk(bytes, LOG_ENCODING, HEADER_BYTES, |record: LogRecord, _| {
         match record {
             LogRecord::Registry(changes) => {
                 log.registry_records += 1;
@@ -504,53 +506,58 @@ fn inspect_snapshot(path: &Path, bytes: &[u8], number: u64) -> SnapshotInspectio
     // Counter id -> registered, as the registry record leaves it.
     let mut counters = BTreeMap::new();
     let mut ended = false;
-    let end = walk(bytes, HEADER_BYTES, |record: SnapshotRecord, offset| {
-        if ended {
-            return Err("bytes after the end record".into());
-        }
-        snapshot.records += 1;
-        match record {
-            SnapshotRecord::Meta {
-                created_millis,
-                replay_from,
-            } if offset == HEADER_BYTES => {
-                snapshot.created_millis = Some(created_millis);
-                snapshot.replay_from = replay_from;
+    let end = walk(
+        bytes,
+        SNAPSHOT_ENCODING,
+        HEADER_BYTES,
+        |record: SnapshotRecord, offset| {
+            if ended {
+                return Err("bytes after the end record".into());
             }
-            _ if offset == HEADER_BYTES => {
-                return Err("the first record is not the snapshot's metadata".into());
-            }
-            SnapshotRecord::Meta { .. } => return Err("a second metadata record".into()),
-            SnapshotRecord::Tokens(tokens) => snapshot.tokens += tokens.len() as u64,
-            SnapshotRecord::Subject(_, cells) => {
-                snapshot.subjects += 1;
-                snapshot.cells += cells.cells().count() as u64;
-                snapshot.max_lsn = snapshot.max_lsn.max(cells.last_lsn());
-            }
-            SnapshotRecord::Registry(changes) => {
-                for change in changes {
-                    match change {
-                        RegistryChange::Created { id, .. } => {
-                            counters.entry(id).or_insert(false);
-                        }
-                        RegistryChange::Registered { id, registered } => {
-                            counters.insert(id, registered);
+            snapshot.records += 1;
+            match record {
+                SnapshotRecord::Meta {
+                    created_millis,
+                    replay_from,
+                } if offset == HEADER_BYTES => {
+                    snapshot.created_millis = Some(created_millis);
+                    snapshot.replay_from = replay_from;
+                }
+                _ if offset == HEADER_BYTES => {
+                    return Err("the first record is not the snapshot's metadata".into());
+                }
+                SnapshotRecord::Meta { .. } => return Err("a second metadata record".into()),
+                SnapshotRecord::Tokens(tokens) => snapshot.tokens += tokens.len() as u64,
+                SnapshotRecord::Subject(_, cells) => {
+                    snapshot.subjects += 1;
+                    snapshot.cells += cells.cells().count() as u64;
+                    snapshot.max_lsn = snapshot.max_lsn.max(cells.last_lsn());
+                }
+                SnapshotRecord::Registry(changes) => {
+                    for change in changes {
+                        match change {
+                            RegistryChange::Created { id, .. } => {
+                                counters.entry(id).or_insert(false);
+                            }
+                            RegistryChange::Registered { id, registered } => {
+                                counters.insert(id, registered);
+                            }
                         }
                     }
                 }
-            }
-            SnapshotRecord::End { subjects } => {
-                if subjects != snapshot.subjects {
-                    return Err(format!(
-                        "end record counts {subjects} subjects, found {}",
-                        snapshot.subjects
-                    ));
+                SnapshotRecord::End { subjects } => {
+                    if subjects != snapshot.subjects {
+                        return Err(format!(
+                            "end record counts {subjects} subjects, found {}",
+                            snapshot.subjects
+                        ));
+                    }
+                    ended = true;
                 }
-                ended = true;
             }
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
     snapshot.counters = counters.len() as u64;
     snapshot.registrations = counters.values().filter(|&&r| r).count() as u64;
     snapshot.problem = match end {

@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::format::{
-    FormatError, HEADER_BYTES, Header, SNAPSHOT_MAGIC, decode, read_frame, write_frame,
+    FormatError, HEADER_BYTES, Header, SNAPSHOT_ENCODING, SNAPSHOT_MAGIC, decode, read_frame,
+    write_frame,
 };
 use super::sync_dir;
 use crate::error::{Error, Result};
@@ -92,7 +93,7 @@ struct BodyWriter {
 impl BodyWriter {
     fn frame(&mut self, record: &SnapshotRecordRef<'_>) -> std::io::Result<()> {
         self.scratch.clear();
-        write_frame(&mut self.scratch, record);
+        write_frame(&mut self.scratch, record, SNAPSHOT_ENCODING);
         self.crc.update(&self.scratch);
         self.len += self.scratch.len() as u64;
         self.out.write_all(&self.scratch)
@@ -236,7 +237,7 @@ pub(crate) fn load_bytes(
             FormatError::Truncated => corrupt(at, "truncated frame".into()),
             FormatError::Corrupt(reason) => corrupt(at, reason),
         })?;
-        let record = decode(payload).map_err(|e| match e {
+        let record = decode(payload, SNAPSHOT_ENCODING).map_err(|e| match e {
             FormatError::Truncated => corrupt(at, "truncated record".into()),
             FormatError::Corrupt(reason) => corrupt(at, reason),
         })?;

@@ -17,7 +17,9 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
-use super::format::{Header, LOG_MAGIC, write_frame};
+use super::format::{
+    Header, LOG_ENCODING, LOG_MAGIC, seal_frames, write_increment_frame, write_unsealed_frame,
+};
 use super::{Durability, sync_dir};
 use crate::error::{Error, Result};
 use crate::registry::{CounterId, RegistryChange};
@@ -160,7 +162,15 @@ impl Wal {
         let lsn = buffer.next_lsn;
         buffer.next_lsn += 1;
         let before = buffer.bytes.len();
-        write_frame(&mut buffer.bytes, &record(lsn));
+        match record(lsn) {
+            RecordRef::Increment {
+                lsn,
+                uid,
+                at,
+                entries,
+            } => write_increment_frame(&mut buffer.bytes, lsn, uid, at, entries),
+            other => write_unsealed_frame(&mut buffer.bytes, &other, LOG_ENCODING),
+        }
         buffer.end += (buffer.bytes.len() - before) as u64;
         Ok((lsn, buffer.end))
     }
@@ -210,7 +220,7 @@ impl Wal {
     /// Writes and syncs everything buffered. Call [`Wal::release`] after.
     fn flush_locked(&self, segment: &mut Segment) -> Result<()> {
         self.check_poison()?;
-        let (bytes, end) = {
+        let (mut bytes, end) = {
             let mut buffer = self.buffer.lock();
             let fresh = Vec::with_capacity(buffer.bytes.capacity().min(1 << 20));
             (std::mem::replace(&mut buffer.bytes, fresh), buffer.end)
@@ -219,6 +229,7 @@ impl Wal {
             self.durable.fetch_max(end, Ordering::AcqRel);
             return Ok(());
         }
+        seal_frames(&mut bytes);
         let written = segment
             .file
             .write_all(&bytes)
