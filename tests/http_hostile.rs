@@ -80,537 +80,113 @@ fn owned_post(params: &[(String, String)]) -> Vec<u8> {
     post(INC, &pairs(params))
 }
 
+/// The table: name, door, request bytes, expected `errorCode`, expected HTTP status.
+#[rustfmt::skip]
 fn cases() -> Vec<Case> {
     let mut cases = Vec::new();
     let mut add = |name: &str, door: Door, request: Vec<u8>, code: u32, status: u16| {
-        cases.push(Case {
-            name: name.to_owned(),
-            door,
-            request,
-            code,
-            status,
-        });
+        cases.push(Case { name: name.to_owned(), door, request, code, status });
     };
     use Door::{Auth, Open};
     let one = r#"[{"class":"shares","path":"/news"}]"#;
 
     // Missing and duplicate parameters.
-    add(
-        "no UID",
-        Open,
-        post(INC, &[("counters", one)]),
-        400_002,
-        200,
-    );
-    add(
-        "no counters",
-        Open,
-        post(INC, &[("UID", "u1")]),
-        400_002,
-        200,
-    );
+    add("no UID", Open, post(INC, &[("counters", one)]), 400_002, 200);
+    add("no counters", Open, post(INC, &[("UID", "u1")]), 400_002, 200);
     add("empty counters", Open, entries("[]"), 400_002, 200);
-    add(
-        "empty UID",
-        Open,
-        post(INC, &[("UID", ""), ("counters", one)]),
-        400_002,
-        200,
-    );
-    add(
-        "UID twice",
-        Open,
-        post(INC, &[("UID", "u1"), ("UID", "u2"), ("counters", one)]),
-        400_006,
-        200,
-    );
-    add(
-        "counters twice",
-        Open,
-        post(INC, &[("UID", "u1"), ("counters", one), ("counters", one)]),
-        400_006,
-        200,
-    );
-    add(
-        "counters in query and body",
-        Open,
-        raw_post(
-            format!("{INC}?counters={}", enc(one)).as_bytes(),
-            form(&[("UID", "u1"), ("counters", one)]).as_bytes(),
-        ),
-        400_006,
-        200,
-    );
-    add(
-        "UID and regToken",
-        Open,
-        post(INC, &[("UID", "u1"), ("regToken", "t"), ("counters", one)]),
-        400_006,
-        200,
-    );
-    add(
-        "unknown regToken",
-        Open,
-        post(INC, &[("regToken", "0123456789abcdef"), ("counters", one)]),
-        400_006,
-        200,
-    );
-    add(
-        "entry without class",
-        Open,
-        entries(r#"[{"path":"/news"}]"#),
-        400_002,
-        200,
-    );
-    add(
-        "entry without path",
-        Open,
-        entries(r#"[{"class":"shares"}]"#),
-        400_002,
-        200,
-    );
-    add(
-        "register without counters",
-        Open,
-        post(REG, &[]),
-        400_002,
-        200,
-    );
-    add(
-        "unregister without counters",
-        Open,
-        post(UNREG, &[("counters", "[]")]),
-        400_002,
-        200,
-    );
-    add(
-        "format twice",
-        Open,
-        post(
-            GET,
-            &[("UID", "u1"), ("format", "json"), ("format", "json")],
-        ),
-        400_006,
-        200,
-    );
+    add("empty UID", Open, post(INC, &[("UID", ""), ("counters", one)]), 400_002, 200);
+    add("UID twice", Open, post(INC, &[("UID", "u1"), ("UID", "u2"), ("counters", one)]), 400_006, 200);
+    add("counters twice", Open, post(INC, &[("UID", "u1"), ("counters", one), ("counters", one)]), 400_006, 200);
+    let target = format!("{INC}?counters={}", enc(one));
+    add("counters in query and body", Open, raw_post(target.as_bytes(), form(&[("UID", "u1"), ("counters", one)]).as_bytes()), 400_006, 200);
+    add("UID and regToken", Open, post(INC, &[("UID", "u1"), ("regToken", "t"), ("counters", one)]), 400_006, 200);
+    add("unknown regToken", Open, post(INC, &[("regToken", "0123456789abcdef"), ("counters", one)]), 400_006, 200);
+    add("entry without class", Open, entries(r#"[{"path":"/news"}]"#), 400_002, 200);
+    add("entry without path", Open, entries(r#"[{"class":"shares"}]"#), 400_002, 200);
+    add("register without counters", Open, post(REG, &[]), 400_002, 200);
+    add("unregister without counters", Open, post(UNREG, &[("counters", "[]")]), 400_002, 200);
+    add("format twice", Open, post(GET, &[("UID", "u1"), ("format", "json"), ("format", "json")]), 400_006, 200);
 
     // Wrong types and malformed JSON.
-    add(
-        "counters not JSON",
-        Open,
-        entries("[{class:shares}]"),
-        400_004,
-        200,
-    );
-    add(
-        "counters an object",
-        Open,
-        entries(r#"{"class":"shares","path":"/"}"#),
-        400_004,
-        200,
-    );
-    add(
-        "counters a string",
-        Open,
-        entries(r#""shares""#),
-        400_004,
-        200,
-    );
-    add(
-        "entry a number",
-        Open,
-        entries(r#"[{"class":"shares","path":"/"},7]"#),
-        400_004,
-        200,
-    );
-    add(
-        "entry an array",
-        Open,
-        entries(r#"[["shares","/"]]"#),
-        400_004,
-        200,
-    );
-    add(
-        "count a fraction",
-        Open,
-        entries(r#"[{"class":"shares","path":"/news","count":1.5}]"#),
-        400_006,
-        200,
-    );
-    add(
-        "count a boolean",
-        Open,
-        entries(r#"[{"class":"shares","path":"/news","count":true}]"#),
-        400_006,
-        200,
-    );
-    add(
-        "count an object",
-        Open,
-        entries(r#"[{"class":"shares","path":"/news","count":{}}]"#),
-        400_006,
-        200,
-    );
-    add(
-        "value with letters",
-        Open,
-        entries(r#"[{"class":"shares","path":"/news","value":"12abc"}]"#),
-        400_006,
-        200,
-    );
-    add(
-        "class a number",
-        Open,
-        entries(r#"[{"class":7,"path":"/news"}]"#),
-        400_006,
-        200,
-    );
-    add(
-        "path a number",
-        Open,
-        entries(r#"[{"class":"shares","path":7}]"#),
-        400_006,
-        200,
-    );
-    add(
-        "count beyond i64",
-        Open,
-        entries(r#"[{"class":"shares","path":"/news","count":"9223372036854775808"}]"#),
-        400_006,
-        200,
-    );
-    add(
-        "count 1e400",
-        Open,
-        entries(r#"[{"class":"shares","path":"/news","count":1e400}]"#),
-        400_004,
-        200,
-    );
-    add(
-        "period a number",
-        Open,
-        post(
-            GET,
-            &[
-                ("UID", "u1"),
-                ("counters", r#"[{"class":"shares","period":2611}]"#),
-            ],
-        ),
-        400_006,
-        200,
-    );
-    add(
-        "bad percent escape",
-        Open,
-        raw_post(INC.as_bytes(), b"UID=u1&counters=%zz%5B"),
-        400_004,
-        200,
-    );
+    add("counters not JSON", Open, entries("[{class:shares}]"), 400_004, 200);
+    add("counters an object", Open, entries(r#"{"class":"shares","path":"/"}"#), 400_004, 200);
+    add("counters a string", Open, entries(r#""shares""#), 400_004, 200);
+    add("entry a number", Open, entries(r#"[{"class":"shares","path":"/"},7]"#), 400_004, 200);
+    add("entry an array", Open, entries(r#"[["shares","/"]]"#), 400_004, 200);
+    add("count a fraction", Open, entries(r#"[{"class":"shares","path":"/news","count":1.5}]"#), 400_006, 200);
+    add("count a boolean", Open, entries(r#"[{"class":"shares","path":"/news","count":true}]"#), 400_006, 200);
+    add("count an object", Open, entries(r#"[{"class":"shares","path":"/news","count":{}}]"#), 400_006, 200);
+    add("value with letters", Open, entries(r#"[{"class":"shares","path":"/news","value":"12abc"}]"#), 400_006, 200);
+    add("class a number", Open, entries(r#"[{"class":7,"path":"/news"}]"#), 400_006, 200);
+    add("path a number", Open, entries(r#"[{"class":"shares","path":7}]"#), 400_006, 200);
+    add("count beyond i64", Open, entries(r#"[{"class":"shares","path":"/news","count":"9223372036854775808"}]"#), 400_006, 200);
+    add("count 1e400", Open, entries(r#"[{"class":"shares","path":"/news","count":1e400}]"#), 400_004, 200);
+    add("period a number", Open, post(GET, &[("UID", "u1"), ("counters", r#"[{"class":"shares","period":2611}]"#)]), 400_006, 200);
+    add("bad percent escape", Open, raw_post(INC.as_bytes(), b"UID=u1&counters=%zz%5B"), 400_004, 200);
 
     // Bad names, paths and subjects.
-    add(
-        "unregistered path",
-        Open,
-        entries(r#"[{"class":"shares","path":"/sport"}]"#),
-        409_011,
-        200,
-    );
-    add(
-        "unknown class",
-        Open,
-        entries(r#"[{"class":"likes","path":"/"}]"#),
-        409_011,
-        200,
-    );
-    add(
-        "second entry bad",
-        Open,
-        entries(r#"[{"class":"shares","path":"/news"},{"class":"shares","path":"/x"}]"#),
-        409_011,
-        200,
-    );
-    add(
-        "path too deep",
-        Open,
-        entries(r#"[{"class":"shares","path":"/news/sport/football"}]"#),
-        400_006,
-        200,
-    );
-    add(
-        "empty segment",
-        Open,
-        entries(r#"[{"class":"shares","path":"//news"}]"#),
-        400_006,
-        200,
-    );
-    add(
-        "path without slash",
-        Open,
-        entries(r#"[{"class":"shares","path":"news"}]"#),
-        400_006,
-        200,
-    );
-    add(
-        "control character in path",
-        Open,
-        entries("[{\"class\":\"shares\",\"path\":\"/a\\u0000\"}]"),
-        400_006,
-        200,
-    );
-    add(
-        "class with a space",
-        Open,
-        post(REG, &[("counters", r#"[{"class":"a b","path":"/"}]"#)]),
-        400_006,
-        200,
-    );
-    add(
-        "register batch with one bad pair",
-        Open,
-        post(
-            REG,
-            &[(
-                "counters",
-                r#"[{"class":"likes","path":"/a"},{"class":"likes","path":"/a/b/c"}]"#,
-            )],
-        ),
-        400_006,
-        200,
-    );
-    add(
-        "control character in UID",
-        Open,
-        post(INC, &[("UID", "u\u{1}"), ("counters", one)]),
-        400_006,
-        200,
-    );
+    add("unregistered path", Open, entries(r#"[{"class":"shares","path":"/sport"}]"#), 409_011, 200);
+    add("unknown class", Open, entries(r#"[{"class":"likes","path":"/"}]"#), 409_011, 200);
+    add("second entry bad", Open, entries(r#"[{"class":"shares","path":"/news"},{"class":"shares","path":"/x"}]"#), 409_011, 200);
+    add("path too deep", Open, entries(r#"[{"class":"shares","path":"/news/sport/football"}]"#), 400_006, 200);
+    add("empty segment", Open, entries(r#"[{"class":"shares","path":"//news"}]"#), 400_006, 200);
+    add("path without slash", Open, entries(r#"[{"class":"shares","path":"news"}]"#), 400_006, 200);
+    add("control character in path", Open, entries("[{\"class\":\"shares\",\"path\":\"/a\\u0000\"}]"), 400_006, 200);
+    add("class with a space", Open, post(REG, &[("counters", r#"[{"class":"a b","path":"/"}]"#)]), 400_006, 200);
+    add("register batch with one bad pair", Open, post(REG, &[("counters", r#"[{"class":"likes","path":"/a"},{"class":"likes","path":"/a/b/c"}]"#)]), 400_006, 200);
+    add("control character in UID", Open, post(INC, &[("UID", "u\u{1}"), ("counters", one)]), 400_006, 200);
 
     // Huge strings and batches.
     let long_uid = "u".repeat(300);
-    add(
-        "300-byte UID",
-        Open,
-        post(INC, &[("UID", &long_uid), ("counters", one)]),
-        400_006,
-        200,
-    );
-    let long_class = format!(r#"[{{"class":"{}","path":"/"}}]"#, "c".repeat(101));
-    add("101-byte class", Open, entries(&long_class), 400_006, 200);
-    let long_path = format!(r#"[{{"class":"shares","path":"/{}"}}]"#, "p".repeat(600));
-    add("600-byte path", Open, entries(&long_path), 400_006, 200);
-    let batch: Vec<String> = (0..10_000)
-        .map(|_| r#"{"class":"shares","path":"/news"}"#.to_owned())
-        .collect();
-    add(
-        "10,000-entry increment",
-        Open,
-        entries(&format!("[{}]", batch.join(","))),
-        400_006,
-        200,
-    );
-    let regs: Vec<String> = (0..10_000)
-        .map(|i| format!(r#"{{"class":"bulk","path":"/p{i}"}}"#))
-        .collect();
-    add(
-        "10,000 registrations",
-        Open,
-        post(REG, &[("counters", &format!("[{}]", regs.join(",")))]),
-        400_006,
-        200,
-    );
+    add("300-byte UID", Open, post(INC, &[("UID", &long_uid), ("counters", one)]), 400_006, 200);
+    add("101-byte class", Open, entries(&format!(r#"[{{"class":"{}","path":"/"}}]"#, "c".repeat(101))), 400_006, 200);
+    add("600-byte path", Open, entries(&format!(r#"[{{"class":"shares","path":"/{}"}}]"#, "p".repeat(600))), 400_006, 200);
+    let batch = vec![r#"{"class":"shares","path":"/news"}"#; 10_000].join(",");
+    add("10,000-entry increment", Open, entries(&format!("[{batch}]")), 400_006, 200);
+    let regs: Vec<String> = (0..10_000).map(|i| format!(r#"{{"class":"bulk","path":"/p{i}"}}"#)).collect();
+    add("10,000 registrations", Open, post(REG, &[("counters", &format!("[{}]", regs.join(",")))]), 400_006, 200);
     let huge = format!("UID=u1&counters={}", "a".repeat(1 << 20));
-    add(
-        "body over 1 MiB",
-        Open,
-        raw_post(INC.as_bytes(), huge.as_bytes()),
-        400_006,
-        413,
-    );
+    add("body over 1 MiB", Open, raw_post(INC.as_bytes(), huge.as_bytes()), 400_006, 413);
 
     // Overflow.
-    let max = i64::MAX.to_string();
-    add(
-        "count overflows a stored total",
-        Open,
-        entries(&format!(
-            r#"[{{"class":"shares","path":"/news","count":"{max}"}}]"#
-        )),
-        400_006,
-        200,
-    );
-    add(
-        "values overflow within a batch",
-        Open,
-        post(
-            INC,
-            &[
-                ("UID", "fresh"),
-                (
-                    "counters",
-                    r#"[{"class":"shares","path":"/","value":-9223372036854775808},{"class":"shares","path":"/","value":-1}]"#,
-                ),
-            ],
-        ),
-        400_006,
-        200,
-    );
+    add("count overflows a stored total", Open, entries(&format!(r#"[{{"class":"shares","path":"/news","count":"{}"}}]"#, i64::MAX)), 400_006, 200);
+    let min = r#"[{"class":"shares","path":"/","value":-9223372036854775808},{"class":"shares","path":"/","value":-1}]"#;
+    add("values overflow within a batch", Open, post(INC, &[("UID", "fresh"), ("counters", min)]), 400_006, 200);
 
     // Invalid UTF-8.
-    add(
-        "invalid UTF-8 value in body",
-        Open,
-        raw_post(INC.as_bytes(), b"UID=u1&counters=%FF%FE"),
-        400_006,
-        200,
-    );
-    add(
-        "raw invalid UTF-8 in body",
-        Open,
-        raw_post(INC.as_bytes(), b"UID=\xC3\x28&counters=[]"),
-        400_006,
-        200,
-    );
-    add(
-        "invalid UTF-8 name in body",
-        Open,
-        raw_post(INC.as_bytes(), b"%C0%AF=1&UID=u1"),
-        400_006,
-        200,
-    );
-    add(
-        "invalid UTF-8 in query",
-        Open,
-        raw_get(b"/accounts.incrementCounters?UID=%ED%A0%80"),
-        400_006,
-        200,
-    );
+    add("invalid UTF-8 value in body", Open, raw_post(INC.as_bytes(), b"UID=u1&counters=%FF%FE"), 400_006, 200);
+    add("raw invalid UTF-8 in body", Open, raw_post(INC.as_bytes(), b"UID=\xC3\x28&counters=[]"), 400_006, 200);
+    add("invalid UTF-8 name in body", Open, raw_post(INC.as_bytes(), b"%C0%AF=1&UID=u1"), 400_006, 200);
+    add("invalid UTF-8 in query", Open, raw_get(b"/accounts.incrementCounters?UID=%ED%A0%80"), 400_006, 200);
 
     // Pathological regexes.
-    let regex = |class: &str| {
-        post(
-            GET,
-            &[
-                ("UID", "u1"),
-                ("counters", &format!(r#"[{{"class":"{class}"}}]"#)),
-            ],
-        )
-    };
-    add(
-        "regex over the size limit",
-        Open,
-        regex("regex('((a{100}){100}){100}')"),
-        400_006,
-        200,
-    );
-    add("regex unbalanced", Open, regex("regex('(')"), 400_006, 200);
-    add(
-        "regex unterminated",
-        Open,
-        regex("regex('abc"),
-        400_006,
-        200,
-    );
-    add(
-        "regex huge repetition",
-        Open,
-        regex(r"regex('\\w{1000}{1000}')"),
-        400_006,
-        200,
-    );
-    add(
-        "period regex invalid",
-        Open,
-        post(
-            GET,
-            &[
-                ("UID", "u1"),
-                ("counters", r#"[{"class":"shares","period":"regex('[')"}]"#),
-            ],
-        ),
-        400_006,
-        200,
-    );
-    add(
-        "period unknown",
-        Open,
-        post(
-            GET,
-            &[
-                ("UID", "u1"),
-                ("counters", r#"[{"class":"shares","period":"yesterday"}]"#),
-            ],
-        ),
-        400_006,
-        200,
-    );
+    let selector = |json: &str| post(GET, &[("UID", "u1"), ("counters", json)]);
+    add("regex over the size limit", Open, selector(r#"[{"class":"regex('((a{100}){100}){100}')"}]"#), 400_006, 200);
+    add("regex unbalanced", Open, selector(r#"[{"class":"regex('(')"}]"#), 400_006, 200);
+    add("regex unterminated", Open, selector(r#"[{"class":"regex('abc"}]"#), 400_006, 200);
+    add("regex huge repetition", Open, selector(r#"[{"class":"regex('\\w{1000}{1000}')"}]"#), 400_006, 200);
+    add("period regex invalid", Open, selector(r#"[{"class":"shares","period":"regex('[')"}]"#), 400_006, 200);
+    add("period unknown", Open, selector(r#"[{"class":"shares","period":"yesterday"}]"#), 400_006, 200);
 
     // JSONP callback injection and envelope parameters.
     for (name, callback) in [
         ("callback with a call", "alert(document.cookie)//"),
-        (
-            "callback with a script tag",
-            "</script><script>alert(1)</script>",
-        ),
+        ("callback with a script tag", "</script><script>alert(1)</script>"),
         ("callback with a statement", "cb;alert(1)"),
         ("callback with a line separator", "cb\u{2028}alert(1)"),
         ("callback of 129 bytes", &"a".repeat(129)),
     ] {
-        add(
-            name,
-            Open,
-            get(
-                INC,
-                &[
-                    ("UID", "u1"),
-                    ("counters", one),
-                    ("format", "jsonp"),
-                    ("callback", callback),
-                ],
-            ),
-            400_006,
-            200,
-        );
+        add(name, Open, get(INC, &[("UID", "u1"), ("counters", one), ("format", "jsonp"), ("callback", callback)]), 400_006, 200);
     }
-    add(
-        "jsonp without callback",
-        Open,
-        get(
-            INC,
-            &[("UID", "u1"), ("counters", one), ("format", "jsonp")],
-        ),
-        400_002,
-        200,
-    );
-    add(
-        "format xml",
-        Open,
-        get(INC, &[("UID", "u1"), ("counters", one), ("format", "xml")]),
-        400_006,
-        200,
-    );
-    add(
-        "httpStatusCodes maybe",
-        Open,
-        get(
-            INC,
-            &[
-                ("UID", "u1"),
-                ("counters", one),
-                ("httpStatusCodes", "maybe"),
-            ],
-        ),
-        400_006,
-        200,
-    );
+    add("jsonp without callback", Open, get(INC, &[("UID", "u1"), ("counters", one), ("format", "jsonp")]), 400_002, 200);
+    add("format xml", Open, get(INC, &[("UID", "u1"), ("counters", one), ("format", "xml")]), 400_006, 200);
+    add("httpStatusCodes maybe", Open, get(INC, &[("UID", "u1"), ("counters", one), ("httpStatusCodes", "maybe")]), 400_006, 200);
 
     // Unknown methods, deep and malformed paths, wrong HTTP methods.
     let query = format!("?UID=u1&counters={}", enc(one));
     for (name, path) in [
         ("unknown method", "/accounts.deleteAccount".to_owned()),
-        (
-            "method in the wrong case",
-            "/accounts.incrementcounters".to_owned(),
-        ),
+        ("method in the wrong case", "/accounts.incrementcounters".to_owned()),
         ("trailing slash", format!("{INC}/")),
         ("dot segments", format!("{INC}/../../etc/passwd")),
         ("encoded path", "/accounts.increment%43ounters".to_owned()),
@@ -619,105 +195,24 @@ fn cases() -> Vec<Case> {
         ("root path", "/".to_owned()),
         ("matrix parameter", format!("{INC};x=1")),
     ] {
-        add(
-            name,
-            Open,
-            raw_get(format!("{path}{query}").as_bytes()),
-            400_006,
-            200,
-        );
+        add(name, Open, raw_get(format!("{path}{query}").as_bytes()), 400_006, 200);
     }
-    let counters = form(&[("UID", "u1"), ("counters", one)]);
-    add(
-        "PUT",
-        Open,
-        raw_request(
-            b"PUT",
-            INC.as_bytes(),
-            Some(b"application/x-www-form-urlencoded"),
-            counters.as_bytes(),
-        ),
-        400_006,
-        405,
-    );
-    add(
-        "DELETE",
-        Open,
-        raw_request(b"DELETE", format!("{INC}{query}").as_bytes(), None, b""),
-        400_006,
-        405,
-    );
-    add(
-        "JSON body",
-        Open,
-        raw_request(
-            b"POST",
-            INC.as_bytes(),
-            Some(b"application/json"),
-            br#"{"UID":"u1"}"#,
-        ),
-        400_006,
-        200,
-    );
+    let body = form(&[("UID", "u1"), ("counters", one)]);
+    add("PUT", Open, raw_request(b"PUT", INC.as_bytes(), Some(b"application/x-www-form-urlencoded"), body.as_bytes()), 400_006, 405);
+    add("DELETE", Open, raw_request(b"DELETE", format!("{INC}{query}").as_bytes(), None, b""), 400_006, 405);
+    add("JSON body", Open, raw_request(b"POST", INC.as_bytes(), Some(b"application/json"), br#"{"UID":"u1"}"#), 400_006, 200);
 
     // Authorization (plain secrets refused on this server).
     let ts = NOW.to_string();
     let base = [("apiKey", "3_partner"), ("UID", "u1"), ("counters", one)];
-    add(
-        "no apiKey",
-        Auth,
-        post(INC, &[("UID", "u1"), ("counters", one)]),
-        400_093,
-        200,
-    );
-    add(
-        "unknown apiKey",
-        Auth,
-        post(
-            INC,
-            &[("apiKey", "3_nope"), ("UID", "u1"), ("counters", one)],
-        ),
-        400_093,
-        200,
-    );
-    add(
-        "apiKey twice",
-        Auth,
-        post(
-            INC,
-            &[
-                ("apiKey", "3_partner"),
-                ("apiKey", "3_partner"),
-                ("UID", "u1"),
-            ],
-        ),
-        400_006,
-        200,
-    );
+    add("no apiKey", Auth, post(INC, &[("UID", "u1"), ("counters", one)]), 400_093, 200);
+    add("unknown apiKey", Auth, post(INC, &[("apiKey", "3_nope"), ("UID", "u1"), ("counters", one)]), 400_093, 200);
+    add("apiKey twice", Auth, post(INC, &[("apiKey", "3_partner"), ("apiKey", "3_partner"), ("UID", "u1")]), 400_006, 200);
     add("no credentials", Auth, post(INC, &base), 403_005, 200);
-    add(
-        "unknown userKey",
-        Auth,
-        post(
-            INC,
-            &[
-                ("apiKey", "3_partner"),
-                ("userKey", "nope"),
-                ("secret", SECRET),
-            ],
-        ),
-        403_005,
-        200,
-    );
+    add("unknown userKey", Auth, post(INC, &[("apiKey", "3_partner"), ("userKey", "nope"), ("secret", SECRET)]), 403_005, 200);
     let mut with_secret = base.to_vec();
     with_secret.push(("secret", SECRET));
-    add(
-        "plain secret refused",
-        Auth,
-        post(INC, &with_secret),
-        403_006,
-        200,
-    );
+    add("plain secret refused", Auth, post(INC, &with_secret), 403_006, 200);
     let mut bad_sig = signed_post(&base, &ts, "bad-sig");
     bad_sig.last_mut().unwrap().1 = "AAAAAAAAAAAAAAAAAAAAAAAAAAA=".into();
     add("wrong sig", Auth, owned_post(&bad_sig), 403_003, 200);
@@ -725,68 +220,22 @@ fn cases() -> Vec<Case> {
     add("sig not base64", Auth, owned_post(&bad_sig), 403_003, 200);
     let mut tampered = signed_post(&base, &ts, "tampered");
     tampered[2].1 = r#"[{"class":"shares","path":"/news","count":1000}]"#.into();
-    add(
-        "counters changed after signing",
-        Auth,
-        owned_post(&tampered),
-        403_003,
-        200,
-    );
+    add("counters changed after signing", Auth, owned_post(&tampered), 403_003, 200);
     let old = (NOW - 3600).to_string();
-    add(
-        "timestamp an hour old",
-        Auth,
-        owned_post(&signed_post(&base, &old, "old")),
-        403_002,
-        200,
-    );
+    add("timestamp an hour old", Auth, owned_post(&signed_post(&base, &old, "old")), 403_002, 200);
     let ahead = ((NOW + 600) * 1000).to_string();
-    add(
-        "timestamp ten minutes ahead, ms",
-        Auth,
-        owned_post(&signed_post(&base, &ahead, "ahead")),
-        403_002,
-        200,
-    );
+    add("timestamp ten minutes ahead, ms", Auth, owned_post(&signed_post(&base, &ahead, "ahead")), 403_002, 200);
     let mut no_nonce = signed_post(&base, &ts, "x");
     no_nonce.retain(|(k, _)| k != "nonce");
     add("no nonce", Auth, owned_post(&no_nonce), 400_002, 200);
     let mut no_ts = signed_post(&base, &ts, "no-ts");
     no_ts.retain(|(k, _)| k != "timestamp");
     add("no timestamp", Auth, owned_post(&no_ts), 400_002, 200);
-    add(
-        "timestamp not a number",
-        Auth,
-        owned_post(&signed_post(&base, "soon", "soon")),
-        400_006,
-        200,
-    );
-    add(
-        "nonce of 300 bytes",
-        Auth,
-        owned_post(&signed_post(&base, &ts, &"n".repeat(300))),
-        400_006,
-        200,
-    );
-    add(
-        "replayed nonce",
-        Auth,
-        owned_post(&signed_post(&base, &ts, "used-once")),
-        403_004,
-        200,
-    );
-    let unregistered = [
-        ("apiKey", "3_partner"),
-        ("UID", "u1"),
-        ("counters", r#"[{"class":"shares","path":"/x"}]"#),
-    ];
-    add(
-        "signed but unregistered",
-        Auth,
-        owned_post(&signed_post(&unregistered, &ts, "fine")),
-        409_011,
-        200,
-    );
+    add("timestamp not a number", Auth, owned_post(&signed_post(&base, "soon", "soon")), 400_006, 200);
+    add("nonce of 300 bytes", Auth, owned_post(&signed_post(&base, &ts, &"n".repeat(300))), 400_006, 200);
+    add("replayed nonce", Auth, owned_post(&signed_post(&base, &ts, "used-once")), 403_004, 200);
+    let unregistered = [("apiKey", "3_partner"), ("UID", "u1"), ("counters", r#"[{"class":"shares","path":"/x"}]"#)];
+    add("signed but unregistered", Auth, owned_post(&signed_post(&unregistered, &ts, "fine")), 409_011, 200);
     cases
 }
 
@@ -799,7 +248,9 @@ fn every_bad_request_gets_its_code_and_changes_nothing() {
         .api_key("3_partner", Some(SECRET))
         .unwrap()
         .plain_secrets(PlainSecrets::Never);
-    let authed = Server::start(auth_engine.clone(), Options::default().auth(auth));
+    // This one runs calls on the async workers (the open one on the blocking pool).
+    let options = Options::default().auth(auth).blocking_pool(false);
+    let authed = Server::start(auth_engine.clone(), options);
     // The nonce the table replays, first used by a valid request.
     let base = [
         ("apiKey", "3_partner"),

@@ -1,5 +1,5 @@
 //! The request handler: HTTP method, body, parameters, authorization, and
-//! then [`rest::call`] on a blocking thread.
+//! then [`rest::call`], on a blocking thread unless told otherwise.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -76,6 +76,9 @@ pub(super) async fn handle(State(state): State<Arc<AppState>>, request: Request)
         }
     }
     let method = path.strip_prefix('/').unwrap_or(&path).to_owned();
+    if !state.options.blocking_pool {
+        return into_http(rest::call(&state.engine, &method, &borrowed(&params)), None);
+    }
     let engine = state.engine.clone();
     let answer =
         tokio::task::spawn_blocking(move || rest::call(&engine, &method, &borrowed(&params))).await;
