@@ -9,6 +9,8 @@ pub(crate) const MIN_EVENT_SECS: i64 = 946_684_800;
 /// 2100-01-01T00:00:00Z, the first unsupported event time (keys have two-digit years).
 pub(crate) const END_EVENT_SECS: i64 = 4_102_444_800;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 const SECS_PER_DAY: i64 = 86_400;
 
 /// A UTC calendar date.
@@ -45,6 +47,7 @@ pub(crate) fn civil_from_days(days: i64) -> Date {
 }
 
 /// The day number of a Unix time.
+#[inline]
 pub(crate) fn day_of(unix_secs: i64) -> i64 {
     unix_secs.div_euclid(SECS_PER_DAY)
 }
@@ -52,6 +55,27 @@ pub(crate) fn day_of(unix_secs: i64) -> i64 {
 /// Months since January 2000 of a date (January 2000 is 0).
 pub(crate) fn month_index(date: Date) -> i64 {
     (date.year - 2000) * 12 + i64::from(date.month) - 1
+}
+
+/// The month index (months since January 2000, clamped at 0) of a day
+/// number.
+///
+/// Increments ask this for the same day over and over, so the answer for
+/// the last day asked is remembered in one atomic word, shared by every
+/// engine (the mapping is a pure function): a hit costs one load.
+#[inline]
+pub(crate) fn month_of_day(day: i64) -> u32 {
+    static LAST: AtomicU64 = AtomicU64::new(u64::MAX);
+    let Ok(key) = u32::try_from(day) else {
+        return month_index(civil_from_days(day)).max(0) as u32;
+    };
+    let last = LAST.load(Ordering::Relaxed);
+    if (last >> 32) as u32 == key && key != u32::MAX {
+        return last as u32;
+    }
+    let month = month_index(civil_from_days(day)).clamp(0, i64::from(u32::MAX)) as u32;
+    LAST.store(u64::from(key) << 32 | u64::from(month), Ordering::Relaxed);
+    month
 }
 
 /// Whether a day/month/year triple is a real date.
@@ -119,6 +143,15 @@ mod tests {
                 day: 29
             }
         );
+    }
+
+    #[test]
+    fn month_of_day_matches_the_calendar_whatever_was_asked_before() {
+        for day in [10_957, 20_784, 20_784, 20_785, 47_481, 0, -5, 20_784, 31] {
+            let expected = month_index(civil_from_days(day)).max(0) as u32;
+            assert_eq!(month_of_day(day), expected, "day {day}");
+        }
+        assert_eq!(month_of_day(20_784), 26 * 12 + 10); // 2026-11-27
     }
 
     #[test]

@@ -16,6 +16,8 @@ use crate::registry::{CounterHandle, CounterId, Registry, RegistryChange, Target
 use crate::store::{ApplyError, OverflowAt, ResolvedEntry, Store};
 use crate::subject::{RegToken, RegTokenResolver, Subject, TokenStore, resolve_subject};
 
+mod names;
+
 /// One entry of an increment batch: add `count` and `value` to (class, path).
 ///
 /// ```
@@ -351,7 +353,13 @@ impl Tally {
             .map(|uid| uid.into_owned())
     }
 
+    #[inline]
     fn uid_of<'a>(&self, subject: Subject<'a>, now_secs: i64) -> Result<std::borrow::Cow<'a, str>> {
+        if let Subject::Uid(uid) = subject {
+            // The common case, without a call out.
+            crate::subject::validate_uid(uid)?;
+            return Ok(std::borrow::Cow::Borrowed(uid));
+        }
         resolve_subject(
             subject,
             &self.inner.tokens,
@@ -396,15 +404,8 @@ impl Tally {
         let uid = self.uid_of(subject, now_secs)?;
         check_event_time(at_unix_secs)?;
         let at = self.inner.retention.event_time(at_unix_secs, now_secs);
-        let registry = &self.inner.registry;
         let resolve = |(index, entry): (usize, &Increment<'_>)| {
-            registry
-                .resolve_with(
-                    entry.class,
-                    entry.path,
-                    &|c| self.log_registry(c),
-                    |_, targets, _| TargetBuf::copy_of(targets),
-                )
+            self.targets_by_name(entry.class, entry.path)
                 .map_err(|e| e.at_entry(index))
         };
         if let [entry] = entries {
@@ -429,6 +430,25 @@ impl Tally {
             })
             .collect();
         self.apply(&uid, &resolved, &at)
+    }
+
+    /// The roll-up targets of (class, path), from this thread's memo while
+    /// the registry is unchanged, else resolved (and validated) by the registry.
+    #[inline]
+    fn targets_by_name(&self, class: &str, path: &str) -> Result<TargetBuf> {
+        let engine = self.inner.id;
+        let registry = &self.inner.registry;
+        if let Some(targets) = names::lookup(engine, registry.generation(), class, path) {
+            return Ok(targets);
+        }
+        let (targets, generation) = registry.resolve_with(
+            class,
+            path,
+            &|c| self.log_registry(c),
+            |_, targets, generation| (TargetBuf::copy_of(targets), generation),
+        )?;
+        names::remember(engine, generation, class, path, targets);
+        Ok(targets)
     }
 
     /// The hot path: adds `count` and `value` to a resolved counter at the

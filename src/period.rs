@@ -5,8 +5,14 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::calendar::{Date, civil_from_days, day_of, days_from_civil, is_valid_date, month_index};
+use crate::calendar::{
+    Date, civil_from_days, day_of, days_from_civil, is_valid_date, month_of_day,
+};
 use crate::error::{Error, Result};
+
+mod cell;
+
+pub(crate) use cell::{Cell, CellSpot, PeriodReading, Projection};
 
 /// A period a row can be read for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -31,13 +37,15 @@ pub struct DayKey(pub(crate) u32);
 
 impl MonthKey {
     /// The month containing a Unix time.
+    #[inline]
     pub(crate) fn of(unix_secs: i64) -> MonthKey {
-        MonthKey(month_index(civil_from_days(day_of(unix_secs))).max(0) as u32)
+        MonthKey(month_of_day(day_of(unix_secs)))
     }
 }
 
 impl DayKey {
     /// The day containing a Unix time.
+    #[inline]
     pub(crate) fn of(unix_secs: i64) -> DayKey {
         DayKey(day_of(unix_secs) as u32)
     }
@@ -137,6 +145,7 @@ pub(crate) struct Retention {
 impl Retention {
     /// An event at `at_secs` seen when the clock reads `now_secs`; the
     /// calendar is worked out once when both fall on the same day.
+    #[inline]
     pub(crate) fn event_time(&self, at_secs: i64, now_secs: i64) -> EventTime {
         let at = EventTime::new(at_secs, (MonthKey(0), DayKey(0)));
         let horizon = if at.day == DayKey::of(now_secs) {
@@ -152,6 +161,7 @@ impl Retention {
         self.horizon_from(MonthKey::of(now_secs), DayKey::of(now_secs))
     }
 
+    #[inline]
     fn horizon_from(&self, month: MonthKey, day: DayKey) -> Horizon {
         let month = i64::from(month.0) - i64::from(self.months) + 1;
         let day = i64::from(day.0) - i64::from(self.days) + 1;
@@ -172,6 +182,7 @@ pub(crate) struct EventTime {
 impl EventTime {
     /// The event time `secs` (Unix seconds, within the supported range),
     /// with buckets older than `horizon` out of retention.
+    #[inline]
     pub(crate) fn new(secs: i64, horizon: Horizon) -> EventTime {
         EventTime {
             secs,
@@ -196,6 +207,7 @@ pub(crate) struct Amount {
 
 impl Amount {
     /// `self + other`, or `None` on overflow, naming the field that overflows.
+    #[inline]
     pub(crate) fn checked_add(
         self,
         other: Amount,
@@ -210,200 +222,6 @@ impl Amount {
                 .checked_add(other.value)
                 .ok_or(crate::error::AmountField::Value)?,
         })
-    }
-}
-
-/// What an increment would make of a cell's amounts: used to check a batch
-/// against overflow before anything is applied.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Projection {
-    total: Amount,
-    month: Option<Amount>,
-    day: Option<Amount>,
-}
-
-impl Projection {
-    /// Adds `delta` to every amount, or names the field that would overflow
-    /// (and then changes nothing).
-    pub(crate) fn add(
-        &mut self,
-        delta: Amount,
-    ) -> std::result::Result<(), crate::error::AmountField> {
-        let add = |amount: Option<Amount>| amount.map(|a| a.checked_add(delta)).transpose();
-        let next = Projection {
-            total: self.total.checked_add(delta)?,
-            month: add(self.month)?,
-            day: add(self.day)?,
-        };
-        *self = next;
-        Ok(())
-    }
-}
-
-/// The tag that sets month bucket keys apart from day bucket keys.
-const MONTH_TAG: u32 = 1 << 31;
-
-/// One month or day bucket of a cell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Bucket {
-    /// A day number, or a month index with [`MONTH_TAG`] set.
-    key: u32,
-    /// The latest event time counted in the bucket, Unix seconds (fits until 2106).
-    last_updated: u32,
-    amount: Amount,
-}
-
-/// One subject's data for one counter: totals, buckets and `lastUpdated`.
-///
-/// Buckets are kept sorted by key, newest first, months before days, and
-/// only for periods that received an increment.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Cell {
-    total: Amount,
-    last_updated: i64,
-    buckets: Vec<Bucket>,
-}
-
-/// The stored periods of a cell with their amounts and `lastUpdated`, as read.
-pub(crate) struct PeriodReading {
-    pub period: Period,
-    pub amount: Amount,
-    pub last_updated: i64,
-}
-
-impl Cell {
-    /// Whether a decoded cell keeps the invariants: buckets strictly
-    /// descending by key (so lookups work) and `lastUpdated` in range.
-    pub(crate) fn is_well_formed(&self) -> bool {
-        self.buckets.windows(2).all(|w| w[0].key > w[1].key)
-            && (0..crate::calendar::END_EVENT_SECS).contains(&self.last_updated)
-    }
-
-    fn position(&self, key: u32) -> std::result::Result<usize, usize> {
-        self.buckets.binary_search_by(|b| key.cmp(&b.key))
-    }
-
-    fn bucket_amount(&self, key: u32) -> Amount {
-        self.position(key)
-            .map(|i| self.buckets[i].amount)
-            .unwrap_or_default()
-    }
-
-    /// The amounts an increment at `at` would change: the total, and the
-    /// month and day buckets it would write (none for a bucket already out
-    /// of retention).
-    pub(crate) fn projection(&self, at: &EventTime) -> Projection {
-        Projection {
-            total: self.total,
-            month: (at.month >= at.horizon.0).then(|| self.bucket_amount(at.month.0 | MONTH_TAG)),
-            day: (at.day >= at.horizon.1).then(|| self.bucket_amount(at.day.0)),
-        }
-    }
-
-    /// Adds `delta` at event time `at`. The caller has checked it with
-    /// [`Cell::projection`]. Buckets out of retention are not created, and
-    /// creating a bucket drops those that fell out of retention.
-    pub(crate) fn add(&mut self, delta: Amount, at: &EventTime) {
-        self.total = self.total.checked_add(delta).unwrap_or(self.total);
-        self.last_updated = self.last_updated.max(at.secs);
-        if at.month >= at.horizon.0 {
-            self.add_to_bucket(at.month.0 | MONTH_TAG, delta, at.secs, at.horizon);
-        }
-        if at.day >= at.horizon.1 {
-            self.add_to_bucket(at.day.0, delta, at.secs, at.horizon);
-        }
-    }
-
-    fn add_to_bucket(&mut self, key: u32, delta: Amount, at_secs: i64, horizon: Horizon) {
-        let at = at_secs as u32;
-        match self.position(key) {
-            Ok(i) => {
-                let bucket = &mut self.buckets[i];
-                bucket.amount = bucket.amount.checked_add(delta).unwrap_or(bucket.amount);
-                bucket.last_updated = bucket.last_updated.max(at);
-            }
-            Err(i) => {
-                self.buckets.insert(
-                    i,
-                    Bucket {
-                        key,
-                        last_updated: at,
-                        amount: delta,
-                    },
-                );
-                self.buckets.retain(|b| is_retained(b.key, horizon));
-            }
-        }
-    }
-
-    /// The stored periods of the cell within retention: `total`, then
-    /// months and days, newest first.
-    pub(crate) fn periods(&self, horizon: Horizon) -> impl Iterator<Item = PeriodReading> + '_ {
-        let total = PeriodReading {
-            period: Period::Total,
-            amount: self.total,
-            last_updated: self.last_updated,
-        };
-        std::iter::once(total).chain(
-            self.buckets
-                .iter()
-                .filter(move |b| is_retained(b.key, horizon))
-                .map(|b| PeriodReading {
-                    period: if b.key & MONTH_TAG != 0 {
-                        Period::Month(MonthKey(b.key & !MONTH_TAG))
-                    } else {
-                        Period::Day(DayKey(b.key))
-                    },
-                    amount: b.amount,
-                    last_updated: i64::from(b.last_updated),
-                }),
-        )
-    }
-
-    /// The reading of one period, or `None` if the cell holds no data for it.
-    pub(crate) fn reading(
-        &self,
-        period: Period,
-        now_secs: i64,
-        horizon: Horizon,
-    ) -> Option<PeriodReading> {
-        match period {
-            Period::Last7Days => {
-                let today = DayKey::of(now_secs).0;
-                let first = today.saturating_sub(6);
-                let mut found = None::<PeriodReading>;
-                for reading in self.periods(horizon) {
-                    let Period::Day(DayKey(day)) = reading.period else {
-                        continue;
-                    };
-                    if !(first..=today).contains(&day) {
-                        continue;
-                    }
-                    let sum = found.get_or_insert(PeriodReading {
-                        period: Period::Last7Days,
-                        amount: Amount::default(),
-                        last_updated: i64::MIN,
-                    });
-                    // Partial sums can exceed i64 even when the total does
-                    // not (corrections); saturate rather than wrap.
-                    sum.amount = Amount {
-                        count: sum.amount.count.saturating_add(reading.amount.count),
-                        value: sum.amount.value.saturating_add(reading.amount.value),
-                    };
-                    sum.last_updated = sum.last_updated.max(reading.last_updated);
-                }
-                found
-            }
-            wanted => self.periods(horizon).find(|r| r.period == wanted),
-        }
-    }
-}
-
-fn is_retained(key: u32, (month, day): Horizon) -> bool {
-    if key & MONTH_TAG != 0 {
-        key & !MONTH_TAG >= month.0
-    } else {
-        key >= day.0
     }
 }
 

@@ -1,16 +1,25 @@
 //! The sharded in-memory store: subjects to their cells.
 //!
-//! A [`DashMap`] shards subjects by the hash of their UID; each subject
-//! holds its cells in a vector sorted by counter id. A batch is checked and
-//! applied under the subject's shard write lock, so readers see all of a
-//! batch or none of it, and incrementing an existing cell allocates nothing.
+//! A UID is hashed once (foldhash, seeded per process); the hash picks one
+//! of [`SHARDS`] shards, each behind its own lock, and 32 of its bits key
+//! the shard's index. A batch is checked and applied under the subject's
+//! shard write lock, so readers see all of a batch or none of it, and
+//! incrementing an existing cell allocates nothing. There is no lock but
+//! the shard's.
 
-use dashmap::DashMap;
-use dashmap::mapref::entry::Entry;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+
+use crossbeam::utils::CachePadded;
+use parking_lot::RwLock;
 
 use crate::error::{AmountField, Error};
-use crate::period::{Amount, Cell, EventTime, Projection};
+use crate::period::{Amount, EventTime};
 use crate::registry::CounterId;
+
+mod cells;
+
+pub(crate) use cells::SubjectCells;
 
 /// One accepted entry of a batch, resolved to the cells it lands in.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
@@ -28,130 +37,6 @@ pub(crate) struct OverflowAt {
     pub index: usize,
     pub counter: CounterId,
     pub field: AmountField,
-}
-
-/// One subject's cells, sorted by counter id.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct SubjectCells {
-    cells: Vec<(CounterId, Cell)>,
-    /// The log sequence number of the last batch applied (0: none logged).
-    last_lsn: u64,
-}
-
-impl SubjectCells {
-    fn find(&self, id: CounterId) -> Result<usize, usize> {
-        self.cells
-            .binary_search_by_key(&id, |(cell_id, _)| *cell_id)
-    }
-
-    fn cell(&self, id: CounterId) -> Option<&Cell> {
-        self.find(id).ok().map(|i| &self.cells[i].1)
-    }
-
-    fn cell_mut(&mut self, id: CounterId) -> &mut Cell {
-        let i = match self.find(id) {
-            Ok(i) => i,
-            Err(i) => {
-                self.cells.insert(i, (id, Cell::default()));
-                i
-            }
-        };
-        &mut self.cells[i].1
-    }
-
-    /// The subject's cells with their counter ids, in id order.
-    pub(crate) fn cells(&self) -> impl Iterator<Item = (CounterId, &Cell)> {
-        self.cells.iter().map(|(id, cell)| (*id, cell))
-    }
-
-    /// Checks a whole batch against overflow before anything is applied.
-    fn check(&self, entries: &[ResolvedEntry<'_>], at: &EventTime) -> Result<(), OverflowAt> {
-        let empty = Cell::default();
-        let projection = |counter| self.cell(counter).unwrap_or(&empty).projection(at);
-        if let [entry] = entries {
-            // One entry: its targets are distinct cells.
-            for &counter in entry.targets {
-                projection(counter)
-                    .add(entry.amount)
-                    .map_err(|field| OverflowAt {
-                        index: 0,
-                        counter,
-                        field,
-                    })?;
-            }
-            return Ok(());
-        }
-        // Several entries may land in the same cells: carry each cell's
-        // amounts from entry to entry, so that entry `i` is checked on top
-        // of entries 0..i, exactly as they will be applied.
-        let mut projected: Vec<(CounterId, Projection)> = Vec::new();
-        for (index, entry) in entries.iter().enumerate() {
-            for &counter in entry.targets {
-                let slot = match projected.iter().position(|(id, _)| *id == counter) {
-                    Some(slot) => slot,
-                    None => {
-                        projected.push((counter, projection(counter)));
-                        projected.len() - 1
-                    }
-                };
-                projected[slot]
-                    .1
-                    .add(entry.amount)
-                    .map_err(|field| OverflowAt {
-                        index,
-                        counter,
-                        field,
-                    })?;
-            }
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, entries: &[ResolvedEntry<'_>], at: &EventTime) {
-        for entry in entries {
-            for &counter in entry.targets {
-                self.cell_mut(counter).add(entry.amount, at);
-            }
-        }
-    }
-
-    /// Checks a batch, logs it through `log` (which returns its log
-    /// sequence number, or 0 when nothing is logged), then applies it: all
-    /// of it or nothing.
-    fn check_log_apply<L>(
-        &mut self,
-        entries: &[ResolvedEntry<'_>],
-        at: &EventTime,
-        log: L,
-    ) -> Result<(), ApplyError>
-    where
-        L: FnOnce(&[ResolvedEntry<'_>]) -> Result<u64, Error>,
-    {
-        self.check(entries, at).map_err(ApplyError::Overflow)?;
-        let lsn = log(entries).map_err(ApplyError::Log)?;
-        self.apply(entries, at);
-        self.last_lsn = self.last_lsn.max(lsn);
-        Ok(())
-    }
-
-    /// The sequence number of the last logged batch applied.
-    pub(crate) fn last_lsn(&self) -> u64 {
-        self.last_lsn
-    }
-
-    /// The highest counter id holding a cell.
-    pub(crate) fn max_counter(&self) -> Option<CounterId> {
-        self.cells.last().map(|(id, _)| *id)
-    }
-
-    /// Whether decoded cells keep the invariants and name only counters below `counters`.
-    pub(crate) fn is_well_formed(&self, counters: usize) -> bool {
-        self.cells.windows(2).all(|w| w[0].0 < w[1].0)
-            && self
-                .cells
-                .iter()
-                .all(|(id, cell)| (*id as usize) < counters && cell.is_well_formed())
-    }
 }
 
 /// Why the store refused a batch.
@@ -173,30 +58,140 @@ pub(crate) enum Replayed {
 }
 
 /// The number of lock shards: many small shards keep each one short to
-/// walk, so a snapshot holds any shard's lock only briefly.
+/// walk, so a snapshot holds any shard's lock only briefly, and make two
+/// writers rarely meet.
 const SHARDS: usize = 256;
 
+/// "No next record" in a shard's collision chains.
+const NO_RECORD: u32 = u32::MAX;
+
 /// The hasher of subject keys: fast, and seeded per process so that
-/// crafted UIDs cannot aim at one bucket.
+/// crafted UIDs cannot aim at one shard or bucket.
 type SubjectHasher = foldhash::fast::RandomState;
 
-/// Every subject's cells, sharded by UID.
+/// Spreads an index key (already 32 bits of the subject's hash) over the
+/// 64 bits the shard's table uses, with one multiplication.
+#[derive(Default)]
+struct Spread(u64);
+
+impl Hasher for Spread {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(SPREAD);
+        }
+    }
+
+    #[inline]
+    fn write_u32(&mut self, key: u32) {
+        self.0 = u64::from(key).wrapping_mul(SPREAD);
+    }
+}
+
+const SPREAD: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// One subject in its shard.
+struct Record {
+    /// Where its UID starts in the shard's `uids`.
+    uid_at: usize,
+    uid_len: u16,
+    /// The next record whose index key is the same, or [`NO_RECORD`].
+    next: u32,
+    cells: SubjectCells,
+}
+
+/// The subjects whose hash picks one shard.
+///
+/// Subjects are never removed, so they live in a dense vector and their
+/// UIDs in one string, both append-only; the index maps 32 bits of a
+/// subject's hash to its record, and records whose bits coincide are
+/// chained through `next`.
+#[derive(Default)]
+struct Shard {
+    index: HashMap<u32, u32, BuildHasherDefault<Spread>>,
+    records: Vec<Record>,
+    uids: String,
+}
+
+impl Shard {
+    fn uid(&self, record: &Record) -> &str {
+        &self.uids[record.uid_at..record.uid_at + usize::from(record.uid_len)]
+    }
+
+    #[inline]
+    fn uid_bytes(&self, record: &Record) -> &[u8] {
+        let start = record.uid_at;
+        self.uids
+            .as_bytes()
+            .get(start..start + usize::from(record.uid_len))
+            .unwrap_or_default()
+    }
+
+    #[inline]
+    fn find(&self, key: u32, uid: &str) -> Option<usize> {
+        let mut at = *self.index.get(&key)?;
+        loop {
+            let record = &self.records[at as usize];
+            if self.uid_bytes(record) == uid.as_bytes() {
+                return Some(at as usize);
+            }
+            if record.next == NO_RECORD {
+                return None;
+            }
+            at = record.next;
+        }
+    }
+
+    /// Adds a subject that [`Shard::find`] did not find. UIDs are valid
+    /// (at most 256 bytes).
+    fn insert(&mut self, key: u32, uid: &str, cells: SubjectCells) {
+        let at = u32::try_from(self.records.len())
+            .ok()
+            .filter(|&at| at != NO_RECORD)
+            .expect("fewer than 2^32 - 1 subjects in one shard");
+        let uid_len = u16::try_from(uid.len()).expect("UIDs are at most 256 bytes");
+        let next = self.index.insert(key, at).unwrap_or(NO_RECORD);
+        let uid_at = self.uids.len();
+        self.uids.push_str(uid);
+        self.records.push(Record {
+            uid_at,
+            uid_len,
+            next,
+            cells,
+        });
+    }
+}
+
+/// Every subject's cells, sharded by the hash of their UID.
 pub(crate) struct Store {
-    subjects: DashMap<Box<str>, SubjectCells, SubjectHasher>,
+    hasher: SubjectHasher,
+    shards: Box<[CachePadded<RwLock<Shard>>]>,
 }
 
 impl Default for Store {
     fn default() -> Self {
         Store {
-            subjects: DashMap::with_hasher_and_shard_amount(SubjectHasher::default(), SHARDS),
+            hasher: SubjectHasher::default(),
+            shards: (0..SHARDS).map(|_| CachePadded::default()).collect(),
         }
     }
 }
 
 impl Store {
+    /// The UID's shard and index key, from one hash of the UID.
+    #[inline]
+    fn slot(&self, uid: &str) -> (&RwLock<Shard>, u32) {
+        let hash = self.hasher.hash_one(uid);
+        let shard = (hash >> 56) as usize % SHARDS;
+        (&self.shards[shard], hash as u32)
+    }
+
     /// Applies a batch to one subject atomically: checked completely first,
-    /// logged, then applied under the subject's lock; a rejected batch
-    /// changes nothing and creates no subject.
+    /// logged, then applied under the subject's shard lock; a rejected
+    /// batch changes nothing and creates no subject.
     pub(crate) fn apply<L>(
         &self,
         uid: &str,
@@ -207,15 +202,16 @@ impl Store {
     where
         L: FnOnce(&[ResolvedEntry<'_>]) -> Result<u64, Error>,
     {
-        if let Some(mut subject) = self.subjects.get_mut(uid) {
-            return subject.check_log_apply(entries, at, log);
-        }
-        match self.subjects.entry(uid.into()) {
-            Entry::Occupied(mut occupied) => occupied.get_mut().check_log_apply(entries, at, log),
-            Entry::Vacant(vacant) => {
-                let mut subject = SubjectCells::default();
-                subject.check_log_apply(entries, at, log)?;
-                vacant.insert(subject);
+        let (shard, key) = self.slot(uid);
+        let mut shard = shard.write();
+        match shard.find(key, uid) {
+            Some(at_record) => shard.records[at_record]
+                .cells
+                .check_log_apply(entries, at, log),
+            None => {
+                let mut cells = SubjectCells::default();
+                cells.check_log_apply(entries, at, log)?;
+                shard.insert(key, uid, cells);
                 Ok(())
             }
         }
@@ -229,33 +225,46 @@ impl Store {
         at: &EventTime,
         lsn: u64,
     ) -> Result<Replayed, OverflowAt> {
-        let mut subject = self.subjects.entry(uid.into()).or_default();
-        if lsn <= subject.last_lsn {
+        let (shard, key) = self.slot(uid);
+        let mut shard = shard.write();
+        let found = shard.find(key, uid);
+        let mut fresh = SubjectCells::default();
+        let cells = match found {
+            Some(at_record) => &mut shard.records[at_record].cells,
+            None => &mut fresh,
+        };
+        if lsn <= cells.last_lsn() {
             return Ok(Replayed::Skipped);
         }
-        subject.check(entries, at)?;
-        subject.apply(entries, at);
-        subject.last_lsn = lsn;
+        cells.check(entries, at)?;
+        cells.apply(entries, at);
+        cells.set_last_lsn(lsn);
+        if found.is_none() {
+            shard.insert(key, uid, fresh);
+        }
         Ok(Replayed::Applied)
     }
 
     /// Puts a subject's cells back, as loaded from a snapshot; `false`
     /// (and no change) if the subject is already there.
     pub(crate) fn restore(&self, uid: &str, cells: SubjectCells) -> bool {
-        match self.subjects.entry(uid.into()) {
-            Entry::Occupied(_) => false,
-            Entry::Vacant(vacant) => {
-                vacant.insert(cells);
-                true
-            }
+        let (shard, key) = self.slot(uid);
+        let mut shard = shard.write();
+        if shard.find(key, uid).is_some() {
+            return false;
         }
+        shard.insert(key, uid, cells);
+        true
     }
 
     /// Visits every subject, one shard lock at a time; `visit` runs under
-    /// the lock of the subject's shard and must not call back into the store.
+    /// the read lock of the subject's shard and must not call back into the store.
     pub(crate) fn for_each(&self, mut visit: impl FnMut(&str, &SubjectCells)) {
-        for item in self.subjects.iter() {
-            visit(item.key(), item.value());
+        for shard in self.shards.iter() {
+            let shard = shard.read();
+            for record in &shard.records {
+                visit(shard.uid(record), &record.cells);
+            }
         }
     }
 
@@ -264,12 +273,18 @@ impl Store {
     ///
     /// `read` must not call back into the store: the lock is held.
     pub(crate) fn read<R>(&self, uid: &str, read: impl FnOnce(&SubjectCells) -> R) -> Option<R> {
-        self.subjects.get(uid).map(|subject| read(&subject))
+        let (shard, key) = self.slot(uid);
+        let shard = shard.read();
+        let at = shard.find(key, uid)?;
+        Some(read(&shard.records[at].cells))
     }
 
     /// The number of subjects with at least one cell.
     pub(crate) fn subject_count(&self) -> usize {
-        self.subjects.len()
+        self.shards
+            .iter()
+            .map(|shard| shard.read().records.len())
+            .sum()
     }
 }
 

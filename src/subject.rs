@@ -80,6 +80,7 @@ pub trait RegTokenResolver: Send + Sync + 'static {
 }
 
 /// Checks a UID: 1..=256 bytes, no ASCII control characters.
+#[inline]
 pub fn validate_uid(uid: &str) -> Result<()> {
     if uid.is_empty() {
         return Err(Error::InvalidUid {
@@ -91,12 +92,37 @@ pub fn validate_uid(uid: &str) -> Result<()> {
             reason: "a UID must be at most 256 bytes",
         });
     }
-    if uid.bytes().any(|b| b.is_ascii_control()) {
+    if has_ascii_control(uid.as_bytes()) {
         return Err(Error::InvalidUid {
             reason: "a UID must not contain control characters",
         });
     }
     Ok(())
+}
+
+/// Whether any byte is an ASCII control character (`0x00..=0x1F` or
+/// `0x7F`), eight bytes at a time: every increment checks its UID. The
+/// last word overlaps the one before it rather than falling back to bytes.
+#[inline]
+fn has_ascii_control(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Nonzero iff some byte of `word` is below 0x20 or is 0x7F.
+    let control = |word: u64| {
+        let below_space = word.wrapping_sub(ONES * 0x20) & !word;
+        let del = word ^ (ONES * 0x7F);
+        let is_del = del.wrapping_sub(ONES) & !del;
+        (below_space | is_del) & HIGHS
+    };
+    let word = |chunk: &[u8]| u64::from_ne_bytes(chunk.try_into().unwrap_or([b' '; 8]));
+    if bytes.len() < 8 {
+        let mut padded = [b' '; 8];
+        padded[..bytes.len()].copy_from_slice(bytes);
+        return control(u64::from_ne_bytes(padded)) != 0;
+    }
+    let mut words = bytes.chunks_exact(8);
+    let found = words.any(|chunk| control(word(chunk)) != 0);
+    found || control(word(&bytes[bytes.len() - 8..])) != 0
 }
 
 /// Expired tokens are remembered this long, so that a late caller hears
@@ -228,6 +254,25 @@ mod tests {
         assert!(validate_uid("").is_err());
         assert!(validate_uid(&"u".repeat(257)).is_err());
         assert!(validate_uid("a\nb").is_err());
+    }
+
+    #[test]
+    fn control_characters_are_found_at_every_position() {
+        for len in 0..=24 {
+            for at in 0..len {
+                for byte in (0u8..=0x7F).chain([0x80, 0xC3, 0xFF]) {
+                    let mut bytes = vec![b'u'; len];
+                    bytes[at] = byte;
+                    assert_eq!(
+                        has_ascii_control(&bytes),
+                        byte.is_ascii_control(),
+                        "byte {byte:#x} at {at} of {len}"
+                    );
+                }
+            }
+        }
+        assert!(validate_uid("user-0000\u{7f}1").is_err());
+        assert!(validate_uid("usér-00000001-ünïcødé").is_ok());
     }
 
     #[test]

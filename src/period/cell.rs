@@ -1,0 +1,584 @@
+//! A cell — one subject's data for one counter — and its month and day
+//! buckets, laid out for the increment hot path:
+//!
+//! - Only buckets that received data are stored, sorted by key, newest
+//!   first (months, whose keys carry [`MONTH_TAG`], before days), so the
+//!   current month and day are found at the front.
+//! - A fresh cell's two buckets (this month, today) live inline in the
+//!   cell; a third bucket moves them to the heap.
+//! - An increment locates its buckets once ([`Cell::plan`], which also
+//!   checks every addition against overflow) and then writes them
+//!   ([`Cell::commit`]) without searching again.
+//!
+//! On disk a cell keeps the plain layout of `docs/format.md`; decoding
+//! converts and checks it.
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{Amount, DayKey, EventTime, Horizon, MonthKey, Period};
+use crate::calendar::END_EVENT_SECS;
+use crate::error::AmountField;
+
+/// The tag that sets month bucket keys apart from day bucket keys.
+const MONTH_TAG: u32 = 1 << 31;
+
+/// One month or day bucket of a cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Bucket {
+    /// A day number, or a month index with [`MONTH_TAG`] set.
+    key: u32,
+    /// The latest event time counted in the bucket, Unix seconds (fits until 2106).
+    last_updated: u32,
+    amount: Amount,
+}
+
+const NO_BUCKET: Bucket = Bucket {
+    key: 0,
+    last_updated: 0,
+    amount: Amount { count: 0, value: 0 },
+};
+
+/// A cell's buckets, sorted by key, strictly descending: up to two inline,
+/// more on the heap.
+#[derive(Clone, Debug)]
+enum Buckets {
+    Inline { len: u8, items: [Bucket; 2] },
+    Heap(Vec<Bucket>),
+}
+
+impl Default for Buckets {
+    fn default() -> Self {
+        Buckets::Inline {
+            len: 0,
+            items: [NO_BUCKET; 2],
+        }
+    }
+}
+
+impl PartialEq for Buckets {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Buckets {}
+
+impl Buckets {
+    fn from_vec(buckets: Vec<Bucket>) -> Buckets {
+        match buckets[..] {
+            [] => Buckets::default(),
+            [one] => Buckets::Inline {
+                len: 1,
+                items: [one, NO_BUCKET],
+            },
+            [first, second] => Buckets::Inline {
+                len: 2,
+                items: [first, second],
+            },
+            _ => Buckets::Heap(buckets),
+        }
+    }
+
+    #[inline]
+    fn as_slice(&self) -> &[Bucket] {
+        match self {
+            Buckets::Inline { len, items } => &items[..usize::from(*len)],
+            Buckets::Heap(buckets) => buckets,
+        }
+    }
+
+    #[inline]
+    fn as_mut_slice(&mut self) -> &mut [Bucket] {
+        match self {
+            Buckets::Inline { len, items } => &mut items[..usize::from(*len)],
+            Buckets::Heap(buckets) => buckets,
+        }
+    }
+
+    fn insert(&mut self, index: usize, bucket: Bucket) {
+        match self {
+            Buckets::Inline { len, items } if usize::from(*len) < items.len() => {
+                let end = usize::from(*len);
+                items.copy_within(index..end, index + 1);
+                items[index] = bucket;
+                *len += 1;
+            }
+            Buckets::Inline { len, items } => {
+                let mut heap = Vec::with_capacity(4);
+                heap.extend_from_slice(&items[..usize::from(*len)]);
+                heap.insert(index, bucket);
+                *self = Buckets::Heap(heap);
+            }
+            Buckets::Heap(buckets) => buckets.insert(index, bucket),
+        }
+    }
+
+    /// Drops the buckets out of retention.
+    fn retain(&mut self, horizon: Horizon) {
+        match self {
+            Buckets::Inline { len, items } => {
+                let mut kept = 0;
+                for i in 0..usize::from(*len) {
+                    if is_retained(items[i].key, horizon) {
+                        items[kept] = items[i];
+                        kept += 1;
+                    }
+                }
+                *len = kept as u8;
+            }
+            Buckets::Heap(buckets) => {
+                buckets.retain(|b| is_retained(b.key, horizon));
+                if buckets.len() <= 2 {
+                    *self = Buckets::from_vec(std::mem::take(buckets));
+                }
+            }
+        }
+    }
+}
+
+/// The position of `key` in buckets sorted descending, or where it would go.
+#[inline]
+fn locate(buckets: &[Bucket], key: u32) -> Result<usize, usize> {
+    let at = buckets.partition_point(|b| b.key > key);
+    match buckets.get(at) {
+        Some(b) if b.key == key => Ok(at),
+        _ => Err(at),
+    }
+}
+
+/// Where an increment writes one of its buckets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum BucketSpot {
+    /// Nowhere: the bucket is out of retention.
+    #[default]
+    Skip,
+    /// Into the existing bucket at this index.
+    At(u32),
+    /// Into a new bucket, inserted at this index.
+    New(u32),
+}
+
+/// Where an increment writes in a cell: found once, written once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CellSpot {
+    month: BucketSpot,
+    day: BucketSpot,
+}
+
+/// One subject's data for one counter: totals, buckets and `lastUpdated`.
+///
+/// Buckets are kept sorted by key, newest first, months before days, and
+/// only for periods that received an increment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Cell {
+    total: Amount,
+    /// The latest event time counted, Unix seconds (event times end in 2100).
+    last_updated: u32,
+    buckets: Buckets,
+}
+
+/// The stored periods of a cell with their amounts and `lastUpdated`, as read.
+pub(crate) struct PeriodReading {
+    pub period: Period,
+    pub amount: Amount,
+    pub last_updated: i64,
+}
+
+/// What an increment would make of a cell's amounts: used to check a batch
+/// of several entries against overflow before anything is applied.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Projection {
+    pub(super) total: Amount,
+    pub(super) month: Option<Amount>,
+    pub(super) day: Option<Amount>,
+}
+
+impl Projection {
+    /// Adds `delta` to every amount, or names the field that would overflow
+    /// (and then changes nothing).
+    pub(crate) fn add(&mut self, delta: Amount) -> Result<(), AmountField> {
+        let add = |amount: Option<Amount>| amount.map(|a| a.checked_add(delta)).transpose();
+        let next = Projection {
+            total: self.total.checked_add(delta)?,
+            month: add(self.month)?,
+            day: add(self.day)?,
+        };
+        *self = next;
+        Ok(())
+    }
+}
+
+/// `a + b` for amounts already checked against overflow.
+#[inline]
+fn wrapping_add(a: Amount, b: Amount) -> Amount {
+    Amount {
+        count: a.count.wrapping_add(b.count),
+        value: a.value.wrapping_add(b.value),
+    }
+}
+
+/// An event time as stored in `lastUpdated` fields; event times are
+/// checked to fall in 2000..2100 before they reach a cell.
+#[inline]
+fn stored_secs(at: &EventTime) -> u32 {
+    u32::try_from(at.secs).unwrap_or(u32::MAX)
+}
+
+impl Cell {
+    /// A new cell holding one increment.
+    pub(crate) fn new(delta: Amount, at: &EventTime) -> Cell {
+        let mut cell = Cell::default();
+        cell.add(delta, at);
+        cell
+    }
+
+    /// Whether a decoded cell keeps the invariants: buckets strictly
+    /// descending by key (so lookups work) and `lastUpdated` in range.
+    pub(crate) fn is_well_formed(&self) -> bool {
+        self.buckets
+            .as_slice()
+            .windows(2)
+            .all(|w| w[0].key > w[1].key)
+            && i64::from(self.last_updated) < END_EVENT_SECS
+    }
+
+    /// The buckets an increment at `at` writes: this month's and today's,
+    /// unless out of retention. They are usually at the front (the newest
+    /// month first, the newest day right after the months), so the front
+    /// is tried before a binary search.
+    #[inline]
+    fn spot(&self, at: &EventTime) -> CellSpot {
+        let buckets = self.buckets.as_slice();
+        // Day keys sort after every month key: the day search starts where
+        // the month search ended.
+        let mut from = 0;
+        let month = if at.month >= at.horizon.0 {
+            let key = at.month.0 | MONTH_TAG;
+            match buckets.first() {
+                Some(first) if first.key == key => {
+                    from = 1;
+                    BucketSpot::At(0)
+                }
+                _ => match locate(buckets, key) {
+                    Ok(i) => {
+                        from = i + 1;
+                        BucketSpot::At(i as u32)
+                    }
+                    Err(i) => {
+                        from = i;
+                        BucketSpot::New(i as u32)
+                    }
+                },
+            }
+        } else {
+            BucketSpot::Skip
+        };
+        let day = if at.day >= at.horizon.1 {
+            match buckets.get(from) {
+                Some(next) if next.key == at.day.0 => BucketSpot::At(from as u32),
+                _ => match locate(&buckets[from..], at.day.0) {
+                    Ok(i) => BucketSpot::At((from + i) as u32),
+                    Err(i) => BucketSpot::New((from + i) as u32),
+                },
+            }
+        } else {
+            BucketSpot::Skip
+        };
+        CellSpot { month, day }
+    }
+
+    /// Locates the buckets an increment of `delta` at `at` writes, and
+    /// checks that no amount it changes overflows (total, then month, then
+    /// day; count before value). Nothing changes until [`Cell::commit`].
+    #[inline]
+    pub(crate) fn plan(&self, delta: Amount, at: &EventTime) -> Result<CellSpot, AmountField> {
+        self.total.checked_add(delta)?;
+        let spot = self.spot(at);
+        let buckets = self.buckets.as_slice();
+        for bucket in [spot.month, spot.day] {
+            if let BucketSpot::At(i) = bucket {
+                buckets[i as usize].amount.checked_add(delta)?;
+            }
+        }
+        Ok(spot)
+    }
+
+    /// Writes an increment planned by [`Cell::plan`] on this unchanged cell.
+    /// Creating a bucket drops those that fell out of retention.
+    #[inline]
+    pub(crate) fn commit(&mut self, spot: CellSpot, delta: Amount, at: &EventTime) {
+        self.total = wrapping_add(self.total, delta);
+        let secs = stored_secs(at);
+        self.last_updated = self.last_updated.max(secs);
+        // The day bucket sits after the month bucket: writing it first keeps
+        // the month's index valid.
+        let created_day = self.write(spot.day, at.day.0, delta, secs);
+        let created_month = self.write(spot.month, at.month.0 | MONTH_TAG, delta, secs);
+        if created_day || created_month {
+            self.buckets.retain(at.horizon);
+        }
+    }
+
+    /// Writes one bucket; `true` if it had to be created.
+    #[inline]
+    fn write(&mut self, spot: BucketSpot, key: u32, delta: Amount, secs: u32) -> bool {
+        match spot {
+            BucketSpot::Skip => false,
+            BucketSpot::At(i) => {
+                let bucket = &mut self.buckets.as_mut_slice()[i as usize];
+                bucket.amount = wrapping_add(bucket.amount, delta);
+                bucket.last_updated = bucket.last_updated.max(secs);
+                false
+            }
+            BucketSpot::New(i) => {
+                let bucket = Bucket {
+                    key,
+                    last_updated: secs,
+                    amount: delta,
+                };
+                self.buckets.insert(i as usize, bucket);
+                true
+            }
+        }
+    }
+
+    fn bucket_amount(&self, key: u32) -> Amount {
+        let buckets = self.buckets.as_slice();
+        locate(buckets, key)
+            .map(|i| buckets[i].amount)
+            .unwrap_or_default()
+    }
+
+    /// The amounts an increment at `at` would change: the total, and the
+    /// month and day buckets it would write (none for a bucket already out
+    /// of retention).
+    pub(crate) fn projection(&self, at: &EventTime) -> Projection {
+        Projection {
+            total: self.total,
+            month: (at.month >= at.horizon.0).then(|| self.bucket_amount(at.month.0 | MONTH_TAG)),
+            day: (at.day >= at.horizon.1).then(|| self.bucket_amount(at.day.0)),
+        }
+    }
+
+    /// Adds `delta` at event time `at`. The caller has checked it with
+    /// [`Cell::projection`] or [`Cell::plan`].
+    pub(crate) fn add(&mut self, delta: Amount, at: &EventTime) {
+        let spot = self.spot(at);
+        self.commit(spot, delta, at);
+    }
+
+    /// The stored periods of the cell within retention: `total`, then
+    /// months and days, newest first.
+    pub(crate) fn periods(&self, horizon: Horizon) -> impl Iterator<Item = PeriodReading> + '_ {
+        let total = PeriodReading {
+            period: Period::Total,
+            amount: self.total,
+            last_updated: i64::from(self.last_updated),
+        };
+        std::iter::once(total).chain(
+            self.buckets
+                .as_slice()
+                .iter()
+                .filter(move |b| is_retained(b.key, horizon))
+                .map(|b| PeriodReading {
+                    period: if b.key & MONTH_TAG != 0 {
+                        Period::Month(MonthKey(b.key & !MONTH_TAG))
+                    } else {
+                        Period::Day(DayKey(b.key))
+                    },
+                    amount: b.amount,
+                    last_updated: i64::from(b.last_updated),
+                }),
+        )
+    }
+
+    /// The reading of one period, or `None` if the cell holds no data for it.
+    pub(crate) fn reading(
+        &self,
+        period: Period,
+        now_secs: i64,
+        horizon: Horizon,
+    ) -> Option<PeriodReading> {
+        match period {
+            Period::Last7Days => {
+                let today = DayKey::of(now_secs).0;
+                let first = today.saturating_sub(6);
+                let mut found = None::<PeriodReading>;
+                for reading in self.periods(horizon) {
+                    let Period::Day(DayKey(day)) = reading.period else {
+                        continue;
+                    };
+                    if !(first..=today).contains(&day) {
+                        continue;
+                    }
+                    let sum = found.get_or_insert(PeriodReading {
+                        period: Period::Last7Days,
+                        amount: Amount::default(),
+                        last_updated: i64::MIN,
+                    });
+                    // Partial sums can exceed i64 even when the total does
+                    // not (corrections); saturate rather than wrap.
+                    sum.amount = Amount {
+                        count: sum.amount.count.saturating_add(reading.amount.count),
+                        value: sum.amount.value.saturating_add(reading.amount.value),
+                    };
+                    sum.last_updated = sum.last_updated.max(reading.last_updated);
+                }
+                found
+            }
+            wanted => self.periods(horizon).find(|r| r.period == wanted),
+        }
+    }
+}
+
+fn is_retained(key: u32, (month, day): Horizon) -> bool {
+    if key & MONTH_TAG != 0 {
+        key & !MONTH_TAG >= month.0
+    } else {
+        key >= day.0
+    }
+}
+
+/// A cell as `docs/format.md` lays it out, to encode.
+#[derive(Serialize)]
+struct CellRef<'a> {
+    total: Amount,
+    last_updated: i64,
+    buckets: &'a [Bucket],
+}
+
+/// A cell as `docs/format.md` lays it out, decoded.
+#[derive(Deserialize)]
+struct CellImage {
+    total: Amount,
+    last_updated: i64,
+    buckets: Vec<Bucket>,
+}
+
+impl Serialize for Cell {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        CellRef {
+            total: self.total,
+            last_updated: i64::from(self.last_updated),
+            buckets: self.buckets.as_slice(),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cell {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let image = CellImage::deserialize(deserializer)?;
+        let last_updated = u32::try_from(image.last_updated)
+            .ok()
+            .filter(|&secs| i64::from(secs) < END_EVENT_SECS)
+            .ok_or_else(|| {
+                D::Error::custom(format!(
+                    "a cell's lastUpdated {} is out of range",
+                    image.last_updated
+                ))
+            })?;
+        Ok(Cell {
+            total: image.total,
+            last_updated,
+            buckets: Buckets::from_vec(image.buckets),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::period::Retention;
+
+    const NOV_27_2026: i64 = 1_795_737_600; // 2026-11-27T00:00:00Z
+    const DAY: i64 = 86_400;
+
+    fn amount(count: i64, value: i64) -> Amount {
+        Amount { count, value }
+    }
+
+    fn at(secs: i64, days: u32) -> EventTime {
+        let horizon = Retention { months: 24, days }.horizon(NOV_27_2026);
+        EventTime::new(secs, horizon)
+    }
+
+    #[test]
+    fn a_fresh_cell_keeps_its_buckets_inline_newest_first() {
+        let mut cell = Cell::new(amount(1, 2), &at(NOV_27_2026, 90));
+        assert!(matches!(cell.buckets, Buckets::Inline { len: 2, .. }));
+        let spot = cell.plan(amount(1, 2), &at(NOV_27_2026 + 5, 90)).unwrap();
+        assert_eq!(
+            spot,
+            CellSpot {
+                month: BucketSpot::At(0),
+                day: BucketSpot::At(1)
+            }
+        );
+        cell.commit(spot, amount(1, 2), &at(NOV_27_2026 + 5, 90));
+        // The day before: a third bucket moves them to the heap, in order.
+        cell.add(amount(1, 0), &at(NOV_27_2026 - DAY, 90));
+        assert!(matches!(cell.buckets, Buckets::Heap(_)));
+        assert!(cell.is_well_formed());
+        let keys: Vec<String> = cell
+            .periods(at(NOV_27_2026, 90).horizon)
+            .map(|r| r.period.to_string())
+            .collect();
+        assert_eq!(keys, ["total", "2611", "261127", "261126"]);
+        assert_eq!(cell.total, amount(3, 4));
+    }
+
+    #[test]
+    fn new_buckets_go_between_existing_ones() {
+        let mut cell = Cell::default();
+        for day in [0, 4, 2, 6, 1] {
+            cell.add(amount(1, 0), &at(NOV_27_2026 - day * DAY, 90));
+        }
+        cell.add(amount(1, 0), &at(NOV_27_2026 - 40 * DAY, 90));
+        assert!(cell.is_well_formed());
+        assert_eq!(cell.buckets.as_slice().len(), 2 + 6);
+    }
+
+    #[test]
+    fn retention_moves_a_cell_back_inline() {
+        let mut cell = Cell::default();
+        for day in 0..5 {
+            cell.add(amount(1, 0), &at(NOV_27_2026 - day * DAY, 90));
+        }
+        // Two years later, with a 7-day retention, everything old goes.
+        let later = NOV_27_2026 + 800 * DAY;
+        let horizon = Retention { months: 1, days: 7 }.horizon(later);
+        cell.add(amount(1, 0), &EventTime::new(later, horizon));
+        assert!(matches!(cell.buckets, Buckets::Inline { len: 2, .. }));
+        assert_eq!(cell.total, amount(6, 0));
+    }
+
+    #[test]
+    fn plan_reports_the_first_overflowing_amount() {
+        let now = at(NOV_27_2026, 90);
+        let mut cell = Cell::new(amount(i64::MAX - 1, 0), &now);
+        assert_eq!(cell.plan(amount(2, 0), &now), Err(AmountField::Count));
+        assert_eq!(cell.plan(amount(-5, 0), &now).map(drop), Ok(()));
+        cell.add(amount(-5, i64::MIN + 1), &now);
+        assert_eq!(cell.plan(amount(0, -2), &now), Err(AmountField::Value));
+    }
+
+    #[test]
+    fn decoding_checks_last_updated() {
+        let cell = Cell::new(amount(1, 0), &at(NOV_27_2026, 90));
+        let bytes = bincode::serde::encode_to_vec(&cell, bincode::config::standard()).unwrap();
+        let (back, _): (Cell, usize) =
+            bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+        assert_eq!(back, cell);
+        let bad = CellRef {
+            total: Amount::default(),
+            last_updated: END_EVENT_SECS,
+            buckets: &[],
+        };
+        let bytes = bincode::serde::encode_to_vec(&bad, bincode::config::standard()).unwrap();
+        let decoded: Result<(Cell, usize), _> =
+            bincode::serde::decode_from_slice(&bytes, bincode::config::standard());
+        assert!(decoded.is_err());
+    }
+}

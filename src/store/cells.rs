@@ -1,0 +1,304 @@
+//! One subject's cells, and how a batch is checked and applied to them.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{ApplyError, OverflowAt, ResolvedEntry};
+use crate::error::Error;
+use crate::period::{Cell, CellSpot, EventTime, Projection};
+use crate::registry::CounterId;
+
+/// The most cells a single-entry batch plans on the stack: a counter, its
+/// ancestors and the root at the default depth of 2 (and one to spare).
+/// Deeper counters take the general path.
+const MAX_FUSED: usize = 4;
+
+/// A cell index meaning "no cell yet: create one".
+const NEW_CELL: u32 = u32::MAX;
+
+/// A subject's cells, sorted by counter id: the common one-cell subject
+/// keeps its cell inline, more go to the heap.
+#[derive(Clone, Debug)]
+enum Cells {
+    One((CounterId, Cell)),
+    Many(Vec<(CounterId, Cell)>),
+}
+
+impl Default for Cells {
+    fn default() -> Self {
+        Cells::Many(Vec::new())
+    }
+}
+
+impl Cells {
+    fn from_vec(mut cells: Vec<(CounterId, Cell)>) -> Cells {
+        match cells.pop() {
+            Some(last) if cells.is_empty() => Cells::One(last),
+            Some(last) => {
+                cells.push(last);
+                Cells::Many(cells)
+            }
+            None => Cells::default(),
+        }
+    }
+
+    #[inline]
+    fn as_slice(&self) -> &[(CounterId, Cell)] {
+        match self {
+            Cells::One(cell) => std::slice::from_ref(cell),
+            Cells::Many(cells) => cells,
+        }
+    }
+
+    #[inline]
+    fn as_mut_slice(&mut self) -> &mut [(CounterId, Cell)] {
+        match self {
+            Cells::One(cell) => std::slice::from_mut(cell),
+            Cells::Many(cells) => cells,
+        }
+    }
+
+    fn insert(&mut self, index: usize, cell: (CounterId, Cell)) {
+        *self = match std::mem::take(self) {
+            Cells::Many(mut cells) if !cells.is_empty() => {
+                cells.insert(index, cell);
+                Cells::Many(cells)
+            }
+            Cells::Many(_) => Cells::One(cell),
+            Cells::One(first) => {
+                let mut cells = Vec::with_capacity(4);
+                cells.push(first);
+                cells.insert(index, cell);
+                Cells::Many(cells)
+            }
+        };
+    }
+}
+
+/// One subject's cells, sorted by counter id, and the sequence number of
+/// the last logged batch applied to them.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SubjectCells {
+    cells: Cells,
+    /// The log sequence number of the last batch applied (0: none logged).
+    last_lsn: u64,
+}
+
+impl PartialEq for SubjectCells {
+    fn eq(&self, other: &Self) -> bool {
+        self.cells.as_slice() == other.cells.as_slice() && self.last_lsn == other.last_lsn
+    }
+}
+
+impl Eq for SubjectCells {}
+
+/// Where a single-entry batch writes: for each target, the index of its
+/// cell (or [`NEW_CELL`]) and the buckets in it.
+type Plan = [(u32, CellSpot); MAX_FUSED];
+
+impl SubjectCells {
+    fn find(&self, id: CounterId) -> Result<usize, usize> {
+        self.cells
+            .as_slice()
+            .binary_search_by_key(&id, |(cell_id, _)| *cell_id)
+    }
+
+    pub(super) fn cell(&self, id: CounterId) -> Option<&Cell> {
+        self.find(id).ok().map(|i| &self.cells.as_slice()[i].1)
+    }
+
+    /// Adds `delta` to the cell of `id`, creating it if needed.
+    fn add_to(&mut self, id: CounterId, entry: &ResolvedEntry<'_>, at: &EventTime) {
+        match self.find(id) {
+            Ok(i) => self.cells.as_mut_slice()[i].1.add(entry.amount, at),
+            Err(i) => self.cells.insert(i, (id, Cell::new(entry.amount, at))),
+        }
+    }
+
+    /// The subject's cells with their counter ids, in id order.
+    pub(crate) fn cells(&self) -> impl Iterator<Item = (CounterId, &Cell)> {
+        self.cells.as_slice().iter().map(|(id, cell)| (*id, cell))
+    }
+
+    /// Checks a whole batch against overflow before anything is applied.
+    pub(super) fn check(
+        &self,
+        entries: &[ResolvedEntry<'_>],
+        at: &EventTime,
+    ) -> Result<(), OverflowAt> {
+        let empty = Cell::default();
+        let projection = |counter| self.cell(counter).unwrap_or(&empty).projection(at);
+        // Several entries may land in the same cells: carry each cell's
+        // amounts from entry to entry, so that entry `i` is checked on top
+        // of entries 0..i, exactly as they will be applied.
+        let mut projected: Vec<(CounterId, Projection)> = Vec::new();
+        for (index, entry) in entries.iter().enumerate() {
+            for &counter in entry.targets {
+                let slot = match projected.iter().position(|(id, _)| *id == counter) {
+                    Some(slot) => slot,
+                    None => {
+                        projected.push((counter, projection(counter)));
+                        projected.len() - 1
+                    }
+                };
+                projected[slot]
+                    .1
+                    .add(entry.amount)
+                    .map_err(|field| OverflowAt {
+                        index,
+                        counter,
+                        field,
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a batch checked with [`SubjectCells::check`].
+    pub(super) fn apply(&mut self, entries: &[ResolvedEntry<'_>], at: &EventTime) {
+        for entry in entries {
+            for &counter in entry.targets {
+                self.add_to(counter, entry, at);
+            }
+        }
+    }
+
+    /// Locates every cell and bucket a single entry writes, checking each
+    /// addition against overflow; nothing changes yet. The entry's targets
+    /// are distinct (the registry makes them so), at most [`MAX_FUSED`].
+    #[inline]
+    fn plan(
+        &self,
+        entry: &ResolvedEntry<'_>,
+        at: &EventTime,
+        plan: &mut Plan,
+    ) -> Result<(), OverflowAt> {
+        let cells = self.cells.as_slice();
+        for (slot, &counter) in plan.iter_mut().zip(entry.targets) {
+            // A new cell starts from zero: one addition cannot overflow it.
+            if let Ok(i) = cells.binary_search_by_key(&counter, |(id, _)| *id) {
+                let spot = cells[i]
+                    .1
+                    .plan(entry.amount, at)
+                    .map_err(|field| OverflowAt {
+                        index: 0,
+                        counter,
+                        field,
+                    })?;
+                *slot = (i as u32, spot);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a single entry as planned by [`SubjectCells::plan`].
+    #[inline]
+    fn commit(&mut self, entry: &ResolvedEntry<'_>, plan: &Plan, at: &EventTime) {
+        let cells = self.cells.as_mut_slice();
+        let mut creates = false;
+        for &(i, spot) in &plan[..entry.targets.len()] {
+            match cells.get_mut(i as usize) {
+                Some((_, cell)) => cell.commit(spot, entry.amount, at),
+                None => creates = true,
+            }
+        }
+        // Existing cells are written first: inserting shifts their indices.
+        if creates {
+            for (&(i, _), &counter) in plan.iter().zip(entry.targets) {
+                if i == NEW_CELL {
+                    self.add_to(counter, entry, at);
+                }
+            }
+        }
+    }
+
+    /// Checks a batch, logs it through `log` (which returns its log
+    /// sequence number, or 0 when nothing is logged), then applies it: all
+    /// of it or nothing.
+    #[inline]
+    pub(super) fn check_log_apply<L>(
+        &mut self,
+        entries: &[ResolvedEntry<'_>],
+        at: &EventTime,
+        log: L,
+    ) -> Result<(), ApplyError>
+    where
+        L: FnOnce(&[ResolvedEntry<'_>]) -> Result<u64, Error>,
+    {
+        let lsn = match entries {
+            // The hot path: one entry, its cells and buckets located once.
+            [entry] if entry.targets.len() <= MAX_FUSED => {
+                let mut plan = [(NEW_CELL, CellSpot::default()); MAX_FUSED];
+                self.plan(entry, at, &mut plan)
+                    .map_err(ApplyError::Overflow)?;
+                let lsn = log(entries).map_err(ApplyError::Log)?;
+                self.commit(entry, &plan, at);
+                lsn
+            }
+            _ => {
+                self.check(entries, at).map_err(ApplyError::Overflow)?;
+                let lsn = log(entries).map_err(ApplyError::Log)?;
+                self.apply(entries, at);
+                lsn
+            }
+        };
+        self.last_lsn = self.last_lsn.max(lsn);
+        Ok(())
+    }
+
+    /// The sequence number of the last logged batch applied.
+    pub(crate) fn last_lsn(&self) -> u64 {
+        self.last_lsn
+    }
+
+    pub(super) fn set_last_lsn(&mut self, lsn: u64) {
+        self.last_lsn = lsn;
+    }
+
+    /// The highest counter id holding a cell.
+    pub(crate) fn max_counter(&self) -> Option<CounterId> {
+        self.cells.as_slice().last().map(|(id, _)| *id)
+    }
+
+    /// Whether decoded cells keep the invariants and name only counters below `counters`.
+    pub(crate) fn is_well_formed(&self, counters: usize) -> bool {
+        let cells = self.cells.as_slice();
+        cells.windows(2).all(|w| w[0].0 < w[1].0)
+            && cells
+                .iter()
+                .all(|(id, cell)| (*id as usize) < counters && cell.is_well_formed())
+    }
+}
+
+/// A subject's cells as `docs/format.md` lays them out, to encode.
+#[derive(Serialize)]
+struct SubjectCellsRef<'a> {
+    cells: &'a [(CounterId, Cell)],
+    last_lsn: u64,
+}
+
+/// A subject's cells as `docs/format.md` lays them out, decoded.
+#[derive(Deserialize)]
+struct SubjectCellsImage {
+    cells: Vec<(CounterId, Cell)>,
+    last_lsn: u64,
+}
+
+impl Serialize for SubjectCells {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        SubjectCellsRef {
+            cells: self.cells.as_slice(),
+            last_lsn: self.last_lsn,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for SubjectCells {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let image = SubjectCellsImage::deserialize(deserializer)?;
+        Ok(SubjectCells {
+            cells: Cells::from_vec(image.cells),
+            last_lsn: image.last_lsn,
+        })
+    }
+}
