@@ -1,6 +1,7 @@
 //! The HTTP server on an ephemeral loopback port, driven by an HTTP client:
 //! GET and POST, JSON and JSONP, `httpStatusCodes`, `/healthz`, and the
-//! platform's authorization (plain secrets, signed requests valid and not).
+//! platform's authorization (plain secrets, signed requests valid and not),
+//! and a graceful shutdown that finishes the request in flight.
 
 mod http_support;
 
@@ -268,4 +269,49 @@ fn signed_requests_valid_and_invalid() {
     assert_eq!(post(&server, method_path, &params).error_code(), 403_005);
 
     assert_eq!(shares(&server), 3, "no rejected request counted");
+}
+
+#[test]
+fn shutdown_finishes_the_request_in_flight_and_stops_accepting() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    let engine = engine();
+    engine.register([("shares", "/news")]).unwrap();
+    let server = Server::start(engine.clone(), Options::default());
+    let addr = server.addr;
+    let body = http_support::form(&[("UID", "u1"), ("counters", INCREMENT)]);
+    let (first, rest) = body.split_at(body.len() / 2);
+
+    // Headers and half the body, then the shutdown, then the other half.
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let head = format!(
+        "POST /accounts.incrementCounters HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(first.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let stopper = std::thread::spawn(move || drop(server));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still accepting 10 s after the shutdown signal"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stream.write_all(rest.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""errorCode":0"#), "{answer}");
+    stopper.join().unwrap();
+    let rows = engine.get("u1", &[]).unwrap();
+    assert_eq!(rows[0].count, 1);
 }
