@@ -2,16 +2,15 @@
 //! it must never panic, always answer a well-formed envelope, and never
 //! change the engine's state when it answers an error (nor on a read).
 //!
-//! The input drives an `Unstructured` reader: the method is one of the
-//! five or arbitrary text; each parameter's name is a known one or
+//! The input drives an `Unstructured` reader through up to four calls on
+//! a fresh engine (so a finding reproduces from its input alone, and
+//! later calls see what earlier ones did). Each call's method is one of
+//! the five or arbitrary text; each parameter's name is a known one or
 //! arbitrary text, and its value is picked from values that reach deep
 //! into the checks (registered and unregistered counters, integers near
 //! the 64-bit limits, regexes, a live regToken, callbacks) or is
-//! arbitrary text. One engine serves every input, so state accumulates
-//! as successful calls land.
+//! arbitrary text.
 #![no_main]
-
-use std::sync::OnceLock;
 
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
@@ -43,23 +42,20 @@ struct Fixture {
     token: String,
 }
 
-fn fixture() -> &'static Fixture {
-    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
-    FIXTURE.get_or_init(|| {
-        let engine = Tally::builder()
-            .clock(ManualClock::new(1_795_780_800))
-            .build()
-            .unwrap();
-        engine
-            .register([
-                ("shares", "/news"),
-                ("shares", "/news/sport"),
-                ("likes", "/"),
-            ])
-            .unwrap();
-        let token = engine.issue_reg_token("u3").unwrap().to_string();
-        Fixture { engine, token }
-    })
+fn fixture() -> Fixture {
+    let engine = Tally::builder()
+        .clock(ManualClock::new(1_795_780_800))
+        .build()
+        .unwrap();
+    engine
+        .register([
+            ("shares", "/news"),
+            ("shares", "/news/sport"),
+            ("likes", "/"),
+        ])
+        .unwrap();
+    let token = engine.issue_reg_token("u3").unwrap().to_string();
+    Fixture { engine, token }
 }
 
 fn text(u: &mut Unstructured<'_>, choices: &[&str]) -> Result<String> {
@@ -154,26 +150,30 @@ fn observe(engine: &Tally, subjects: &[String]) -> String {
 
 fuzz_target!(|data: &[u8]| {
     let fixture = fixture();
-    let engine = &fixture.engine;
     let mut u = Unstructured::new(data);
-    let Ok(method) = text(&mut u, &METHODS) else {
-        return;
-    };
-    let mut params: Vec<(String, String)> = Vec::new();
-    for _ in 0..u.int_in_range(0..=8).unwrap_or(0) {
-        let Ok(name) = text(&mut u, &NAMES) else {
+    for _ in 0..4 {
+        if u.is_empty() || one_call(&fixture, &mut u).is_err() {
             break;
-        };
+        }
+    }
+});
+
+/// Reads one call from `u`, makes it, and checks the answer.
+fn one_call(fixture: &Fixture, u: &mut Unstructured<'_>) -> Result<()> {
+    let engine = &fixture.engine;
+    let method = text(u, &METHODS)?;
+    let mut params: Vec<(String, String)> = Vec::new();
+    for _ in 0..u.int_in_range(0..=8)? {
+        let name = text(u, &NAMES)?;
         let value = match name.as_str() {
-            "UID" => text(&mut u, &["u1", "u2", "", "u\u{1}"]),
-            "regToken" => text(&mut u, &[fixture.token.as_str(), "0000"]),
-            "counters" => counters(&mut u),
-            "format" => text(&mut u, &["json", "jsonp"]),
-            "callback" => text(&mut u, &["cb", "a.b$", "alert(1)//"]),
-            "httpStatusCodes" => text(&mut u, &["true", "false", "1"]),
-            _ => u.arbitrary(),
+            "UID" => text(u, &["u1", "u2", "", "u\u{1}"])?,
+            "regToken" => text(u, &[fixture.token.as_str(), "0000"])?,
+            "counters" => counters(u)?,
+            "format" => text(u, &["json", "jsonp"])?,
+            "callback" => text(u, &["cb", "a.b$", "alert(1)//"])?,
+            "httpStatusCodes" => text(u, &["true", "false", "1"])?,
+            _ => u.arbitrary()?,
         };
-        let Ok(value) = value else { break };
         params.push((name, value));
     }
     let subjects: Vec<String> = params
@@ -216,4 +216,5 @@ fuzz_target!(|data: &[u8]| {
             resp.body
         );
     }
-});
+    Ok(())
+}
