@@ -93,11 +93,51 @@ impl Hasher for Spread {
 
 const SPREAD: u64 = 0x9E37_79B9_7F4A_7C15;
 
+/// UIDs of up to this many bytes are kept inside their record.
+const INLINE_UID: usize = 22;
+
+/// A subject's UID: inline when short (no allocation, and no second
+/// memory access to compare it), else on the heap.
+enum Uid {
+    Inline { len: u8, bytes: [u8; INLINE_UID] },
+    Heap(Box<str>),
+}
+
+impl Uid {
+    fn new(uid: &str) -> Uid {
+        match uid.len() {
+            len @ 0..=INLINE_UID => {
+                let mut bytes = [0; INLINE_UID];
+                bytes[..len].copy_from_slice(uid.as_bytes());
+                Uid::Inline {
+                    len: len as u8,
+                    bytes,
+                }
+            }
+            _ => Uid::Heap(uid.into()),
+        }
+    }
+
+    #[inline]
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Uid::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Uid::Heap(uid) => uid.as_bytes(),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Made from a `&str`: always UTF-8.
+            Uid::Inline { .. } => std::str::from_utf8(self.as_bytes()).unwrap_or_default(),
+            Uid::Heap(uid) => uid,
+        }
+    }
+}
+
 /// One subject in its shard.
 struct Record {
-    /// Where its UID starts in the shard's `uids`.
-    uid_at: usize,
-    uid_len: u16,
+    uid: Uid,
     /// The next record whose index key is the same, or [`NO_RECORD`].
     next: u32,
     cells: SubjectCells,
@@ -105,37 +145,22 @@ struct Record {
 
 /// The subjects whose hash picks one shard.
 ///
-/// Subjects are never removed, so they live in a dense vector and their
-/// UIDs in one string, both append-only; the index maps 32 bits of a
-/// subject's hash to its record, and records whose bits coincide are
-/// chained through `next`.
+/// Subjects are never removed, so they live in a dense vector; the index
+/// maps 32 bits of a subject's hash to its record, and records whose bits
+/// coincide are chained through `next`.
 #[derive(Default)]
 struct Shard {
     index: HashMap<u32, u32, BuildHasherDefault<Spread>>,
     records: Vec<Record>,
-    uids: String,
 }
 
 impl Shard {
-    fn uid(&self, record: &Record) -> &str {
-        &self.uids[record.uid_at..record.uid_at + usize::from(record.uid_len)]
-    }
-
-    #[inline]
-    fn uid_bytes(&self, record: &Record) -> &[u8] {
-        let start = record.uid_at;
-        self.uids
-            .as_bytes()
-            .get(start..start + usize::from(record.uid_len))
-            .unwrap_or_default()
-    }
-
     #[inline]
     fn find(&self, key: u32, uid: &str) -> Option<usize> {
         let mut at = *self.index.get(&key)?;
         loop {
             let record = &self.records[at as usize];
-            if self.uid_bytes(record) == uid.as_bytes() {
+            if record.uid.as_bytes() == uid.as_bytes() {
                 return Some(at as usize);
             }
             if record.next == NO_RECORD {
@@ -145,20 +170,15 @@ impl Shard {
         }
     }
 
-    /// Adds a subject that [`Shard::find`] did not find. UIDs are valid
-    /// (at most 256 bytes).
+    /// Adds a subject that [`Shard::find`] did not find.
     fn insert(&mut self, key: u32, uid: &str, cells: SubjectCells) {
         let at = u32::try_from(self.records.len())
             .ok()
             .filter(|&at| at != NO_RECORD)
             .expect("fewer than 2^32 - 1 subjects in one shard");
-        let uid_len = u16::try_from(uid.len()).expect("UIDs are at most 256 bytes");
         let next = self.index.insert(key, at).unwrap_or(NO_RECORD);
-        let uid_at = self.uids.len();
-        self.uids.push_str(uid);
         self.records.push(Record {
-            uid_at,
-            uid_len,
+            uid: Uid::new(uid),
             next,
             cells,
         });
@@ -263,7 +283,7 @@ impl Store {
         for shard in self.shards.iter() {
             let shard = shard.read();
             for record in &shard.records {
-                visit(shard.uid(record), &record.cells);
+                visit(record.uid.as_str(), &record.cells);
             }
         }
     }
