@@ -7,8 +7,7 @@
 //! incrementing an existing cell allocates nothing. There is no lock but
 //! the shard's.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::BuildHasher;
 
 use crossbeam::utils::CachePadded;
 use parking_lot::RwLock;
@@ -62,36 +61,66 @@ pub(crate) enum Replayed {
 /// writers rarely meet.
 const SHARDS: usize = 256;
 
-/// "No next record" in a shard's collision chains.
-const NO_RECORD: u32 = u32::MAX;
-
 /// The hasher of subject keys: fast, and seeded per process so that
 /// crafted UIDs cannot aim at one shard or bucket.
 type SubjectHasher = foldhash::fast::RandomState;
 
-/// Spreads an index key (already 32 bits of the subject's hash) over the
-/// 64 bits the shard's table uses, with one multiplication.
+/// A shard's index: an open-addressed table with linear probing, each
+/// slot one word holding 32 bits of a subject's hash and its record's
+/// position plus one (0: empty). A lookup reads one slot, usually, and
+/// then the record; subjects are never removed, so probing needs no
+/// tombstones, and subjects whose 32 bits coincide simply sit in
+/// successive slots.
 #[derive(Default)]
-struct Spread(u64);
+struct Index {
+    slots: Vec<u64>,
+    len: usize,
+}
 
-impl Hasher for Spread {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(SPREAD);
+impl Index {
+    /// The record (among those filed under `key`) that `is_it` accepts.
+    #[inline]
+    fn find(&self, key: u32, mut is_it: impl FnMut(u32) -> bool) -> Option<u32> {
+        let mask = self.slots.len().checked_sub(1)?;
+        let mut at = key as usize & mask;
+        loop {
+            let slot = self.slots[at];
+            if slot == 0 {
+                return None;
+            }
+            if (slot >> 32) as u32 == key {
+                let record = slot as u32 - 1;
+                if is_it(record) {
+                    return Some(record);
+                }
+            }
+            at = (at + 1) & mask;
         }
     }
 
-    #[inline]
-    fn write_u32(&mut self, key: u32) {
-        self.0 = u64::from(key).wrapping_mul(SPREAD);
+    /// Files record `record` (below `u32::MAX`) under `key`.
+    fn insert(&mut self, key: u32, record: u32) {
+        // At most three quarters full, so that probes stay short.
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            let grown = vec![0; (self.slots.len() * 2).max(16)];
+            let old = std::mem::replace(&mut self.slots, grown);
+            for slot in old.into_iter().filter(|&slot| slot != 0) {
+                self.put(slot);
+            }
+        }
+        self.put(u64::from(key) << 32 | u64::from(record + 1));
+        self.len += 1;
+    }
+
+    fn put(&mut self, slot: u64) {
+        let mask = self.slots.len() - 1;
+        let mut at = (slot >> 32) as usize & mask;
+        while self.slots[at] != 0 {
+            at = (at + 1) & mask;
+        }
+        self.slots[at] = slot;
     }
 }
-
-const SPREAD: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// UIDs of up to this many bytes are kept inside their record.
 const INLINE_UID: usize = 22;
@@ -138,48 +167,37 @@ impl Uid {
 /// One subject in its shard.
 struct Record {
     uid: Uid,
-    /// The next record whose index key is the same, or [`NO_RECORD`].
-    next: u32,
     cells: SubjectCells,
 }
 
-/// The subjects whose hash picks one shard.
-///
-/// Subjects are never removed, so they live in a dense vector; the index
-/// maps 32 bits of a subject's hash to its record, and records whose bits
-/// coincide are chained through `next`.
+/// The subjects whose hash picks one shard: never removed, so they live
+/// in a dense vector, found through the shard's [`Index`].
 #[derive(Default)]
 struct Shard {
-    index: HashMap<u32, u32, BuildHasherDefault<Spread>>,
+    index: Index,
     records: Vec<Record>,
 }
 
 impl Shard {
     #[inline]
     fn find(&self, key: u32, uid: &str) -> Option<usize> {
-        let mut at = *self.index.get(&key)?;
-        loop {
-            let record = &self.records[at as usize];
-            if record.uid.as_bytes() == uid.as_bytes() {
-                return Some(at as usize);
-            }
-            if record.next == NO_RECORD {
-                return None;
-            }
-            at = record.next;
-        }
+        let records = &self.records;
+        self.index
+            .find(key, |at| {
+                records[at as usize].uid.as_bytes() == uid.as_bytes()
+            })
+            .map(|at| at as usize)
     }
 
     /// Adds a subject that [`Shard::find`] did not find.
     fn insert(&mut self, key: u32, uid: &str, cells: SubjectCells) {
         let at = u32::try_from(self.records.len())
             .ok()
-            .filter(|&at| at != NO_RECORD)
+            .filter(|&at| at < u32::MAX)
             .expect("fewer than 2^32 - 1 subjects in one shard");
-        let next = self.index.insert(key, at).unwrap_or(NO_RECORD);
+        self.index.insert(key, at);
         self.records.push(Record {
             uid: Uid::new(uid),
-            next,
             cells,
         });
     }
@@ -349,6 +367,45 @@ mod tests {
                 })
             })
             .flatten()
+    }
+
+    #[test]
+    fn the_index_keeps_subjects_whose_hash_bits_coincide_apart() {
+        let mut index = Index::default();
+        // Every record under one of three keys: long probe runs, wrapping.
+        for record in 0..1000u32 {
+            index.insert([7, 7 + 64, u32::MAX][record as usize % 3], record);
+        }
+        assert_eq!(index.len, 1000);
+        for record in 0..1000u32 {
+            let key = [7, 7 + 64, u32::MAX][record as usize % 3];
+            assert_eq!(index.find(key, |r| r == record), Some(record));
+        }
+        assert_eq!(index.find(8, |_| true), None);
+        assert_eq!(index.find(7, |_| false), None);
+        assert_eq!(Index::default().find(7, |_| true), None);
+    }
+
+    #[test]
+    fn many_subjects_are_all_found() {
+        let store = Store::default();
+        for i in 0..20_000 {
+            let uid = format!("u{i}");
+            store.apply(&uid, &[entry(&[0], i)], &at(), no_log).unwrap();
+        }
+        assert_eq!(store.subject_count(), 20_000);
+        for i in (0..20_000).step_by(7) {
+            assert_eq!(total(&store, &format!("u{i}"), 0), Some(i));
+        }
+        assert_eq!(total(&store, "u20000", 0), None);
+        let long = "x".repeat(200);
+        store
+            .apply(&long, &[entry(&[0], 5)], &at(), no_log)
+            .unwrap();
+        assert_eq!(total(&store, &long, 0), Some(5));
+        let mut seen = 0;
+        store.for_each(|uid, _| seen += usize::from(uid == long));
+        assert_eq!(seen, 1);
     }
 
     #[test]
