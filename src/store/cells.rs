@@ -65,7 +65,7 @@ impl Cells {
             }
             Cells::Many(_) => Cells::One(cell),
             Cells::One(first) => {
-                let mut cells = Vec::with_capacity(4);
+                let mut cells = Vec::with_capacity(2);
                 cells.push(first);
                 cells.insert(index, cell);
                 Cells::Many(cells)
