@@ -10,7 +10,7 @@ use crate::config::{Builder, Config};
 use crate::counter::CounterKey;
 use crate::error::{Error, Result};
 use crate::period::{Amount, EventTime, Retention};
-use crate::persist::{Durability, RecordRef, RecoveryReport, SnapshotSummary, Storage};
+use crate::persist::{RecordRef, RecoveryReport, SnapshotSummary, Storage};
 use crate::query::{CompiledSelector, CounterRow, Selector, read_rows};
 use crate::registry::{CounterHandle, CounterId, Registry, RegistryChange, Targets};
 use crate::store::{ApplyError, OverflowAt, ResolvedEntry, Store};
@@ -546,9 +546,7 @@ impl Tally {
                 ApplyError::Log(error) => error,
             })?;
         match (wal, logged_end) {
-            (Some(wal), Some(end)) if wal.durability() == Durability::Always => {
-                wal.wait_durable(end)
-            }
+            (Some(wal), Some(end)) => wal.settle(end),
             _ => Ok(()),
         }
     }

@@ -68,6 +68,29 @@ impl fmt::Display for DayKey {
     }
 }
 
+impl Period {
+    /// A key that orders periods as their texts do, without allocating:
+    /// the text, zero-padded to the longest (`last7Days`, 9 bytes), and
+    /// since zero sorts before every character, a prefix first.
+    pub(crate) fn text_key(&self) -> [u8; 9] {
+        struct Buf([u8; 9], usize);
+        impl fmt::Write for Buf {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                let end = self.1 + s.len();
+                self.0
+                    .get_mut(self.1..end)
+                    .ok_or(fmt::Error)?
+                    .copy_from_slice(s.as_bytes());
+                self.1 = end;
+                Ok(())
+            }
+        }
+        let mut buf = Buf([0; 9], 0);
+        fmt::Write::write_fmt(&mut buf, format_args!("{self}")).expect("period texts fit 9 bytes");
+        buf.0
+    }
+}
+
 impl fmt::Display for Period {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -233,6 +256,26 @@ mod tests {
 
     fn amount(count: i64, value: i64) -> Amount {
         Amount { count, value }
+    }
+
+    #[test]
+    fn text_keys_order_as_the_texts_do() {
+        let texts = [
+            "total",
+            "last7Days",
+            "2611",
+            "261127",
+            "2612",
+            "261201",
+            "0001",
+            "991231",
+        ];
+        let mut by_key: Vec<Period> = texts.iter().map(|t| t.parse().unwrap()).collect();
+        by_key.sort_by_key(Period::text_key);
+        let mut by_text = texts.to_vec();
+        by_text.sort();
+        let sorted: Vec<String> = by_key.iter().map(Period::to_string).collect();
+        assert_eq!(sorted, by_text);
     }
 
     #[test]

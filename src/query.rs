@@ -224,9 +224,7 @@ pub(crate) fn read_rows(
         }
     }
     rows.sort_by(|a, b| {
-        (&a.class, &a.path)
-            .cmp(&(&b.class, &b.path))
-            .then_with(|| a.period.to_string().cmp(&b.period.to_string()))
+        (&a.class, &a.path, a.period.text_key()).cmp(&(&b.class, &b.path, b.period.text_key()))
     });
     rows.dedup_by(|a, b| a.class == b.class && a.path == b.path && a.period == b.period);
     rows

@@ -298,11 +298,27 @@ impl Store {
     /// Visits every subject, one shard lock at a time; `visit` runs under
     /// the read lock of the subject's shard and must not call back into the store.
     pub(crate) fn for_each(&self, mut visit: impl FnMut(&str, &SubjectCells)) {
-        for shard in self.shards.iter() {
-            let shard = shard.read();
-            for record in &shard.records {
-                visit(record.uid.as_str(), &record.cells);
-            }
+        for shard in 0..self.shard_count() {
+            self.for_each_in_shard(shard, &mut visit);
+        }
+    }
+
+    /// The number of lock shards, for [`Store::for_each_in_shard`].
+    pub(crate) fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Visits the subjects of shard `shard` under its read lock, which
+    /// blocks that shard's writers until `visit` has seen them all: keep
+    /// `visit` to in-memory work. It must not call back into the store.
+    pub(crate) fn for_each_in_shard(
+        &self,
+        shard: usize,
+        mut visit: impl FnMut(&str, &SubjectCells),
+    ) {
+        let shard = self.shards[shard].read();
+        for record in &shard.records {
+            visit(record.uid.as_str(), &record.cells);
         }
     }
 

@@ -145,14 +145,12 @@ impl Storage {
         self.wal.as_deref()
     }
 
-    /// Appends a record and, under [`Durability::Always`], waits until it
-    /// is synced. Returns the record's sequence number.
+    /// Appends a record and waits as [`Wal::settle`] says. Returns the
+    /// record's sequence number.
     pub(crate) fn log<'r>(&self, record: impl FnOnce(u64) -> RecordRef<'r>) -> Result<u64> {
         let Some(wal) = &self.wal else { return Ok(0) };
         let (lsn, end) = wal.append(record)?;
-        if wal.durability() == Durability::Always {
-            wal.wait_durable(end)?;
-        }
+        wal.settle(end)?;
         Ok(lsn)
     }
 

@@ -94,6 +94,11 @@ impl BodyWriter {
     fn frame(&mut self, record: &SnapshotRecordRef<'_>) -> std::io::Result<()> {
         self.scratch.clear();
         write_frame(&mut self.scratch, record, SNAPSHOT_ENCODING);
+        self.flush_scratch()
+    }
+
+    /// Writes out the frames gathered in `scratch`.
+    fn flush_scratch(&mut self) -> std::io::Result<()> {
         self.crc.update(&self.scratch);
         self.len += self.scratch.len() as u64;
         self.out.write_all(&self.scratch)
@@ -139,16 +144,21 @@ pub(crate) fn write(
     let token_image = tokens.image(created_millis.div_euclid(1000));
     body.frame(&SnapshotRecordRef::Tokens(&token_image))
         .map_err(io("writing"))?;
+    // Each shard's subjects are encoded into memory under its read lock,
+    // and written out after it is released: writers of a shard wait for
+    // the encoding of its subjects only, never for the disk.
     let mut subjects = 0u64;
-    let mut failure = None;
-    store.for_each(|uid, cells| {
-        if failure.is_none() {
+    for shard in 0..store.shard_count() {
+        body.scratch.clear();
+        store.for_each_in_shard(shard, |uid, cells| {
             subjects += 1;
-            failure = body.frame(&SnapshotRecordRef::Subject(uid, cells)).err();
-        }
-    });
-    if let Some(e) = failure {
-        return Err(io("writing")(e));
+            write_frame(
+                &mut body.scratch,
+                &SnapshotRecordRef::Subject(uid, cells),
+                SNAPSHOT_ENCODING,
+            );
+        });
+        body.flush_scratch().map_err(io("writing"))?;
     }
     body.frame(&SnapshotRecordRef::Registry(&registry.image()))
         .map_err(io("writing"))?;

@@ -86,6 +86,13 @@ pub(crate) fn segment_number(name: &str) -> Option<u64> {
         .ok()
 }
 
+/// Buffered bytes past which the interval sync thread is asked to sync
+/// early.
+const EARLY_SYNC_BYTES: usize = 8 << 20;
+
+/// Bytes appended but not yet synced past which appenders wait for a sync.
+const MAX_BACKLOG_BYTES: u64 = 64 << 20;
+
 /// What appenders share: the bytes not yet written, and the counters.
 struct Buffer {
     bytes: Vec<u8>,
@@ -112,6 +119,11 @@ pub(crate) struct Wal {
     poisoned: Mutex<Option<String>>,
     /// Where waiters sleep while another caller's sync runs.
     sync_done: (Mutex<()>, Condvar),
+    /// Asks the interval sync thread to sync now (the buffer is large).
+    early_sync: (
+        crossbeam::channel::Sender<()>,
+        crossbeam::channel::Receiver<()>,
+    ),
 }
 
 impl Wal {
@@ -135,11 +147,8 @@ impl Wal {
             durable: AtomicU64::new(0),
             poisoned: Mutex::new(None),
             sync_done: (Mutex::new(()), Condvar::new()),
+            early_sync: crossbeam::channel::bounded(1),
         })
-    }
-
-    pub(crate) fn durability(&self) -> Durability {
-        self.durability
     }
 
     fn check_poison(&self) -> Result<()> {
@@ -172,7 +181,25 @@ impl Wal {
             other => write_unsealed_frame(&mut buffer.bytes, &other, LOG_ENCODING),
         }
         buffer.end += (buffer.bytes.len() - before) as u64;
+        if buffer.bytes.len() >= EARLY_SYNC_BYTES {
+            // Full means a request is already pending.
+            let _ = self.early_sync.0.try_send(());
+        }
         Ok((lsn, buffer.end))
+    }
+
+    /// What an appender waits for after appending up to `end`: under
+    /// [`Durability::Always`], its record synced; otherwise nothing, unless
+    /// more than [`MAX_BACKLOG_BYTES`] are waiting to be written, in which
+    /// case it syncs too (backpressure: a writer faster than the disk
+    /// cannot grow the buffer without bound).
+    pub(crate) fn settle(&self, end: u64) -> Result<()> {
+        let backlog = end.saturating_sub(self.durable.load(Ordering::Acquire));
+        if self.durability == Durability::Always || backlog > MAX_BACKLOG_BYTES {
+            self.wait_durable(end)
+        } else {
+            Ok(())
+        }
     }
 
     /// Returns once everything up to logical position `end` is synced.
@@ -260,14 +287,17 @@ impl Wal {
 
     /// Waits `interval` between syncs until `stop` says so; the body of
     /// the [`Durability::Interval`] background thread.
+    ///
+    /// It also syncs early when appenders have buffered
+    /// [`EARLY_SYNC_BYTES`], so that a fast writer cannot grow the buffer
+    /// by a whole interval's worth of records.
     pub(crate) fn sync_every(&self, interval: Duration, stop: &crossbeam::channel::Receiver<()>) {
         loop {
-            match stop.recv_timeout(interval) {
-                Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
-                    // A failure poisons the log; appenders report it.
-                    let _ = self.sync();
-                }
-                _ => return,
+            crossbeam::channel::select! {
+                recv(stop) -> _ => return,
+                // A failure poisons the log; appenders report it.
+                recv(self.early_sync.1) -> _ => { let _ = self.sync(); }
+                default(interval) => { let _ = self.sync(); }
             }
         }
     }
