@@ -185,3 +185,88 @@ impl Builder {
         Tally::from_builder(self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let config = Config::default();
+        assert_eq!(config.max_path_depth, 2);
+        assert_eq!(config.max_batch, 1000);
+        assert_eq!(config.max_registrations, 10_000);
+        assert_eq!((config.monthly_retention, config.daily_retention), (24, 90));
+        assert_eq!(config.reg_token_ttl, Duration::from_secs(3600));
+        assert!(config.system_classes.is_empty());
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn every_limit_is_checked() {
+        let bad = [
+            Config {
+                max_path_depth: 0,
+                ..Config::default()
+            },
+            Config {
+                max_path_depth: 17,
+                ..Config::default()
+            },
+            Config {
+                max_batch: 0,
+                ..Config::default()
+            },
+            Config {
+                monthly_retention: 0,
+                ..Config::default()
+            },
+            Config {
+                daily_retention: 6,
+                ..Config::default()
+            },
+            Config {
+                reg_token_ttl: Duration::ZERO,
+                ..Config::default()
+            },
+        ];
+        for config in bad {
+            assert!(
+                matches!(config.validate(), Err(Error::Config(_))),
+                "{config:?}"
+            );
+        }
+        let edges = [
+            Config {
+                max_path_depth: 1,
+                ..Config::default()
+            },
+            Config {
+                max_path_depth: 16,
+                ..Config::default()
+            },
+            Config {
+                daily_retention: 7,
+                ..Config::default()
+            },
+        ];
+        for config in edges {
+            assert!(config.validate().is_ok(), "{config:?}");
+        }
+    }
+
+    #[test]
+    fn the_builder_rejects_an_invalid_config() {
+        assert!(matches!(
+            Builder::default().max_path_depth(0).build(),
+            Err(Error::Config(_))
+        ));
+        let engine = Builder::default()
+            .max_path_depth(3)
+            .system_classes(["_s"])
+            .build()
+            .unwrap();
+        assert_eq!(engine.config().max_path_depth, 3);
+        assert_eq!(engine.config().system_classes, ["_s"]);
+    }
+}

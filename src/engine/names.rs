@@ -83,3 +83,37 @@ pub(super) fn remember(engine: u64, generation: u64, class: &str, path: &str, ta
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn targets(ids: &[u32]) -> TargetBuf {
+        TargetBuf::copy_of(ids)
+    }
+
+    #[test]
+    fn a_remembered_name_is_used_only_for_its_engine_and_generation() {
+        remember(1, 5, "c", "/a", targets(&[3, 0]));
+        let found = lookup(1, 5, "c", "/a").expect("remembered");
+        assert_eq!(found.as_slice(), [3, 0]);
+        assert!(lookup(1, 6, "c", "/a").is_none(), "another generation");
+        assert!(lookup(2, 5, "c", "/a").is_none(), "another engine");
+        assert!(lookup(1, 5, "c", "/b").is_none(), "another path");
+        assert!(lookup(1, 5, "d", "/a").is_none(), "another class");
+        // Taking the slot over forgets the old name.
+        remember(1, 6, "c", "/a", targets(&[4, 0]));
+        assert!(lookup(1, 5, "c", "/a").is_none());
+        assert_eq!(lookup(1, 6, "c", "/a").unwrap().as_slice(), [4, 0]);
+    }
+
+    #[test]
+    fn each_thread_has_its_own_memo() {
+        remember(9, 1, "c", "/x", targets(&[1]));
+        let elsewhere = std::thread::spawn(|| lookup(9, 1, "c", "/x").is_some())
+            .join()
+            .unwrap();
+        assert!(!elsewhere);
+        assert!(lookup(9, 1, "c", "/x").is_some());
+    }
+}
