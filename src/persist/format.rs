@@ -155,31 +155,33 @@ pub(crate) fn write_frame<T: Serialize>(out: &mut Vec<u8>, value: &T, encoding: 
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Appends `value` as a frame whose checksum is left for [`seal_frames`]:
-/// log records are sealed by whoever writes the buffer out, off the
-/// appender's path.
-pub(crate) fn write_unsealed_frame<T: Serialize>(out: &mut Vec<u8>, value: &T, encoding: Encoding) {
-    let start = out.len();
-    write_frame(out, value, encoding);
-    out[start + 4..start + 8].fill(0);
+/// Appends `value` as a bare record, for a log frame that
+/// [`seal_frame`] closes.
+pub(crate) fn write_record<T: Serialize>(out: &mut Vec<u8>, value: &T, encoding: Encoding) {
+    let config = bincode::config::standard();
+    match encoding {
+        Encoding::Varint => bincode::serde::encode_into_std_write(value, out, config),
+        Encoding::Fixed => {
+            bincode::serde::encode_into_std_write(value, out, config.with_fixed_int_encoding())
+        }
+    }
+    .expect("encoding into a Vec cannot fail");
 }
 
 /// The variant index of `Increment` in the log record enum.
 const INCREMENT_VARIANT: u32 = 2;
 
-/// Appends an increment log record as an unsealed frame, encoded by hand
-/// into exactly the bytes bincode's fixed-int encoding of
+/// Appends an increment log record as a bare record, encoded by hand into
+/// exactly the bytes bincode's fixed-int encoding of
 /// `LogRecord::Increment { lsn, uid, at, entries }` would give (a test pins
 /// this), because this runs on every durable increment.
-pub(crate) fn write_increment_frame(
+pub(crate) fn write_increment_record(
     out: &mut Vec<u8>,
     lsn: u64,
     uid: &str,
     at: i64,
     entries: &[crate::store::ResolvedEntry<'_>],
 ) {
-    let start = out.len();
-    out.extend_from_slice(&[0u8; FRAME_OVERHEAD]);
     out.extend_from_slice(&INCREMENT_VARIANT.to_le_bytes());
     out.extend_from_slice(&lsn.to_le_bytes());
     out.extend_from_slice(&(uid.len() as u64).to_le_bytes());
@@ -194,21 +196,47 @@ pub(crate) fn write_increment_frame(
         out.extend_from_slice(&entry.amount.count.to_le_bytes());
         out.extend_from_slice(&entry.amount.value.to_le_bytes());
     }
-    let len = u32::try_from(out.len() - start - FRAME_OVERHEAD).expect("frame under 4 GiB");
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
 }
 
-/// Fills in the checksum of every frame in `frames`, a run of whole
-/// frames written by [`write_unsealed_frame`] or [`write_increment_frame`].
-pub(crate) fn seal_frames(frames: &mut [u8]) {
+/// Closes a log frame: `frame` is [`FRAME_OVERHEAD`] reserved bytes
+/// followed by records; this fills in the length and the checksum. A log
+/// frame thus carries every record of one group commit, and its checksum
+/// is computed once over all of them, by the writer, off the appenders' path.
+pub(crate) fn seal_frame(frame: &mut [u8]) {
+    let len = u32::try_from(frame.len() - FRAME_OVERHEAD).expect("frame under 4 GiB");
+    let len_bytes = len.to_le_bytes();
+    let crc = frame_crc(len_bytes, &frame[FRAME_OVERHEAD..]);
+    frame[..4].copy_from_slice(&len_bytes);
+    frame[4..8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Decodes every record of a log frame's payload, in order: the payload
+/// must be whole records with nothing left over.
+pub(crate) fn decode_all<T: DeserializeOwned>(
+    payload: &[u8],
+    encoding: Encoding,
+) -> Result<Vec<T>, FormatError> {
+    let config = bincode::config::standard().with_limit::<MAX_FRAME_BYTES>();
+    let mut records = Vec::new();
     let mut at = 0;
-    while at < frames.len() {
-        let len_bytes: [u8; 4] = frames[at..at + 4].try_into().expect("4 bytes");
-        let end = at + FRAME_OVERHEAD + u32::from_le_bytes(len_bytes) as usize;
-        let crc = frame_crc(len_bytes, &frames[at + FRAME_OVERHEAD..end]);
-        frames[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
-        at = end;
+    while at < payload.len() {
+        let (record, read) = match encoding {
+            Encoding::Varint => bincode::serde::decode_from_slice(&payload[at..], config),
+            Encoding::Fixed => {
+                bincode::serde::decode_from_slice(&payload[at..], config.with_fixed_int_encoding())
+            }
+        }
+        .map_err(|e| FormatError::Corrupt(format!("undecodable record: {e}")))?;
+        if read == 0 {
+            return Err(FormatError::Corrupt("an empty record".into()));
+        }
+        records.push(record);
+        at += read;
     }
+    if records.is_empty() {
+        return Err(FormatError::Corrupt("a frame without records".into()));
+    }
+    Ok(records)
 }
 
 /// Checks the frame at the start of `bytes` and returns its payload and
@@ -362,39 +390,41 @@ mod tests {
             entries: &entries,
         };
         let mut by_serde = Vec::new();
-        write_unsealed_frame(&mut by_serde, &record, Encoding::Fixed);
-        let mut by_hand = Vec::new();
-        write_increment_frame(&mut by_hand, 1 << 40, "user-ü", 1_795_780_800, &entries);
-        assert_eq!(by_hand, by_serde);
-        write_unsealed_frame(&mut by_hand, &RecordRef::Registry(&[]), Encoding::Fixed);
-        seal_frames(&mut by_hand);
+        write_record(&mut by_serde, &record, Encoding::Fixed);
+        let mut by_hand = vec![0u8; FRAME_OVERHEAD];
+        write_increment_record(&mut by_hand, 1 << 40, "user-ü", 1_795_780_800, &entries);
+        assert_eq!(by_hand[FRAME_OVERHEAD..], by_serde);
+        // A frame carries several records: this one and a registry record.
+        write_record(&mut by_hand, &RecordRef::Registry(&[]), Encoding::Fixed);
+        seal_frame(&mut by_hand);
         let (payload, used) = read_frame(&by_hand).unwrap();
-        let decoded: LogRecord = decode(payload, Encoding::Fixed).unwrap();
-        assert_eq!(
-            decoded,
-            LogRecord::Increment {
-                lsn: 1 << 40,
-                uid: "user-ü".into(),
-                at: 1_795_780_800,
-                entries: vec![
-                    LoggedEntry {
-                        targets: vec![7, 3, 0],
-                        amount: Amount {
-                            count: -2,
-                            value: i64::MAX
-                        }
+        assert_eq!(used, by_hand.len());
+        let decoded: Vec<LogRecord> = decode_all(payload, Encoding::Fixed).unwrap();
+        let increment = LogRecord::Increment {
+            lsn: 1 << 40,
+            uid: "user-ü".into(),
+            at: 1_795_780_800,
+            entries: vec![
+                LoggedEntry {
+                    targets: vec![7, 3, 0],
+                    amount: Amount {
+                        count: -2,
+                        value: i64::MAX,
                     },
-                    LoggedEntry {
-                        targets: vec![0],
-                        amount: Amount {
-                            count: 1,
-                            value: -1
-                        }
+                },
+                LoggedEntry {
+                    targets: vec![0],
+                    amount: Amount {
+                        count: 1,
+                        value: -1,
                     },
-                ],
-            }
-        );
-        assert!(read_frame(&by_hand[used..]).is_ok());
+                },
+            ],
+        };
+        assert_eq!(decoded, [increment, LogRecord::Registry(Vec::new())]);
+        // A payload cut inside a record is not whole records.
+        assert!(decode_all::<LogRecord>(&payload[..payload.len() - 3], Encoding::Fixed).is_err());
+        assert!(decode_all::<LogRecord>(&[], Encoding::Fixed).is_err());
     }
 
     #[test]

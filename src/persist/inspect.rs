@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use super::format::{
     Encoding, FormatError, HEADER_BYTES, Header, LOG_ENCODING, LOG_MAGIC, SNAPSHOT_ENCODING,
-    SNAPSHOT_MAGIC, decode, is_torn_tail, read_frame,
+    SNAPSHOT_MAGIC, decode, decode_all, is_torn_tail, read_frame,
 };
 use super::recovery::{Recovered, RecoveryReport, recover_read_only};
 use super::snapshot::{SnapshotRecord, load_bytes, snapshot_number};
@@ -396,15 +396,24 @@ fn walk<T: serde::de::DeserializeOwned>(
             }
             Err(FormatError::Corrupt(reason)) => return WalkEnd::Corrupt(offset, reason),
         };
-        let record = match decode(payload, encoding) {
-            Ok(record) => record,
+        // A log frame holds the records of one group commit; a snapshot
+        // frame holds exactly one.
+        let decoded = if encoding == LOG_ENCODING {
+            decode_all(payload, encoding)
+        } else {
+            decode(payload, encoding).map(|record| vec![record])
+        };
+        let records: Vec<T> = match decoded {
+            Ok(records) => records,
             Err(FormatError::Truncated) => {
                 return WalkEnd::Corrupt(offset, "truncated record".into());
             }
             Err(FormatError::Corrupt(reason)) => return WalkEnd::Corrupt(offset, reason),
         };
-        if let Err(reason) = visit(record, offset) {
-            return WalkEnd::Corrupt(offset, reason);
+        for record in records {
+            if let Err(reason) = visit(record, offset) {
+                return WalkEnd::Corrupt(offset, reason);
+            }
         }
         offset += used;
     }

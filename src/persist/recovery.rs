@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use super::format::{
-    FormatError, HEADER_BYTES, Header, LOG_ENCODING, LOG_MAGIC, decode, is_torn_tail, read_frame,
+    FormatError, HEADER_BYTES, Header, LOG_ENCODING, LOG_MAGIC, decode_all, is_torn_tail,
+    read_frame,
 };
 use super::snapshot::{self, snapshot_number};
 use super::wal::{LogRecord, segment_number};
@@ -225,12 +226,15 @@ impl Replayer<'_> {
         while offset < bytes.len() {
             match read_frame(&bytes[offset..]) {
                 Ok((payload, used)) => {
-                    let record: LogRecord = decode(payload, LOG_ENCODING).map_err(|e| match e {
-                        FormatError::Truncated => corrupt(offset, "truncated record".into()),
-                        FormatError::Corrupt(reason) => corrupt(offset, reason),
-                    })?;
-                    self.apply(record)
-                        .map_err(|reason| corrupt(offset, reason))?;
+                    let records: Vec<LogRecord> =
+                        decode_all(payload, LOG_ENCODING).map_err(|e| match e {
+                            FormatError::Truncated => corrupt(offset, "truncated record".into()),
+                            FormatError::Corrupt(reason) => corrupt(offset, reason),
+                        })?;
+                    for record in records {
+                        self.apply(record)
+                            .map_err(|reason| corrupt(offset, reason))?;
+                    }
                     offset += used;
                 }
                 Err(error) => {

@@ -18,7 +18,8 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use super::format::{
-    Header, LOG_ENCODING, LOG_MAGIC, seal_frames, write_increment_frame, write_unsealed_frame,
+    FRAME_OVERHEAD, Header, LOG_ENCODING, LOG_MAGIC, seal_frame, write_increment_record,
+    write_record,
 };
 use super::{Durability, sync_dir};
 use crate::error::{Error, Result};
@@ -88,10 +89,19 @@ pub(crate) fn segment_number(name: &str) -> Option<u64> {
 
 /// Buffered bytes past which the interval sync thread is asked to sync
 /// early.
-const EARLY_SYNC_BYTES: usize = 8 << 20;
+const EARLY_SYNC_BYTES: usize = 4 << 20;
 
-/// Bytes appended but not yet synced past which appenders wait for a sync.
-const MAX_BACKLOG_BYTES: u64 = 64 << 20;
+/// Bytes appended but not yet synced past which appenders wait for a
+/// sync. Well under the 64 MiB frame limit, which one group commit's
+/// frame must respect.
+const MAX_BACKLOG_BYTES: u64 = 16 << 20;
+
+/// An empty buffer: the reserved header of the frame its records will form.
+fn frame_start(capacity: usize) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(capacity.max(FRAME_OVERHEAD));
+    bytes.extend_from_slice(&[0u8; FRAME_OVERHEAD]);
+    bytes
+}
 
 /// What appenders share: the bytes not yet written, and the counters.
 struct Buffer {
@@ -139,7 +149,7 @@ impl Wal {
             dir: dir.to_owned(),
             durability,
             buffer: Mutex::new(Buffer {
-                bytes: Vec::with_capacity(1 << 16),
+                bytes: frame_start(1 << 16),
                 next_lsn,
                 end: 0,
             }),
@@ -177,8 +187,8 @@ impl Wal {
                 uid,
                 at,
                 entries,
-            } => write_increment_frame(&mut buffer.bytes, lsn, uid, at, entries),
-            other => write_unsealed_frame(&mut buffer.bytes, &other, LOG_ENCODING),
+            } => write_increment_record(&mut buffer.bytes, lsn, uid, at, entries),
+            other => write_record(&mut buffer.bytes, &other, LOG_ENCODING),
         }
         buffer.end += (buffer.bytes.len() - before) as u64;
         if buffer.bytes.len() >= EARLY_SYNC_BYTES {
@@ -249,14 +259,14 @@ impl Wal {
         self.check_poison()?;
         let (mut bytes, end) = {
             let mut buffer = self.buffer.lock();
-            let fresh = Vec::with_capacity(buffer.bytes.capacity().min(1 << 20));
+            let fresh = frame_start(buffer.bytes.capacity().min(1 << 20));
             (std::mem::replace(&mut buffer.bytes, fresh), buffer.end)
         };
-        if bytes.is_empty() {
+        if bytes.len() == FRAME_OVERHEAD {
             self.durable.fetch_max(end, Ordering::AcqRel);
             return Ok(());
         }
-        seal_frames(&mut bytes);
+        seal_frame(&mut bytes);
         let written = segment
             .file
             .write_all(&bytes)
@@ -381,17 +391,19 @@ mod tests {
                 }
             });
         });
-        // Every record reached a segment: 400 frames across 6 segments.
-        let mut frames = 0;
+        // Every record reached a segment: 400 across 6 segments.
+        let mut records = 0;
         for number in 1..=6 {
             let bytes = std::fs::read(dir.path().join(segment_name(number))).unwrap();
             let mut offset = super::super::format::HEADER_BYTES;
             while offset < bytes.len() {
-                let (_, used) = super::super::format::read_frame(&bytes[offset..]).unwrap();
+                let (payload, used) = super::super::format::read_frame(&bytes[offset..]).unwrap();
+                let frame: Vec<LogRecord> =
+                    super::super::format::decode_all(payload, LOG_ENCODING).unwrap();
+                records += frame.len();
                 offset += used;
-                frames += 1;
             }
         }
-        assert_eq!(frames, 400);
+        assert_eq!(records, 400);
     }
 }
