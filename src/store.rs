@@ -127,6 +127,7 @@ const INLINE_UID: usize = 22;
 
 /// A subject's UID: inline when short (no allocation, and no second
 /// memory access to compare it), else on the heap.
+#[derive(Clone)]
 enum Uid {
     Inline { len: u8, bytes: [u8; INLINE_UID] },
     Heap(Box<str>),
@@ -165,6 +166,7 @@ impl Uid {
 }
 
 /// One subject in its shard.
+#[derive(Clone)]
 struct Record {
     uid: Uid,
     cells: SubjectCells,

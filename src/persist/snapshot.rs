@@ -144,9 +144,9 @@ pub(crate) fn write(
     let token_image = tokens.image(created_millis.div_euclid(1000));
     body.frame(&SnapshotRecordRef::Tokens(&token_image))
         .map_err(io("writing"))?;
-    // Each shard's subjects are encoded into memory under its read lock,
-    // and written out after it is released: writers of a shard wait for
-    // the encoding of its subjects only, never for the disk.
+    // Each shard's subjects are copied under its read lock, then encoded
+    // and written after it is released: a shard's writers wait only for
+    // that copy, never for encoding or the disk.
     let mut subjects = 0u64;
     for shard in 0..store.shard_count() {
         body.scratch.clear();
