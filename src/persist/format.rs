@@ -121,34 +121,11 @@ fn frame_crc(len: [u8; 4], payload: &[u8]) -> u32 {
     hasher.finalize()
 }
 
-/// How integers are laid out in a payload (bincode's standard
-/// configuration either way: little-endian, lengths as varints).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Encoding {
-    /// Integers as varints: compact, for snapshots.
-    Varint,
-    /// Integers at their full fixed width: cheaper to write, for log
-    /// records, which are encoded on the increment path.
-    Fixed,
-}
-
-/// The encoding of log records.
-pub(crate) const LOG_ENCODING: Encoding = Encoding::Fixed;
-/// The encoding of snapshot records.
-pub(crate) const SNAPSHOT_ENCODING: Encoding = Encoding::Varint;
-
 /// Appends `value` to `out` as one frame.
-pub(crate) fn write_frame<T: Serialize>(out: &mut Vec<u8>, value: &T, encoding: Encoding) {
+pub(crate) fn write_frame<T: Serialize>(out: &mut Vec<u8>, value: &T) {
     let start = out.len();
     out.extend_from_slice(&[0u8; FRAME_OVERHEAD]);
-    let config = bincode::config::standard();
-    match encoding {
-        Encoding::Varint => bincode::serde::encode_into_std_write(value, out, config),
-        Encoding::Fixed => {
-            bincode::serde::encode_into_std_write(value, out, config.with_fixed_int_encoding())
-        }
-    }
-    .expect("encoding into a Vec cannot fail");
+    write_record(out, value);
     let len = u32::try_from(out.len() - start - FRAME_OVERHEAD).expect("frame under 4 GiB");
     let crc = frame_crc(len.to_le_bytes(), &out[start + FRAME_OVERHEAD..]);
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
@@ -157,22 +134,38 @@ pub(crate) fn write_frame<T: Serialize>(out: &mut Vec<u8>, value: &T, encoding: 
 
 /// Appends `value` as a bare record, for a log frame that
 /// [`seal_frame`] closes.
-pub(crate) fn write_record<T: Serialize>(out: &mut Vec<u8>, value: &T, encoding: Encoding) {
-    let config = bincode::config::standard();
-    match encoding {
-        Encoding::Varint => bincode::serde::encode_into_std_write(value, out, config),
-        Encoding::Fixed => {
-            bincode::serde::encode_into_std_write(value, out, config.with_fixed_int_encoding())
-        }
-    }
-    .expect("encoding into a Vec cannot fail");
+pub(crate) fn write_record<T: Serialize>(out: &mut Vec<u8>, value: &T) {
+    bincode::serde::encode_into_std_write(value, out, bincode::config::standard())
+        .expect("encoding into a Vec cannot fail");
 }
 
 /// The variant index of `Increment` in the log record enum.
 const INCREMENT_VARIANT: u32 = 2;
 
+/// Appends an unsigned integer as bincode's standard varint: one byte
+/// below 251, else a marker (251, 252, 253) and 2, 4 or 8 bytes.
+fn put_varint(out: &mut Vec<u8>, value: u64) {
+    if value < 251 {
+        out.push(value as u8);
+    } else if value <= u64::from(u16::MAX) {
+        out.push(251);
+        out.extend_from_slice(&(value as u16).to_le_bytes());
+    } else if value <= u64::from(u32::MAX) {
+        out.push(252);
+        out.extend_from_slice(&(value as u32).to_le_bytes());
+    } else {
+        out.push(253);
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+}
+
+/// Appends a signed integer as bincode does: zig-zag, then a varint.
+fn put_zigzag(out: &mut Vec<u8>, value: i64) {
+    put_varint(out, ((value << 1) ^ (value >> 63)) as u64);
+}
+
 /// Appends an increment log record as a bare record, encoded by hand into
-/// exactly the bytes bincode's fixed-int encoding of
+/// exactly the bytes bincode's standard encoding of
 /// `LogRecord::Increment { lsn, uid, at, entries }` would give (a test pins
 /// this), because this runs on every durable increment.
 pub(crate) fn write_increment_record(
@@ -182,19 +175,19 @@ pub(crate) fn write_increment_record(
     at: i64,
     entries: &[crate::store::ResolvedEntry<'_>],
 ) {
-    out.extend_from_slice(&INCREMENT_VARIANT.to_le_bytes());
-    out.extend_from_slice(&lsn.to_le_bytes());
-    out.extend_from_slice(&(uid.len() as u64).to_le_bytes());
+    put_varint(out, u64::from(INCREMENT_VARIANT));
+    put_varint(out, lsn);
+    put_varint(out, uid.len() as u64);
     out.extend_from_slice(uid.as_bytes());
-    out.extend_from_slice(&at.to_le_bytes());
-    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    put_zigzag(out, at);
+    put_varint(out, entries.len() as u64);
     for entry in entries {
-        out.extend_from_slice(&(entry.targets.len() as u64).to_le_bytes());
-        for target in entry.targets {
-            out.extend_from_slice(&target.to_le_bytes());
+        put_varint(out, entry.targets.len() as u64);
+        for &target in entry.targets {
+            put_varint(out, u64::from(target));
         }
-        out.extend_from_slice(&entry.amount.count.to_le_bytes());
-        out.extend_from_slice(&entry.amount.value.to_le_bytes());
+        put_zigzag(out, entry.amount.count);
+        put_zigzag(out, entry.amount.value);
     }
 }
 
@@ -212,21 +205,13 @@ pub(crate) fn seal_frame(frame: &mut [u8]) {
 
 /// Decodes every record of a log frame's payload, in order: the payload
 /// must be whole records with nothing left over.
-pub(crate) fn decode_all<T: DeserializeOwned>(
-    payload: &[u8],
-    encoding: Encoding,
-) -> Result<Vec<T>, FormatError> {
+pub(crate) fn decode_all<T: DeserializeOwned>(payload: &[u8]) -> Result<Vec<T>, FormatError> {
     let config = bincode::config::standard().with_limit::<MAX_FRAME_BYTES>();
     let mut records = Vec::new();
     let mut at = 0;
     while at < payload.len() {
-        let (record, read) = match encoding {
-            Encoding::Varint => bincode::serde::decode_from_slice(&payload[at..], config),
-            Encoding::Fixed => {
-                bincode::serde::decode_from_slice(&payload[at..], config.with_fixed_int_encoding())
-            }
-        }
-        .map_err(|e| FormatError::Corrupt(format!("undecodable record: {e}")))?;
+        let (record, read) = bincode::serde::decode_from_slice(&payload[at..], config)
+            .map_err(|e| FormatError::Corrupt(format!("undecodable record: {e}")))?;
         if read == 0 {
             return Err(FormatError::Corrupt("an empty record".into()));
         }
@@ -293,18 +278,10 @@ pub(crate) fn is_torn_tail(bytes: &[u8]) -> bool {
 }
 
 /// Decodes a frame payload, with the frame size as the allocation limit.
-pub(crate) fn decode<T: DeserializeOwned>(
-    payload: &[u8],
-    encoding: Encoding,
-) -> Result<T, FormatError> {
+pub(crate) fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FormatError> {
     let config = bincode::config::standard().with_limit::<MAX_FRAME_BYTES>();
-    let (value, read) = match encoding {
-        Encoding::Varint => bincode::serde::decode_from_slice(payload, config),
-        Encoding::Fixed => {
-            bincode::serde::decode_from_slice(payload, config.with_fixed_int_encoding())
-        }
-    }
-    .map_err(|e| FormatError::Corrupt(format!("undecodable record: {e}")))?;
+    let (value, read) = bincode::serde::decode_from_slice(payload, config)
+        .map_err(|e| FormatError::Corrupt(format!("undecodable record: {e}")))?;
     if read != payload.len() {
         return Err(FormatError::Corrupt("trailing bytes after a record".into()));
     }
@@ -335,18 +312,15 @@ mod tests {
     #[test]
     fn frames_round_trip_and_detect_damage() {
         let mut out = Vec::new();
-        write_frame(&mut out, &("hello".to_string(), 42u64), Encoding::Varint);
-        write_frame(&mut out, &vec![1u32, 2, 3], Encoding::Varint);
+        write_frame(&mut out, &("hello".to_string(), 42u64));
+        write_frame(&mut out, &vec![1u32, 2, 3]);
         let (payload, used) = read_frame(&out).unwrap();
         assert_eq!(
-            decode::<(String, u64)>(payload, Encoding::Varint).unwrap(),
+            decode::<(String, u64)>(payload).unwrap(),
             ("hello".into(), 42)
         );
         let (payload, _) = read_frame(&out[used..]).unwrap();
-        assert_eq!(
-            decode::<Vec<u32>>(payload, Encoding::Varint).unwrap(),
-            [1, 2, 3]
-        );
+        assert_eq!(decode::<Vec<u32>>(payload).unwrap(), [1, 2, 3]);
         for cut in 0..used {
             assert!(read_frame(&out[..cut]).is_err(), "cut at {cut}");
         }
@@ -390,16 +364,16 @@ mod tests {
             entries: &entries,
         };
         let mut by_serde = Vec::new();
-        write_record(&mut by_serde, &record, Encoding::Fixed);
+        write_record(&mut by_serde, &record);
         let mut by_hand = vec![0u8; FRAME_OVERHEAD];
         write_increment_record(&mut by_hand, 1 << 40, "user-ü", 1_795_780_800, &entries);
         assert_eq!(by_hand[FRAME_OVERHEAD..], by_serde);
         // A frame carries several records: this one and a registry record.
-        write_record(&mut by_hand, &RecordRef::Registry(&[]), Encoding::Fixed);
+        write_record(&mut by_hand, &RecordRef::Registry(&[]));
         seal_frame(&mut by_hand);
         let (payload, used) = read_frame(&by_hand).unwrap();
         assert_eq!(used, by_hand.len());
-        let decoded: Vec<LogRecord> = decode_all(payload, Encoding::Fixed).unwrap();
+        let decoded: Vec<LogRecord> = decode_all(payload).unwrap();
         let increment = LogRecord::Increment {
             lsn: 1 << 40,
             uid: "user-ü".into(),
@@ -423,8 +397,8 @@ mod tests {
         };
         assert_eq!(decoded, [increment, LogRecord::Registry(Vec::new())]);
         // A payload cut inside a record is not whole records.
-        assert!(decode_all::<LogRecord>(&payload[..payload.len() - 3], Encoding::Fixed).is_err());
-        assert!(decode_all::<LogRecord>(&[], Encoding::Fixed).is_err());
+        assert!(decode_all::<LogRecord>(&payload[..payload.len() - 3]).is_err());
+        assert!(decode_all::<LogRecord>(&[]).is_err());
     }
 
     #[test]
@@ -440,6 +414,6 @@ mod tests {
         // A length prefix claiming 2^60 elements must fail, not allocate.
         let mut evil = vec![0xFFu8];
         evil.extend_from_slice(&(1u64 << 60).to_le_bytes());
-        assert!(decode::<Vec<u64>>(&evil, Encoding::Varint).is_err());
+        assert!(decode::<Vec<u64>>(&evil).is_err());
     }
 }

@@ -28,8 +28,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::format::{
-    Encoding, FormatError, HEADER_BYTES, Header, LOG_ENCODING, LOG_MAGIC, SNAPSHOT_ENCODING,
-    SNAPSHOT_MAGIC, decode, decode_all, is_torn_tail, read_frame,
+    FormatError, HEADER_BYTES, Header, LOG_MAGIC, SNAPSHOT_MAGIC, decode, decode_all, is_torn_tail,
+    read_frame,
 };
 use super::recovery::{Recovered, RecoveryReport, recover_read_only};
 use super::snapshot::{SnapshotRecord, load_bytes, snapshot_number};
@@ -383,7 +383,7 @@ enum WalkEnd {
 /// its offset to `visit` (which may reject it), until the end or damage.
 fn walk<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
-    encoding: Encoding,
+    frame_holds_many: bool,
     mut offset: usize,
     mut visit: impl FnMut(T, usize) -> std::result::Result<(), String>,
 ) -> WalkEnd {
@@ -398,10 +398,10 @@ fn walk<T: serde::de::DeserializeOwned>(
         };
         // A log frame holds the records of one group commit; a snapshot
         // frame holds exactly one.
-        let decoded = if encoding == LOG_ENCODING {
-            decode_all(payload, encoding)
+        let decoded = if frame_holds_many {
+            decode_all(payload)
         } else {
-            decode(payload, encoding).map(|record| vec![record])
+            decode(payload).map(|record| vec![record])
         };
         let records: Vec<T> = match decoded {
             Ok(records) => records,
@@ -446,7 +446,7 @@ fn inspect_log(path: &Path, bytes: &[u8], number: u64) -> LogInspection {
         }
     }
     let mut subjects = HashSet::new();
-    let end = walk(bytes, LOG_ENCODING, HEADER_BYTES, |record: LogRecord, _| {
+    let end = walk(bytes, true, HEADER_BYTES, |record: LogRecord, _| {
         match record {
             LogRecord::Registry(changes) => {
                 log.registry_records += 1;
@@ -517,7 +517,7 @@ fn inspect_snapshot(path: &Path, bytes: &[u8], number: u64) -> SnapshotInspectio
     let mut ended = false;
     let end = walk(
         bytes,
-        SNAPSHOT_ENCODING,
+        false,
         HEADER_BYTES,
         |record: SnapshotRecord, offset| {
             if ended {

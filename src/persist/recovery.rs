@@ -3,8 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::format::{
-    FormatError, HEADER_BYTES, Header, LOG_ENCODING, LOG_MAGIC, decode_all, is_torn_tail,
-    read_frame,
+    FormatError, HEADER_BYTES, Header, LOG_MAGIC, decode_all, is_torn_tail, read_frame,
 };
 use super::snapshot::{self, snapshot_number};
 use super::wal::{LogRecord, segment_number};
@@ -226,11 +225,10 @@ impl Replayer<'_> {
         while offset < bytes.len() {
             match read_frame(&bytes[offset..]) {
                 Ok((payload, used)) => {
-                    let records: Vec<LogRecord> =
-                        decode_all(payload, LOG_ENCODING).map_err(|e| match e {
-                            FormatError::Truncated => corrupt(offset, "truncated record".into()),
-                            FormatError::Corrupt(reason) => corrupt(offset, reason),
-                        })?;
+                    let records: Vec<LogRecord> = decode_all(payload).map_err(|e| match e {
+                        FormatError::Truncated => corrupt(offset, "truncated record".into()),
+                        FormatError::Corrupt(reason) => corrupt(offset, reason),
+                    })?;
                     for record in records {
                         self.apply(record)
                             .map_err(|reason| corrupt(offset, reason))?;

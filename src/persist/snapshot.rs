@@ -17,8 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::format::{
-    FormatError, HEADER_BYTES, Header, SNAPSHOT_ENCODING, SNAPSHOT_MAGIC, decode, read_frame,
-    write_frame,
+    FormatError, HEADER_BYTES, Header, SNAPSHOT_MAGIC, decode, read_frame, write_frame,
 };
 use super::sync_dir;
 use crate::error::{Error, Result};
@@ -93,7 +92,7 @@ struct BodyWriter {
 impl BodyWriter {
     fn frame(&mut self, record: &SnapshotRecordRef<'_>) -> std::io::Result<()> {
         self.scratch.clear();
-        write_frame(&mut self.scratch, record, SNAPSHOT_ENCODING);
+        write_frame(&mut self.scratch, record);
         self.flush_scratch()
     }
 
@@ -152,11 +151,7 @@ pub(crate) fn write(
         body.scratch.clear();
         store.for_each_in_shard(shard, |uid, cells| {
             subjects += 1;
-            write_frame(
-                &mut body.scratch,
-                &SnapshotRecordRef::Subject(uid, cells),
-                SNAPSHOT_ENCODING,
-            );
+            write_frame(&mut body.scratch, &SnapshotRecordRef::Subject(uid, cells));
         });
         body.flush_scratch().map_err(io("writing"))?;
     }
@@ -247,7 +242,7 @@ pub(crate) fn load_bytes(
             FormatError::Truncated => corrupt(at, "truncated frame".into()),
             FormatError::Corrupt(reason) => corrupt(at, reason),
         })?;
-        let record = decode(payload, SNAPSHOT_ENCODING).map_err(|e| match e {
+        let record = decode(payload).map_err(|e| match e {
             FormatError::Truncated => corrupt(at, "truncated record".into()),
             FormatError::Corrupt(reason) => corrupt(at, reason),
         })?;

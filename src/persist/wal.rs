@@ -18,8 +18,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use super::format::{
-    FRAME_OVERHEAD, Header, LOG_ENCODING, LOG_MAGIC, seal_frame, write_increment_record,
-    write_record,
+    FRAME_OVERHEAD, Header, LOG_MAGIC, seal_frame, write_increment_record, write_record,
 };
 use super::{Durability, sync_dir};
 use crate::error::{Error, Result};
@@ -188,7 +187,7 @@ impl Wal {
                 at,
                 entries,
             } => write_increment_record(&mut buffer.bytes, lsn, uid, at, entries),
-            other => write_record(&mut buffer.bytes, &other, LOG_ENCODING),
+            other => write_record(&mut buffer.bytes, &other),
         }
         buffer.end += (buffer.bytes.len() - before) as u64;
         if buffer.bytes.len() >= EARLY_SYNC_BYTES {
@@ -398,8 +397,7 @@ mod tests {
             let mut offset = super::super::format::HEADER_BYTES;
             while offset < bytes.len() {
                 let (payload, used) = super::super::format::read_frame(&bytes[offset..]).unwrap();
-                let frame: Vec<LogRecord> =
-                    super::super::format::decode_all(payload, LOG_ENCODING).unwrap();
+                let frame: Vec<LogRecord> = super::super::format::decode_all(payload).unwrap();
                 records += frame.len();
                 offset += used;
             }
