@@ -16,9 +16,6 @@ use crate::engine::Tally;
 use crate::error::Error;
 use crate::rest::{JAVASCRIPT_CONTENT_TYPE, JSON_CONTENT_TYPE, MAX_CALLBACK_BYTES, Response};
 
-/// The longest piece of caller text quoted back in an error, in bytes.
-const MAX_QUOTED_BYTES: usize = 64;
-
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Body<'a> {
@@ -121,17 +118,9 @@ fn call_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `text` cut to at most 64 bytes on a character boundary, with `…` when cut.
-pub(super) fn limited(text: &str) -> String {
-    if text.len() <= MAX_QUOTED_BYTES {
-        return text.to_owned();
-    }
-    let mut end = MAX_QUOTED_BYTES;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
-}
+/// `text` cut to at most 64 bytes on a character boundary, with `…` when
+/// cut: the REST layer's rule, shared.
+pub(super) use crate::rest::quote_limited as limited;
 
 #[cfg(test)]
 mod tests {
@@ -182,6 +171,6 @@ mod tests {
     fn quotes_are_cut_on_char_boundaries() {
         assert_eq!(limited("abc"), "abc");
         let cut = limited(&"é".repeat(100));
-        assert!(cut.len() <= MAX_QUOTED_BYTES + '…'.len_utf8() && cut.ends_with('…'));
+        assert!(cut.len() <= 64 + '…'.len_utf8() && cut.ends_with('…'));
     }
 }

@@ -214,7 +214,7 @@ fn describe(value: &Value) -> String {
 
 /// Caller text cut to [`MAX_QUOTED_BYTES`] (on a character boundary), with
 /// `…` when cut, so that errors never echo megabytes back.
-pub(super) fn quote_limited(text: &str) -> String {
+pub(crate) fn quote_limited(text: &str) -> String {
     if text.len() <= MAX_QUOTED_BYTES {
         return text.to_owned();
     }
