@@ -47,6 +47,17 @@
 //!   older than the retention lands in `total` only.
 //! - Expired regTokens are remembered for a day after expiry, so callers
 //!   hear "expired" rather than "unknown".
+//! - [`SystemClock`] dates increments with a second cached by one
+//!   process-wide thread that moves it at each second boundary: it can lag
+//!   the system clock by that thread's wake-up delay, never lead it.
+//! - Under [`Durability::Always`] a batch is applied in memory, then its
+//!   log record is synced, then the call returns. If that sync fails, the
+//!   call fails and the engine refuses every later write
+//!   ([`Error::Poisoned`]); readers may already have seen the batch, which
+//!   a restart will not have unless the record reached the disk.
+//! - Under [`Durability::Interval`] a writer waits for a sync only when more
+//!   than 16 MiB of log records are unsynced (backpressure), so memory
+//!   stays bounded when writers outrun the disk.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
