@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use tally::{Durability, Error, Increment, ManualClock, Selector, Tally};
 
+mod common;
+use common::copy_dir as crash_copy;
+
 const NOW: i64 = 1_795_780_800; // 2026-11-27 12:00:00 UTC
 
 fn open(dir: &std::path::Path, durability: Durability) -> Tally {
@@ -90,13 +93,7 @@ fn the_log_alone_recovers_everything_without_a_snapshot() {
     let before = everything(&engine, "u1");
     // Simulate a crash: no close, no final snapshot.
     std::mem::forget(engine);
-    let copy = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(dir.path()).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() != "LOCK" {
-            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
-        }
-    }
+    let copy = crash_copy(dir.path());
     let engine = open(copy.path(), Durability::Always);
     let report = engine.recovery_report().unwrap();
     assert!(report.snapshot.is_none());
@@ -117,13 +114,7 @@ fn a_snapshot_plus_the_log_after_it_is_exact() {
         .unwrap();
     let before = everything(&engine, "u1");
     std::mem::forget(engine);
-    let copy = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(dir.path()).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() != "LOCK" {
-            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
-        }
-    }
+    let copy = crash_copy(dir.path());
     let engine = open(copy.path(), Durability::Always);
     let report = engine.recovery_report().unwrap().clone();
     assert!(report.snapshot.is_some());
@@ -146,18 +137,6 @@ fn snapshots_need_a_data_dir() {
     let engine = Tally::builder().build().unwrap();
     assert!(matches!(engine.snapshot(), Err(Error::Config(_))));
     assert!(engine.recovery_report().is_none());
-}
-
-/// Copies a data directory without its lock, as a crash would leave it.
-fn crash_copy(dir: &std::path::Path) -> tempfile::TempDir {
-    let copy = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() != "LOCK" {
-            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
-        }
-    }
-    copy
 }
 
 // Regression: a crash while creating a segment left a short header; the

@@ -10,7 +10,10 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::Path;
 
-use tally::{CounterKey, Durability, Error, Increment, ManualClock, Selector, Tally};
+use tally::{Durability, Error, Increment, ManualClock, Tally};
+
+mod common;
+use common::State;
 
 const NOW: i64 = 1_795_780_800; // 2026-11-27 12:00:00 UTC
 const DAY: i64 = 86_400;
@@ -52,21 +55,8 @@ fn batches(engines: &[&Tally], from: i64, to: i64) {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct State {
-    rows: Vec<Vec<tally::CounterRow>>,
-    registered: Vec<CounterKey>,
-}
-
 fn state(engine: &Tally) -> State {
-    let everything = [Selector::class("regex('.')").period("regex('.')")];
-    State {
-        rows: UIDS
-            .iter()
-            .map(|uid| engine.get(*uid, &everything).unwrap())
-            .collect(),
-        registered: engine.registered(),
-    }
+    common::state(engine, &UIDS)
 }
 
 /// Every data file of a directory (not the lock), by name.

@@ -7,7 +7,11 @@
 
 use std::path::{Path, PathBuf};
 
-use tally::{CounterKey, Durability, Error, Increment, ManualClock, Selector, Tally};
+use tally::{Durability, Error, Increment, ManualClock, Tally};
+
+mod common;
+use common::State;
+use common::copy_dir;
 
 const NOW: i64 = 1_795_780_800; // 2026-11-27 12:00:00 UTC
 const DAY: i64 = 86_400;
@@ -92,51 +96,13 @@ fn open(dir: &Path) -> Tally {
         .unwrap_or_else(|e| panic!("opening {}: {e}", dir.display()))
 }
 
-/// Everything observable about the counters: every row of every subject
-/// (every stored period) and the registered pairs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct State {
-    rows: Vec<Vec<tally::CounterRow>>,
-    registered: Vec<CounterKey>,
-}
-
 fn state(engine: &Tally) -> State {
-    let everything = [Selector::class("regex('.')").period("regex('.')")];
-    State {
-        rows: UIDS
-            .iter()
-            .map(|uid| engine.get(*uid, &everything).unwrap())
-            .collect(),
-        registered: engine.registered(),
-    }
-}
-
-/// Copies a data directory's files, without its lock, into a fresh one.
-fn copy_dir(from: &Path) -> tempfile::TempDir {
-    let copy = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() != "LOCK" {
-            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
-        }
-    }
-    copy
+    common::state(engine, &UIDS)
 }
 
 /// A fresh directory holding a copy of `from` whose file `name` holds `bytes`.
-/// (Files are written new: truncating a file and rewriting it costs a flush
-/// on some file systems.)
 fn copy_with(from: &Path, name: &std::ffi::OsStr, bytes: &[u8]) -> tempfile::TempDir {
-    let copy = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() == name {
-            std::fs::write(copy.path().join(name), bytes).unwrap();
-        } else if entry.file_name() != "LOCK" {
-            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
-        }
-    }
-    copy
+    common::copy_with(from, Some((name, bytes)))
 }
 
 /// Drops an engine without its final snapshot's syncs (which are slow):

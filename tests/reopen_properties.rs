@@ -11,7 +11,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tally::{Clock, CounterKey, Durability, Increment, ManualClock, RegToken, Selector, Tally};
+use tally::{Clock, Durability, Increment, ManualClock, RegToken, Tally};
+
+mod common;
+use common::State;
+use common::copy_dir;
 
 const NOW: i64 = 1_795_780_800; // 2026-11-27 12:00:00 UTC
 const DAY: i64 = 86_400;
@@ -93,23 +97,8 @@ fn open(dir: &Path, clock: &ManualClock) -> Tally {
         .unwrap_or_else(|e| panic!("reopening {}: {e}", dir.display()))
 }
 
-/// What a reader can see: every row of every subject (every class, path
-/// and stored period) and the registered pairs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct State {
-    rows: Vec<Vec<tally::CounterRow>>,
-    registered: Vec<CounterKey>,
-}
-
 fn state(engine: &Tally) -> State {
-    let everything = [Selector::class("regex('.')").period("regex('.')")];
-    State {
-        rows: UIDS
-            .iter()
-            .map(|uid| engine.get(*uid, &everything).unwrap())
-            .collect(),
-        registered: engine.registered(),
-    }
+    common::state(engine, &UIDS)
 }
 
 /// How each issued token resolves now: the UID, or the error's text.
@@ -118,18 +107,6 @@ fn resolutions(engine: &Tally, tokens: &[RegToken]) -> Vec<Result<String, String
         .iter()
         .map(|t| engine.resolve_uid(t.into()).map_err(|e| e.to_string()))
         .collect()
-}
-
-/// Copies a data directory's files, without its lock, into a fresh one.
-fn copy_dir(from: &Path) -> tempfile::TempDir {
-    let copy = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() != "LOCK" {
-            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
-        }
-    }
-    copy
 }
 
 /// The durable engine, its directory, and the in-memory twin with its

@@ -1,0 +1,54 @@
+//! Helpers shared by the durability tests (not a test target itself).
+
+#![allow(dead_code, reason = "each test file uses only some of these helpers")]
+
+use std::path::Path;
+
+use tally::{CounterKey, Selector, Tally};
+
+/// Copies a data directory's files, without its lock, into a fresh one:
+/// the directory as a crash leaves it, openable while the original is open.
+pub fn copy_dir(from: &Path) -> tempfile::TempDir {
+    copy_with(from, None)
+}
+
+/// [`copy_dir`], with the file `replaced.0` holding `replaced.1` instead.
+/// (Files are written new: truncating a file and rewriting it costs a
+/// flush on some file systems.)
+pub fn copy_with(from: &Path, replaced: Option<(&std::ffi::OsStr, &[u8])>) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        match replaced {
+            Some((replaced, bytes)) if name == replaced => {
+                std::fs::write(copy.path().join(&name), bytes).unwrap();
+            }
+            _ if name == "LOCK" => {}
+            _ => {
+                std::fs::copy(entry.path(), copy.path().join(&name)).unwrap();
+            }
+        }
+    }
+    copy
+}
+
+/// Everything observable about the counters of some subjects: every row
+/// (every class, path and stored period) and the registered pairs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct State {
+    pub rows: Vec<Vec<tally::CounterRow>>,
+    pub registered: Vec<CounterKey>,
+}
+
+/// The [`State`] of `uids` in `engine`.
+pub fn state(engine: &Tally, uids: &[&str]) -> State {
+    let everything = [Selector::class("regex('.')").period("regex('.')")];
+    State {
+        rows: uids
+            .iter()
+            .map(|uid| engine.get(*uid, &everything).unwrap())
+            .collect(),
+        registered: engine.registered(),
+    }
+}
