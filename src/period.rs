@@ -219,6 +219,13 @@ impl EventTime {
     pub(crate) fn secs(&self) -> i64 {
         self.secs
     }
+
+    /// Whether both the event's month and its day are within retention,
+    /// so that an increment writes a bucket of each.
+    #[inline]
+    pub(crate) fn is_retained(&self) -> bool {
+        self.month >= self.horizon.0 && self.day >= self.horizon.1
+    }
 }
 
 /// A count and a value.

@@ -65,31 +65,45 @@ const SHARDS: usize = 256;
 /// crafted UIDs cannot aim at one shard or bucket.
 type SubjectHasher = foldhash::fast::RandomState;
 
+/// The bits of a subject's hash that pick its shard (the top 8).
+const SHARD_SHIFT: u32 = 56;
+
+/// The bits of a subject's hash kept in its index slot (the 8 below the
+/// shard's): a probe compares a UID only when they match, about once in
+/// 256 probes for another subject.
+const TAG_SHIFT: u32 = 48;
+
+/// The most records a shard holds: slots keep 24 bits of record number.
+/// With [`SHARDS`] shards that is over four billion subjects, far beyond
+/// what fits in memory.
+const MAX_RECORDS: usize = (1 << 24) - 1;
+
 /// A shard's index: an open-addressed table with linear probing, each
-/// slot one word holding 32 bits of a subject's hash and its record's
+/// slot 32 bits: 8 bits of the subject's hash (its tag) and its record's
 /// position plus one (0: empty). A lookup reads one slot, usually, and
 /// then the record; subjects are never removed, so probing needs no
-/// tombstones, and subjects whose 32 bits coincide simply sit in
-/// successive slots.
+/// tombstones. Growing re-hashes the records' UIDs: slots keep too few
+/// hash bits to be moved without them, which is what keeps them at four
+/// bytes a subject.
 #[derive(Default)]
 struct Index {
-    slots: Vec<u64>,
-    len: usize,
+    slots: Vec<u32>,
 }
 
 impl Index {
-    /// The record (among those filed under `key`) that `is_it` accepts.
+    /// The record (among those whose hash is `hash`'s) that `is_it` accepts.
     #[inline]
-    fn find(&self, key: u32, mut is_it: impl FnMut(u32) -> bool) -> Option<u32> {
+    fn find(&self, hash: u64, mut is_it: impl FnMut(usize) -> bool) -> Option<usize> {
         let mask = self.slots.len().checked_sub(1)?;
-        let mut at = key as usize & mask;
+        let tag = tag_of(hash);
+        let mut at = hash as usize & mask;
         loop {
             let slot = self.slots[at];
             if slot == 0 {
                 return None;
             }
-            if (slot >> 32) as u32 == key {
-                let record = slot as u32 - 1;
+            if slot >> 24 == tag {
+                let record = (slot & 0x00ff_ffff) as usize - 1;
                 if is_it(record) {
                     return Some(record);
                 }
@@ -98,110 +112,151 @@ impl Index {
         }
     }
 
-    /// Files record `record` (below `u32::MAX`) under `key`.
-    fn insert(&mut self, key: u32, record: u32) {
-        // At most three quarters full, so that probes stay short.
-        if (self.len + 1) * 4 > self.slots.len() * 3 {
-            let grown = vec![0; (self.slots.len() * 2).max(16)];
-            let old = std::mem::replace(&mut self.slots, grown);
-            for slot in old.into_iter().filter(|&slot| slot != 0) {
-                self.put(slot);
-            }
-        }
-        self.put(u64::from(key) << 32 | u64::from(record + 1));
-        self.len += 1;
+    /// Whether filing one more record needs a bigger table: it is kept at
+    /// most three quarters full, so that probes stay short.
+    fn is_full(&self, records: usize) -> bool {
+        (records + 1) * 4 > self.slots.len() * 3
     }
 
-    fn put(&mut self, slot: u64) {
+    /// An empty table of `len` slots (a power of two).
+    fn with_len(len: usize) -> Index {
+        Index {
+            slots: vec![0; len],
+        }
+    }
+
+    /// Files record `record` (at most [`MAX_RECORDS`] - 1) under `hash`.
+    fn put(&mut self, hash: u64, record: usize) {
         let mask = self.slots.len() - 1;
-        let mut at = (slot >> 32) as usize & mask;
+        let mut at = hash as usize & mask;
         while self.slots[at] != 0 {
             at = (at + 1) & mask;
         }
-        self.slots[at] = slot;
+        self.slots[at] = tag_of(hash) << 24 | (record as u32 + 1);
     }
+}
+
+#[inline]
+fn tag_of(hash: u64) -> u32 {
+    (hash >> TAG_SHIFT) as u32 & 0xff
 }
 
 /// UIDs of up to this many bytes are kept inside their record.
-const INLINE_UID: usize = 22;
+const INLINE_UID: usize = 15;
 
-/// A subject's UID: inline when short (no allocation, and no second
-/// memory access to compare it), else on the heap.
-#[derive(Clone)]
-enum Uid {
-    Inline { len: u8, bytes: [u8; INLINE_UID] },
-    Heap(Box<str>),
-}
+/// The last byte of a [`Uid`] whose bytes are in the shard's UID arena.
+const IN_ARENA: u8 = u8::MAX;
+
+/// A subject's UID in 16 bytes. Up to [`INLINE_UID`] bytes are kept
+/// inline, their length in the last byte, so that finding a subject
+/// compares two words and allocates nothing; a longer UID lives in its
+/// shard's append-only arena, and the first 8 bytes locate it there
+/// (offset and length, little-endian `u32`s) while the last is
+/// [`IN_ARENA`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Uid([u8; 16]);
 
 impl Uid {
-    fn new(uid: &str) -> Uid {
-        match uid.len() {
-            len @ 0..=INLINE_UID => {
-                let mut bytes = [0; INLINE_UID];
-                bytes[..len].copy_from_slice(uid.as_bytes());
-                Uid::Inline {
-                    len: len as u8,
-                    bytes,
-                }
-            }
-            _ => Uid::Heap(uid.into()),
-        }
-    }
-
+    /// The inline form of `uid`, or `None` if it is too long.
     #[inline]
-    fn as_bytes(&self) -> &[u8] {
-        match self {
-            Uid::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            Uid::Heap(uid) => uid.as_bytes(),
+    fn inline(uid: &str) -> Option<Uid> {
+        let len = uid.len();
+        if len > INLINE_UID {
+            return None;
         }
+        let mut bytes = [0; 16];
+        bytes[..len].copy_from_slice(uid.as_bytes());
+        bytes[15] = len as u8;
+        Some(Uid(bytes))
     }
 
-    fn as_str(&self) -> &str {
-        match self {
-            // Made from a `&str`: always UTF-8.
-            Uid::Inline { .. } => std::str::from_utf8(self.as_bytes()).unwrap_or_default(),
-            Uid::Heap(uid) => uid,
-        }
+    /// A UID stored at `offset..offset + len` of the shard's arena.
+    fn in_arena(offset: u32, len: u32) -> Uid {
+        let mut bytes = [0; 16];
+        bytes[..4].copy_from_slice(&offset.to_le_bytes());
+        bytes[4..8].copy_from_slice(&len.to_le_bytes());
+        bytes[15] = IN_ARENA;
+        Uid(bytes)
+    }
+
+    /// Where the UID is in the shard's arena, if it is there.
+    #[inline]
+    fn arena_range(&self) -> Option<std::ops::Range<usize>> {
+        (self.0[15] == IN_ARENA).then(|| {
+            let word = |at: usize| {
+                u32::from_le_bytes([self.0[at], self.0[at + 1], self.0[at + 2], self.0[at + 3]])
+                    as usize
+            };
+            word(0)..word(0) + word(4)
+        })
     }
 }
 
 /// One subject in its shard.
-#[derive(Clone)]
 struct Record {
     uid: Uid,
     cells: SubjectCells,
 }
 
 /// The subjects whose hash picks one shard: never removed, so they live
-/// in a dense vector, found through the shard's [`Index`].
+/// in a dense vector, found through the shard's [`Index`]; UIDs too long
+/// to keep inline sit end to end in `long_uids`.
 #[derive(Default)]
 struct Shard {
     index: Index,
     records: Vec<Record>,
+    long_uids: String,
 }
 
 impl Shard {
     #[inline]
-    fn find(&self, key: u32, uid: &str) -> Option<usize> {
+    fn find(&self, hash: u64, uid: &str) -> Option<usize> {
         let records = &self.records;
-        self.index
-            .find(key, |at| {
-                records[at as usize].uid.as_bytes() == uid.as_bytes()
-            })
-            .map(|at| at as usize)
+        match Uid::inline(uid) {
+            Some(wanted) => self.index.find(hash, |at| records[at].uid == wanted),
+            None => self.index.find(hash, |at| {
+                records[at]
+                    .uid
+                    .arena_range()
+                    .is_some_and(|range| &self.long_uids[range] == uid)
+            }),
+        }
     }
 
-    /// Adds a subject that [`Shard::find`] did not find.
-    fn insert(&mut self, key: u32, uid: &str, cells: SubjectCells) {
-        let at = u32::try_from(self.records.len())
-            .ok()
-            .filter(|&at| at < u32::MAX)
-            .expect("fewer than 2^32 - 1 subjects in one shard");
-        self.index.insert(key, at);
-        self.records.push(Record {
-            uid: Uid::new(uid),
-            cells,
+    /// The UID of a record.
+    fn uid_of<'a>(&'a self, record: &'a Record) -> &'a str {
+        match record.uid.arena_range() {
+            Some(range) => &self.long_uids[range],
+            // Made from a `&str` of at most INLINE_UID bytes: always UTF-8.
+            None => std::str::from_utf8(&record.uid.0[..usize::from(record.uid.0[15])])
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Adds a subject that [`Shard::find`] did not find; `hash` is its
+    /// UID's under `hasher`, which also re-files the others if the index grows.
+    fn insert(&mut self, hasher: &SubjectHasher, hash: u64, uid: &str, cells: SubjectCells) {
+        let at = self.records.len();
+        assert!(
+            at < MAX_RECORDS,
+            "fewer than 2^24 - 1 subjects in one shard"
+        );
+        if self.index.is_full(at) {
+            let mut grown = Index::with_len((self.index.slots.len() * 2).max(16));
+            for (record, filed) in self.records.iter().enumerate() {
+                grown.put(hasher.hash_one(self.uid_of(filed)), record);
+            }
+            self.index = grown;
+        }
+        self.index.put(hash, at);
+        let uid = Uid::inline(uid).unwrap_or_else(|| {
+            let offset =
+                u32::try_from(self.long_uids.len()).expect("under 4 GiB of long UIDs in one shard");
+            self.long_uids.push_str(uid);
+            let len = u32::try_from(uid.len()).expect("a UID under 4 GiB");
+            Uid::in_arena(offset, len)
         });
+        self.records.push(Record { uid, cells });
     }
 }
 
@@ -221,12 +276,12 @@ impl Default for Store {
 }
 
 impl Store {
-    /// The UID's shard and index key, from one hash of the UID.
+    /// The UID's shard and hash.
     #[inline]
-    fn slot(&self, uid: &str) -> (&RwLock<Shard>, u32) {
+    fn slot(&self, uid: &str) -> (&RwLock<Shard>, u64) {
         let hash = self.hasher.hash_one(uid);
-        let shard = (hash >> 56) as usize % SHARDS;
-        (&self.shards[shard], hash as u32)
+        let shard = (hash >> SHARD_SHIFT) as usize % SHARDS;
+        (&self.shards[shard], hash)
     }
 
     /// Applies a batch to one subject atomically: checked completely first,
@@ -251,7 +306,7 @@ impl Store {
             None => {
                 let mut cells = SubjectCells::default();
                 cells.check_log_apply(entries, at, log)?;
-                shard.insert(key, uid, cells);
+                shard.insert(&self.hasher, key, uid, cells);
                 Ok(())
             }
         }
@@ -280,7 +335,7 @@ impl Store {
         cells.apply(entries, at);
         cells.set_last_lsn(lsn);
         if found.is_none() {
-            shard.insert(key, uid, fresh);
+            shard.insert(&self.hasher, key, uid, fresh);
         }
         Ok(Replayed::Applied)
     }
@@ -293,7 +348,7 @@ impl Store {
         if shard.find(key, uid).is_some() {
             return false;
         }
-        shard.insert(key, uid, cells);
+        shard.insert(&self.hasher, key, uid, cells);
         true
     }
 
@@ -320,7 +375,7 @@ impl Store {
     ) {
         let shard = self.shards[shard].read();
         for record in &shard.records {
-            visit(record.uid.as_str(), &record.cells);
+            visit(shard.uid_of(record), &record.cells);
         }
     }
 
@@ -389,19 +444,59 @@ mod tests {
 
     #[test]
     fn the_index_keeps_subjects_whose_hash_bits_coincide_apart() {
-        let mut index = Index::default();
-        // Every record under one of three keys: long probe runs, wrapping.
-        for record in 0..1000u32 {
-            index.insert([7, 7 + 64, u32::MAX][record as usize % 3], record);
+        let mut index = Index::with_len(2048);
+        // Every record under one of three hashes, two of them with the same
+        // tag and home slot: long probe runs, wrapping around the end.
+        let hashes = [7 | 5 << TAG_SHIFT, 7 | 5 << TAG_SHIFT | 1 << 40, 2047];
+        for record in 0..1000 {
+            index.put(hashes[record % 3], record);
         }
-        assert_eq!(index.len, 1000);
-        for record in 0..1000u32 {
-            let key = [7, 7 + 64, u32::MAX][record as usize % 3];
-            assert_eq!(index.find(key, |r| r == record), Some(record));
+        for record in 0..1000 {
+            assert_eq!(
+                index.find(hashes[record % 3], |r| r == record),
+                Some(record)
+            );
         }
-        assert_eq!(index.find(8, |_| true), None);
-        assert_eq!(index.find(7, |_| false), None);
+        assert_eq!(index.find(8 | 9 << TAG_SHIFT, |_| true), None);
+        assert_eq!(index.find(7 | 5 << TAG_SHIFT, |_| false), None);
         assert_eq!(Index::default().find(7, |_| true), None);
+    }
+
+    #[test]
+    fn long_and_short_uids_round_trip_through_records() {
+        let store = Store::default();
+        let uids = [
+            "",
+            "a",
+            "fifteen-bytes-x",
+            "sixteen-bytes-xx",
+            &"é".repeat(100),
+        ];
+        for (i, uid) in uids.iter().enumerate() {
+            store
+                .apply(uid, &[entry(&[0], i as i64 + 1)], &at(), no_log)
+                .unwrap();
+        }
+        for (i, uid) in uids.iter().enumerate() {
+            assert_eq!(total(&store, uid, 0), Some(i as i64 + 1), "{uid:?}");
+        }
+        let mut seen: Vec<String> = Vec::new();
+        store.for_each(|uid, _| seen.push(uid.to_owned()));
+        seen.sort();
+        let mut expected: Vec<String> = uids.iter().map(|u| u.to_string()).collect();
+        expected.sort();
+        assert_eq!(seen, expected);
+        // A prefix or extension of a stored UID is another subject.
+        assert_eq!(total(&store, "fifteen-bytes-", 0), None);
+        assert_eq!(total(&store, "sixteen-bytes-xxx", 0), None);
+    }
+
+    #[test]
+    fn a_record_stays_in_a_third_of_a_cache_line_plus_its_cell() {
+        // The memory budget (issue: performance) rests on these sizes.
+        assert_eq!(size_of::<Uid>(), 16);
+        assert_eq!(size_of::<crate::period::Cell>(), 80);
+        assert_eq!(size_of::<Record>(), 104);
     }
 
     #[test]

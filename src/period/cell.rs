@@ -19,6 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::{Amount, DayKey, EventTime, Horizon, MonthKey, Period};
 use crate::calendar::END_EVENT_SECS;
 use crate::error::AmountField;
+use crate::registry::CounterId;
 
 /// The tag that sets month bucket keys apart from day bucket keys.
 const MONTH_TAG: u32 = 1 << 31;
@@ -172,9 +173,12 @@ pub(crate) struct CellSpot {
 /// only for periods that received an increment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Cell {
-    total: Amount,
+    /// The counter the cell belongs to: kept here, beside `last_updated`,
+    /// it fills what would otherwise be padding (a cell is 80 bytes).
+    counter: CounterId,
     /// The latest event time counted, Unix seconds (event times end in 2100).
     last_updated: u32,
+    total: Amount,
     buckets: Buckets,
 }
 
@@ -226,11 +230,69 @@ fn stored_secs(at: &EventTime) -> u32 {
 }
 
 impl Cell {
-    /// A new cell holding one increment.
-    pub(crate) fn new(delta: Amount, at: &EventTime) -> Cell {
-        let mut cell = Cell::default();
+    /// A new cell of `counter` holding one increment.
+    pub(crate) fn new(counter: CounterId, delta: Amount, at: &EventTime) -> Cell {
+        let mut cell = Cell::empty(counter);
         cell.add(delta, at);
         cell
+    }
+
+    /// A cell of `counter` holding nothing yet.
+    pub(crate) fn empty(counter: CounterId) -> Cell {
+        Cell {
+            counter,
+            ..Cell::default()
+        }
+    }
+
+    /// The counter the cell belongs to.
+    #[inline]
+    pub(crate) fn counter(&self) -> CounterId {
+        self.counter
+    }
+
+    /// The cell, decoded without its counter, given to `counter`.
+    pub(crate) fn of_counter(self, counter: CounterId) -> Cell {
+        Cell { counter, ..self }
+    }
+
+    /// Whether an increment at `at` writes exactly the cell's two inline
+    /// buckets, this month's and today's: the common case, which
+    /// [`Cell::check_current`] and [`Cell::add_current`] handle without
+    /// any search. `at` must be within retention ([`EventTime::is_retained`]).
+    #[inline]
+    pub(crate) fn holds_current(&self, at: &EventTime) -> bool {
+        matches!(
+            &self.buckets,
+            Buckets::Inline { len: 2, items: [month, day] }
+                if month.key == at.month.0 | MONTH_TAG && day.key == at.day.0
+        )
+    }
+
+    /// Checks an increment of a cell that [`Cell::holds_current`]: total,
+    /// then month, then day; count before value.
+    #[inline]
+    pub(crate) fn check_current(&self, delta: Amount) -> Result<(), AmountField> {
+        self.total.checked_add(delta)?;
+        if let Buckets::Inline { items, .. } = &self.buckets {
+            items[0].amount.checked_add(delta)?;
+            items[1].amount.checked_add(delta)?;
+        }
+        Ok(())
+    }
+
+    /// Writes an increment checked by [`Cell::check_current`].
+    #[inline]
+    pub(crate) fn add_current(&mut self, delta: Amount, at: &EventTime) {
+        let secs = stored_secs(at);
+        self.total = wrapping_add(self.total, delta);
+        self.last_updated = self.last_updated.max(secs);
+        if let Buckets::Inline { items, .. } = &mut self.buckets {
+            for bucket in items {
+                bucket.amount = wrapping_add(bucket.amount, delta);
+                bucket.last_updated = bucket.last_updated.max(secs);
+            }
+        }
     }
 
     /// Whether a decoded cell keeps the invariants: buckets strictly
@@ -467,6 +529,8 @@ impl Serialize for Cell {
     }
 }
 
+/// Decoded without its counter (the layout keeps it beside the cell):
+/// [`Cell::of_counter`] gives it one.
 impl<'de> Deserialize<'de> for Cell {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let image = CellImage::deserialize(deserializer)?;
@@ -480,6 +544,7 @@ impl<'de> Deserialize<'de> for Cell {
                 ))
             })?;
         Ok(Cell {
+            counter: 0,
             total: image.total,
             last_updated,
             buckets: Buckets::from_vec(image.buckets),
@@ -506,7 +571,7 @@ mod tests {
 
     #[test]
     fn a_fresh_cell_keeps_its_buckets_inline_newest_first() {
-        let mut cell = Cell::new(amount(1, 2), &at(NOV_27_2026, 90));
+        let mut cell = Cell::new(0, amount(1, 2), &at(NOV_27_2026, 90));
         assert!(matches!(cell.buckets, Buckets::Inline { len: 2, .. }));
         let spot = cell.plan(amount(1, 2), &at(NOV_27_2026 + 5, 90)).unwrap();
         assert_eq!(
@@ -557,7 +622,7 @@ mod tests {
     #[test]
     fn plan_reports_the_first_overflowing_amount() {
         let now = at(NOV_27_2026, 90);
-        let mut cell = Cell::new(amount(i64::MAX - 1, 0), &now);
+        let mut cell = Cell::new(0, amount(i64::MAX - 1, 0), &now);
         assert_eq!(cell.plan(amount(2, 0), &now), Err(AmountField::Count));
         assert_eq!(cell.plan(amount(-5, 0), &now).map(drop), Ok(()));
         cell.add(amount(-5, i64::MIN + 1), &now);
@@ -566,7 +631,7 @@ mod tests {
 
     #[test]
     fn decoding_checks_last_updated() {
-        let cell = Cell::new(amount(1, 0), &at(NOV_27_2026, 90));
+        let cell = Cell::new(0, amount(1, 0), &at(NOV_27_2026, 90));
         let bytes = bincode::serde::encode_to_vec(&cell, bincode::config::standard()).unwrap();
         let (back, _): (Cell, usize) =
             bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();

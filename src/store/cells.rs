@@ -19,8 +19,8 @@ const NEW_CELL: u32 = u32::MAX;
 /// keeps its cell inline, more go to the heap.
 #[derive(Clone, Debug)]
 enum Cells {
-    One((CounterId, Cell)),
-    Many(Vec<(CounterId, Cell)>),
+    One(Cell),
+    Many(Vec<Cell>),
 }
 
 impl Default for Cells {
@@ -30,7 +30,7 @@ impl Default for Cells {
 }
 
 impl Cells {
-    fn from_vec(mut cells: Vec<(CounterId, Cell)>) -> Cells {
+    fn from_vec(mut cells: Vec<Cell>) -> Cells {
         match cells.pop() {
             Some(last) if cells.is_empty() => Cells::One(last),
             Some(last) => {
@@ -42,7 +42,7 @@ impl Cells {
     }
 
     #[inline]
-    fn as_slice(&self) -> &[(CounterId, Cell)] {
+    fn as_slice(&self) -> &[Cell] {
         match self {
             Cells::One(cell) => std::slice::from_ref(cell),
             Cells::Many(cells) => cells,
@@ -50,14 +50,14 @@ impl Cells {
     }
 
     #[inline]
-    fn as_mut_slice(&mut self) -> &mut [(CounterId, Cell)] {
+    fn as_mut_slice(&mut self) -> &mut [Cell] {
         match self {
             Cells::One(cell) => std::slice::from_mut(cell),
             Cells::Many(cells) => cells,
         }
     }
 
-    fn insert(&mut self, index: usize, cell: (CounterId, Cell)) {
+    fn insert(&mut self, index: usize, cell: Cell) {
         *self = match std::mem::take(self) {
             Cells::Many(mut cells) if !cells.is_empty() => {
                 cells.insert(index, cell);
@@ -99,24 +99,27 @@ impl SubjectCells {
     fn find(&self, id: CounterId) -> Result<usize, usize> {
         self.cells
             .as_slice()
-            .binary_search_by_key(&id, |(cell_id, _)| *cell_id)
+            .binary_search_by_key(&id, Cell::counter)
     }
 
     pub(super) fn cell(&self, id: CounterId) -> Option<&Cell> {
-        self.find(id).ok().map(|i| &self.cells.as_slice()[i].1)
+        self.find(id).ok().map(|i| &self.cells.as_slice()[i])
     }
 
     /// Adds `delta` to the cell of `id`, creating it if needed.
     fn add_to(&mut self, id: CounterId, entry: &ResolvedEntry<'_>, at: &EventTime) {
         match self.find(id) {
-            Ok(i) => self.cells.as_mut_slice()[i].1.add(entry.amount, at),
-            Err(i) => self.cells.insert(i, (id, Cell::new(entry.amount, at))),
+            Ok(i) => self.cells.as_mut_slice()[i].add(entry.amount, at),
+            Err(i) => self.cells.insert(i, Cell::new(id, entry.amount, at)),
         }
     }
 
     /// The subject's cells with their counter ids, in id order.
     pub(crate) fn cells(&self) -> impl Iterator<Item = (CounterId, &Cell)> {
-        self.cells.as_slice().iter().map(|(id, cell)| (*id, cell))
+        self.cells
+            .as_slice()
+            .iter()
+            .map(|cell| (cell.counter(), cell))
     }
 
     /// Checks a whole batch against overflow before anything is applied.
@@ -162,6 +165,36 @@ impl SubjectCells {
         }
     }
 
+    /// Finds the cell of each of `targets` (their indices into `found`) if
+    /// every one exists and holds just the buckets an increment at `at`
+    /// writes: then the entry is checked and written without planning.
+    #[inline]
+    fn locate_current(
+        &self,
+        targets: &[CounterId],
+        at: &EventTime,
+        found: &mut [usize; MAX_FUSED],
+    ) -> bool {
+        if !at.is_retained() {
+            return false;
+        }
+        let cells = self.cells.as_slice();
+        targets.iter().zip(found).all(|(&counter, found)| {
+            let at_cell = if cells.len() <= 4 {
+                cells.iter().position(|cell| cell.counter() == counter)
+            } else {
+                cells.binary_search_by_key(&counter, Cell::counter).ok()
+            };
+            match at_cell {
+                Some(i) if cells[i].holds_current(at) => {
+                    *found = i;
+                    true
+                }
+                _ => false,
+            }
+        })
+    }
+
     /// Locates every cell and bucket a single entry writes, checking each
     /// addition against overflow; nothing changes yet. The entry's targets
     /// are distinct (the registry makes them so), at most [`MAX_FUSED`].
@@ -175,9 +208,8 @@ impl SubjectCells {
         let cells = self.cells.as_slice();
         for (slot, &counter) in plan.iter_mut().zip(entry.targets) {
             // A new cell starts from zero: one addition cannot overflow it.
-            if let Ok(i) = cells.binary_search_by_key(&counter, |(id, _)| *id) {
+            if let Ok(i) = cells.binary_search_by_key(&counter, Cell::counter) {
                 let spot = cells[i]
-                    .1
                     .plan(entry.amount, at)
                     .map_err(|field| OverflowAt {
                         index: 0,
@@ -197,7 +229,7 @@ impl SubjectCells {
         let mut creates = false;
         for &(i, spot) in &plan[..entry.targets.len()] {
             match cells.get_mut(i as usize) {
-                Some((_, cell)) => cell.commit(spot, entry.amount, at),
+                Some(cell) => cell.commit(spot, entry.amount, at),
                 None => creates = true,
             }
         }
@@ -227,6 +259,27 @@ impl SubjectCells {
         let lsn = match entries {
             // The hot path: one entry, its cells and buckets located once.
             [entry] if entry.targets.len() <= MAX_FUSED => {
+                let mut found = [0; MAX_FUSED];
+                if self.locate_current(entry.targets, at, &mut found) {
+                    let found = &found[..entry.targets.len()];
+                    let cells = self.cells.as_mut_slice();
+                    for &i in found {
+                        let cell = &cells[i];
+                        cell.check_current(entry.amount).map_err(|field| {
+                            ApplyError::Overflow(OverflowAt {
+                                index: 0,
+                                counter: cell.counter(),
+                                field,
+                            })
+                        })?;
+                    }
+                    let lsn = log(entries).map_err(ApplyError::Log)?;
+                    for &i in found {
+                        cells[i].add_current(entry.amount, at);
+                    }
+                    self.last_lsn = self.last_lsn.max(lsn);
+                    return Ok(());
+                }
                 let mut plan = [(NEW_CELL, CellSpot::default()); MAX_FUSED];
                 self.plan(entry, at, &mut plan)
                     .map_err(ApplyError::Overflow)?;
@@ -256,24 +309,34 @@ impl SubjectCells {
 
     /// The highest counter id holding a cell.
     pub(crate) fn max_counter(&self) -> Option<CounterId> {
-        self.cells.as_slice().last().map(|(id, _)| *id)
+        self.cells.as_slice().last().map(Cell::counter)
     }
 
     /// Whether decoded cells keep the invariants and name only counters below `counters`.
     pub(crate) fn is_well_formed(&self, counters: usize) -> bool {
         let cells = self.cells.as_slice();
-        cells.windows(2).all(|w| w[0].0 < w[1].0)
+        cells.windows(2).all(|w| w[0].counter() < w[1].counter())
             && cells
                 .iter()
-                .all(|(id, cell)| (*id as usize) < counters && cell.is_well_formed())
+                .all(|cell| (cell.counter() as usize) < counters && cell.is_well_formed())
     }
 }
 
-/// A subject's cells as `docs/format.md` lays them out, to encode.
+/// A subject's cells as `docs/format.md` lays them out, to encode: each
+/// cell after its counter id.
 #[derive(Serialize)]
 struct SubjectCellsRef<'a> {
-    cells: &'a [(CounterId, Cell)],
+    cells: CellsWithIds<'a>,
     last_lsn: u64,
+}
+
+/// A subject's cells as a sequence of (counter id, cell) pairs.
+struct CellsWithIds<'a>(&'a [Cell]);
+
+impl Serialize for CellsWithIds<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|cell| (cell.counter(), cell)))
+    }
 }
 
 /// A subject's cells as `docs/format.md` lays them out, decoded.
@@ -286,7 +349,7 @@ struct SubjectCellsImage {
 impl Serialize for SubjectCells {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         SubjectCellsRef {
-            cells: self.cells.as_slice(),
+            cells: CellsWithIds(self.cells.as_slice()),
             last_lsn: self.last_lsn,
         }
         .serialize(serializer)
@@ -296,8 +359,13 @@ impl Serialize for SubjectCells {
 impl<'de> Deserialize<'de> for SubjectCells {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let image = SubjectCellsImage::deserialize(deserializer)?;
+        let cells = image
+            .cells
+            .into_iter()
+            .map(|(counter, cell)| cell.of_counter(counter))
+            .collect();
         Ok(SubjectCells {
-            cells: Cells::from_vec(image.cells),
+            cells: Cells::from_vec(cells),
             last_lsn: image.last_lsn,
         })
     }
