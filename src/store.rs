@@ -47,23 +47,15 @@ pub(crate) enum ApplyError {
     Log(Error),
 }
 
-/// What a replayed log record did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Replayed {
-    /// The batch was applied.
-    Applied,
-    /// The snapshot already held the batch.
-    Skipped,
-}
-
 /// The number of lock shards: many small shards keep each one short to
 /// walk, so a snapshot holds any shard's lock only briefly, and make two
 /// writers rarely meet.
 const SHARDS: usize = 256;
 
-/// The hasher of subject keys: fast, and seeded per process so that
-/// crafted UIDs cannot aim at one shard or bucket.
-type SubjectHasher = foldhash::fast::RandomState;
+/// The hasher of subject keys: fast, and seeded per store (randomly) so
+/// that crafted UIDs cannot aim at one shard or bucket. The seed is saved
+/// in snapshots: with it, recovery knows which shard held each subject.
+type SubjectHasher = foldhash::fast::FixedState;
 
 /// The bits of a subject's hash that pick its shard (the top 8).
 const SHARD_SHIFT: u32 = 56;
@@ -206,6 +198,12 @@ struct Shard {
     index: Index,
     records: Vec<Record>,
     long_uids: String,
+    /// The log sequence number of the last logged batch applied to a
+    /// subject of this shard (0: none). Batches are logged and applied
+    /// under the shard's lock, so the shard holds exactly the logged
+    /// batches of its subjects up to this one: a snapshot records it per
+    /// shard, rather than each subject carrying its own.
+    last_lsn: u64,
 }
 
 impl Shard {
@@ -262,16 +260,58 @@ impl Shard {
 
 /// Every subject's cells, sharded by the hash of their UID.
 pub(crate) struct Store {
+    seed: u64,
     hasher: SubjectHasher,
     shards: Box<[CachePadded<RwLock<Shard>>]>,
 }
 
 impl Default for Store {
+    /// An empty store with a random hash seed.
     fn default() -> Self {
+        // A per-instance random seed (foldhash's, from the OS's randomness
+        // and an instance counter): no system call that could fail.
+        let seed = foldhash::fast::RandomState::default().hash_one(SHARDS);
         Store {
-            hasher: SubjectHasher::default(),
+            seed,
+            hasher: SubjectHasher::with_seed(seed),
             shards: (0..SHARDS).map(|_| CachePadded::default()).collect(),
         }
+    }
+}
+
+/// Which logged batches a snapshot holds: the hash seed of the store it
+/// was taken from and, for each shard, the sequence number of the last
+/// logged batch applied to the shard when it was copied. A batch of a
+/// subject is in the snapshot exactly when its sequence number is at most
+/// that of the subject's shard there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct HeldBatches {
+    seed: u64,
+    shard_lsns: Vec<u64>,
+}
+
+impl HeldBatches {
+    /// The batches of a snapshot of a store seeded with `seed`, or `None`
+    /// if `shard_lsns` does not have one number per shard.
+    pub(crate) fn new(seed: u64, shard_lsns: Vec<u64>) -> Option<HeldBatches> {
+        (shard_lsns.len() == SHARDS).then_some(HeldBatches { seed, shard_lsns })
+    }
+
+    /// Whether the snapshot holds the batch `lsn` of subject `uid`.
+    pub(crate) fn holds(&self, uid: &str, lsn: u64) -> bool {
+        let hash = SubjectHasher::with_seed(self.seed).hash_one(uid);
+        lsn <= self.shard_lsns[(hash >> SHARD_SHIFT) as usize % SHARDS]
+    }
+
+    /// The highest sequence number the snapshot holds.
+    pub(crate) fn max_lsn(&self) -> u64 {
+        self.shard_lsns.iter().copied().max().unwrap_or(0)
+    }
+
+    /// The numbers per shard, in shard order.
+    #[cfg(test)]
+    pub(crate) fn shard_lsns(&self) -> &[u64] {
+        &self.shard_lsns
     }
 }
 
@@ -299,27 +339,30 @@ impl Store {
     {
         let (shard, key) = self.slot(uid);
         let mut shard = shard.write();
-        match shard.find(key, uid) {
+        let lsn = match shard.find(key, uid) {
             Some(at_record) => shard.records[at_record]
                 .cells
-                .check_log_apply(entries, at, log),
+                .check_log_apply(entries, at, log)?,
             None => {
                 let mut cells = SubjectCells::default();
-                cells.check_log_apply(entries, at, log)?;
+                let lsn = cells.check_log_apply(entries, at, log)?;
                 shard.insert(&self.hasher, key, uid, cells);
-                Ok(())
+                lsn
             }
-        }
+        };
+        shard.last_lsn = shard.last_lsn.max(lsn);
+        Ok(())
     }
 
-    /// Replays a logged batch unless the subject already holds it.
+    /// Replays logged batch `lsn`, which the snapshot loaded (if any) does
+    /// not hold.
     pub(crate) fn replay(
         &self,
         uid: &str,
         entries: &[ResolvedEntry<'_>],
         at: &EventTime,
         lsn: u64,
-    ) -> Result<Replayed, OverflowAt> {
+    ) -> Result<(), OverflowAt> {
         let (shard, key) = self.slot(uid);
         let mut shard = shard.write();
         let found = shard.find(key, uid);
@@ -328,16 +371,27 @@ impl Store {
             Some(at_record) => &mut shard.records[at_record].cells,
             None => &mut fresh,
         };
-        if lsn <= cells.last_lsn() {
-            return Ok(Replayed::Skipped);
-        }
         cells.check(entries, at)?;
         cells.apply(entries, at);
-        cells.set_last_lsn(lsn);
         if found.is_none() {
             shard.insert(&self.hasher, key, uid, fresh);
         }
-        Ok(Replayed::Applied)
+        shard.last_lsn = shard.last_lsn.max(lsn);
+        Ok(())
+    }
+
+    /// Records that every logged batch up to `lsn` is applied, in every
+    /// shard: what recovery knows once the snapshot and the log are in.
+    pub(crate) fn mark_applied_through(&self, lsn: u64) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.write();
+            shard.last_lsn = shard.last_lsn.max(lsn);
+        }
+    }
+
+    /// The seed of the store's UID hash.
+    pub(crate) fn seed(&self) -> u64 {
+        self.seed
     }
 
     /// Puts a subject's cells back, as loaded from a snapshot; `false`
@@ -368,15 +422,18 @@ impl Store {
     /// Visits the subjects of shard `shard` under its read lock, which
     /// blocks that shard's writers until `visit` has seen them all: keep
     /// `visit` to in-memory work. It must not call back into the store.
+    /// Returns the sequence number of the last logged batch applied to
+    /// the shard, which the subjects visited hold, and no later one.
     pub(crate) fn for_each_in_shard(
         &self,
         shard: usize,
         mut visit: impl FnMut(&str, &SubjectCells),
-    ) {
+    ) -> u64 {
         let shard = self.shards[shard].read();
         for record in &shard.records {
             visit(shard.uid_of(record), &record.cells);
         }
+        shard.last_lsn
     }
 
     /// Runs `read` on a subject's cells under its shard read lock, or
@@ -492,11 +549,11 @@ mod tests {
     }
 
     #[test]
-    fn a_record_stays_in_a_third_of_a_cache_line_plus_its_cell() {
+    fn a_one_cell_record_is_its_uid_and_its_cell() {
         // The memory budget (issue: performance) rests on these sizes.
         assert_eq!(size_of::<Uid>(), 16);
         assert_eq!(size_of::<crate::period::Cell>(), 80);
-        assert_eq!(size_of::<Record>(), 104);
+        assert_eq!(size_of::<Record>(), 96);
     }
 
     #[test]
@@ -564,7 +621,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failing_log_applies_nothing_and_replay_skips_what_is_held() {
+    fn a_failing_log_applies_nothing() {
         let store = Store::default();
         let failing = |_: &[ResolvedEntry<'_>]| Err(Error::EmptyBatch);
         assert!(matches!(
@@ -572,17 +629,47 @@ mod tests {
             Err(ApplyError::Log(_))
         ));
         assert_eq!(store.subject_count(), 0);
-        store
-            .apply("u", &[entry(&[0], 1)], &at(), |_| Ok(7))
-            .unwrap();
-        assert_eq!(
-            store.replay("u", &[entry(&[0], 1)], &at(), 7),
-            Ok(Replayed::Skipped)
-        );
-        assert_eq!(
-            store.replay("u", &[entry(&[0], 1)], &at(), 8),
-            Ok(Replayed::Applied)
-        );
+        assert_eq!(shard_lsns(&store).iter().max(), Some(&0));
+    }
+
+    fn shard_lsns(store: &Store) -> Vec<u64> {
+        (0..store.shard_count())
+            .map(|shard| store.for_each_in_shard(shard, |_, _| {}))
+            .collect()
+    }
+
+    #[test]
+    fn each_shard_knows_the_last_batch_applied_to_it_and_a_snapshot_what_it_holds() {
+        let store = Store::default();
+        let uids: Vec<String> = (0..2000).map(|i| format!("u{i}")).collect();
+        for (i, uid) in uids.iter().enumerate() {
+            let lsn = i as u64 + 1;
+            store
+                .apply(uid, &[entry(&[0], 1)], &at(), |_| Ok(lsn))
+                .unwrap();
+        }
+        let held = HeldBatches::new(store.seed(), shard_lsns(&store)).unwrap();
+        assert_eq!(held.max_lsn(), 2000);
+        // Every batch applied is held; a later batch of any subject is not.
+        for (i, uid) in uids.iter().enumerate() {
+            assert!(held.holds(uid, i as u64 + 1), "{uid}");
+            assert!(!held.holds(uid, 2001));
+        }
+        // Per shard, not per store: an early subject's shard may end
+        // before a late batch of another shard.
+        let first_shard_end = held.shard_lsns().iter().copied().filter(|&l| l > 0).min();
+        assert!(first_shard_end < Some(2000));
+        assert!(HeldBatches::new(store.seed(), vec![0; 3]).is_none());
+    }
+
+    #[test]
+    fn replay_applies_and_moves_the_shard_on() {
+        let store = Store::default();
+        store.replay("u", &[entry(&[0], 1)], &at(), 7).unwrap();
+        store.replay("u", &[entry(&[0], 1)], &at(), 8).unwrap();
         assert_eq!(total(&store, "u", 0), Some(2));
+        assert_eq!(shard_lsns(&store).iter().max(), Some(&8));
+        store.mark_applied_through(20);
+        assert!(shard_lsns(&store).iter().all(|&lsn| lsn == 20));
     }
 }

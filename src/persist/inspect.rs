@@ -528,6 +528,7 @@ fn inspect_snapshot(path: &Path, bytes: &[u8], number: u64) -> SnapshotInspectio
                 SnapshotRecord::Meta {
                     created_millis,
                     replay_from,
+                    ..
                 } if offset == HEADER_BYTES => {
                     snapshot.created_millis = Some(created_millis);
                     snapshot.replay_from = replay_from;
@@ -540,7 +541,6 @@ fn inspect_snapshot(path: &Path, bytes: &[u8], number: u64) -> SnapshotInspectio
                 SnapshotRecord::Subject(_, cells) => {
                     snapshot.subjects += 1;
                     snapshot.cells += cells.cells().count() as u64;
-                    snapshot.max_lsn = snapshot.max_lsn.max(cells.last_lsn());
                 }
                 SnapshotRecord::Registry(changes) => {
                     for change in changes {
@@ -554,7 +554,11 @@ fn inspect_snapshot(path: &Path, bytes: &[u8], number: u64) -> SnapshotInspectio
                         }
                     }
                 }
-                SnapshotRecord::End { subjects } => {
+                SnapshotRecord::End {
+                    subjects,
+                    shard_lsns,
+                } => {
+                    snapshot.max_lsn = shard_lsns.iter().copied().max().unwrap_or(0);
                     if subjects != snapshot.subjects {
                         return Err(format!(
                             "end record counts {subjects} subjects, found {}",

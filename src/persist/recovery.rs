@@ -11,7 +11,7 @@ use crate::calendar::{END_EVENT_SECS, MIN_EVENT_SECS};
 use crate::error::{Error, Result};
 use crate::period::{Amount, Horizon};
 use crate::registry::Registry;
-use crate::store::{Replayed, ResolvedEntry, Store};
+use crate::store::{HeldBatches, ResolvedEntry, Store};
 use crate::subject::{TokenStore, validate_uid};
 
 /// What recovery loaded, replayed and cut when the engine opened.
@@ -114,7 +114,7 @@ fn recover_files(
                 report.snapshot = Some(path.clone());
                 report.snapshot_subjects = meta.subjects;
                 report.snapshot_created_millis = Some(meta.created_millis);
-                loaded = Some((registry, store, tokens, meta.replay_from, meta.max_lsn));
+                loaded = Some((registry, store, tokens, meta.replay_from, Some(meta.held)));
                 break;
             }
             Err(error) => {
@@ -125,14 +125,15 @@ fn recover_files(
             }
         }
     }
-    let (registry, store, tokens, replay_from, mut max_lsn) = match (loaded, first_error) {
+    let (registry, store, tokens, replay_from, held) = match (loaded, first_error) {
         (Some(loaded), _) => loaded,
         (None, Some(error)) => return Err(error),
         (None, None) => {
             let (registry, store, tokens) = fresh();
-            (registry, store, tokens, 1, 0)
+            (registry, store, tokens, 1, None)
         }
     };
+    let mut max_lsn = held.as_ref().map_or(0, HeldBatches::max_lsn);
     let segments: Vec<&(u64, PathBuf)> = listing
         .segments
         .iter()
@@ -152,6 +153,7 @@ fn recover_files(
             registry: &registry,
             store: &store,
             tokens: &tokens,
+            held: held.as_ref(),
             horizon,
             report: &mut report,
             max_lsn: &mut max_lsn,
@@ -159,6 +161,9 @@ fn recover_files(
         replayer.segment(path, last, cut_files)?;
         report.segments.push(path.clone());
     }
+    // Every logged batch so far is in: a snapshot taken from here on
+    // holds them all, whatever shard each subject now sits in.
+    store.mark_applied_through(max_lsn);
     let last_segment = listing.segments.last().map_or(0, |(n, _)| *n);
     Ok(Recovered {
         registry,
@@ -174,6 +179,8 @@ struct Replayer<'a> {
     registry: &'a Registry,
     store: &'a Store,
     tokens: &'a TokenStore,
+    /// Which batches the snapshot loaded holds, if one was.
+    held: Option<&'a HeldBatches>,
     horizon: Horizon,
     report: &'a mut RecoveryReport,
     max_lsn: &'a mut u64,
@@ -298,10 +305,13 @@ impl Replayer<'_> {
                     return Err(format!("batch {lsn} refers to counters that do not exist"));
                 }
                 let at = crate::period::EventTime::new(at, self.horizon);
-                match self.store.replay(&uid, &resolved, &at, lsn) {
-                    Ok(Replayed::Applied) => self.report.batches_replayed += 1,
-                    Ok(Replayed::Skipped) => self.report.batches_skipped += 1,
-                    Err(_) => return Err(format!("batch {lsn} overflows on replay")),
+                if self.held.is_some_and(|held| held.holds(&uid, lsn)) {
+                    self.report.batches_skipped += 1;
+                } else {
+                    self.store
+                        .replay(&uid, &resolved, &at, lsn)
+                        .map_err(|_| format!("batch {lsn} overflows on replay"))?;
+                    self.report.batches_replayed += 1;
                 }
                 *self.max_lsn = (*self.max_lsn).max(lsn);
             }
@@ -334,6 +344,7 @@ pub(crate) fn replay_segment_bytes(
         registry: &parts.0,
         store: &parts.1,
         tokens: &parts.2,
+        held: None,
         horizon,
         report: &mut report,
         max_lsn: &mut max_lsn,

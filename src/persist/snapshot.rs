@@ -22,7 +22,7 @@ use super::format::{
 use super::sync_dir;
 use crate::error::{Error, Result};
 use crate::registry::{Registry, RegistryChange};
-use crate::store::{Store, SubjectCells};
+use crate::store::{HeldBatches, Store, SubjectCells};
 use crate::subject::{IssuedToken, TokenStore};
 
 /// The file name of the snapshot after which log segment `replay_from` starts.
@@ -44,12 +44,14 @@ pub(crate) enum SnapshotRecord {
     Meta {
         created_millis: i64,
         replay_from: u64,
+        hash_seed: u64,
     },
     Tokens(Vec<(String, IssuedToken)>),
     Subject(String, SubjectCells),
     Registry(Vec<RegistryChange>),
     End {
         subjects: u64,
+        shard_lsns: Vec<u64>,
     },
 }
 
@@ -59,12 +61,14 @@ enum SnapshotRecordRef<'a> {
     Meta {
         created_millis: i64,
         replay_from: u64,
+        hash_seed: u64,
     },
     Tokens(&'a [(String, IssuedToken)]),
     Subject(&'a str, &'a SubjectCells),
     Registry(&'a [RegistryChange]),
     End {
         subjects: u64,
+        shard_lsns: &'a [u64],
     },
 }
 
@@ -138,6 +142,7 @@ pub(crate) fn write(
     body.frame(&SnapshotRecordRef::Meta {
         created_millis,
         replay_from,
+        hash_seed: store.seed(),
     })
     .map_err(io("writing"))?;
     let token_image = tokens.image(created_millis.div_euclid(1000));
@@ -147,18 +152,22 @@ pub(crate) fn write(
     // and written after it is released: a shard's writers wait only for
     // that copy, never for encoding or the disk.
     let mut subjects = 0u64;
+    let mut shard_lsns = Vec::with_capacity(store.shard_count());
     for shard in 0..store.shard_count() {
         body.scratch.clear();
-        store.for_each_in_shard(shard, |uid, cells| {
+        shard_lsns.push(store.for_each_in_shard(shard, |uid, cells| {
             subjects += 1;
             write_frame(&mut body.scratch, &SnapshotRecordRef::Subject(uid, cells));
-        });
+        }));
         body.flush_scratch().map_err(io("writing"))?;
     }
     body.frame(&SnapshotRecordRef::Registry(&registry.image()))
         .map_err(io("writing"))?;
-    body.frame(&SnapshotRecordRef::End { subjects })
-        .map_err(io("writing"))?;
+    body.frame(&SnapshotRecordRef::End {
+        subjects,
+        shard_lsns: &shard_lsns,
+    })
+    .map_err(io("writing"))?;
     let header = Header::new(SNAPSHOT_MAGIC, body.len, body.crc.clone().finalize());
     let mut file = body
         .out
@@ -184,7 +193,8 @@ pub(crate) struct Loaded {
     pub created_millis: i64,
     pub replay_from: u64,
     pub subjects: u64,
-    pub max_lsn: u64,
+    /// Which logged batches the snapshot holds.
+    pub held: HeldBatches,
 }
 
 /// Reads and checks a whole snapshot file into `registry`, `store` and
@@ -253,6 +263,7 @@ pub(crate) fn load_bytes(
         SnapshotRecord::Meta {
             replay_from,
             created_millis,
+            hash_seed,
         },
         _,
     )) = next()?
@@ -263,7 +274,7 @@ pub(crate) fn load_bytes(
         ));
     };
     let mut subjects = 0u64;
-    let mut max_lsn = 0u64;
+    let held;
     let mut max_counter = None::<u32>;
     let (mut seen_tokens, mut seen_registry) = (false, false);
     loop {
@@ -291,7 +302,6 @@ pub(crate) fn load_bytes(
                 if !cells.is_well_formed(u32::MAX as usize) {
                     return Err(corrupt(at, format!("malformed cells of subject {uid:?}")));
                 }
-                max_lsn = max_lsn.max(cells.last_lsn());
                 max_counter = max_counter.max(cells.max_counter());
                 subjects += 1;
                 if !store.restore(&uid, cells) {
@@ -304,7 +314,10 @@ pub(crate) fn load_bytes(
                     .replay(&changes)
                     .map_err(|reason| corrupt(at, reason))?;
             }
-            SnapshotRecord::End { subjects: expected } => {
+            SnapshotRecord::End {
+                subjects: expected,
+                shard_lsns,
+            } => {
                 if !(seen_tokens && seen_registry) {
                     return Err(corrupt(
                         at,
@@ -320,6 +333,9 @@ pub(crate) fn load_bytes(
                 if offset != body.len() {
                     return Err(corrupt(at, "bytes after the end record".into()));
                 }
+                let shards = shard_lsns.len();
+                held = HeldBatches::new(hash_seed, shard_lsns)
+                    .ok_or_else(|| corrupt(at, format!("the end record lists {shards} shards")))?;
                 break;
             }
             SnapshotRecord::Meta { .. } => {
@@ -337,6 +353,6 @@ pub(crate) fn load_bytes(
         created_millis,
         replay_from,
         subjects,
-        max_lsn,
+        held,
     })
 }

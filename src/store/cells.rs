@@ -74,18 +74,16 @@ impl Cells {
     }
 }
 
-/// One subject's cells, sorted by counter id, and the sequence number of
-/// the last logged batch applied to them.
+/// One subject's cells, sorted by counter id. (Which logged batches they
+/// hold is tracked per shard, not per subject: see the store.)
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SubjectCells {
     cells: Cells,
-    /// The log sequence number of the last batch applied (0: none logged).
-    last_lsn: u64,
 }
 
 impl PartialEq for SubjectCells {
     fn eq(&self, other: &Self) -> bool {
-        self.cells.as_slice() == other.cells.as_slice() && self.last_lsn == other.last_lsn
+        self.cells.as_slice() == other.cells.as_slice()
     }
 }
 
@@ -245,18 +243,18 @@ impl SubjectCells {
 
     /// Checks a batch, logs it through `log` (which returns its log
     /// sequence number, or 0 when nothing is logged), then applies it: all
-    /// of it or nothing.
+    /// of it or nothing. Returns the batch's log sequence number.
     #[inline]
     pub(super) fn check_log_apply<L>(
         &mut self,
         entries: &[ResolvedEntry<'_>],
         at: &EventTime,
         log: L,
-    ) -> Result<(), ApplyError>
+    ) -> Result<u64, ApplyError>
     where
         L: FnOnce(&[ResolvedEntry<'_>]) -> Result<u64, Error>,
     {
-        let lsn = match entries {
+        match entries {
             // The hot path: one entry, its cells and buckets located once.
             [entry] if entry.targets.len() <= MAX_FUSED => {
                 let mut found = [0; MAX_FUSED];
@@ -277,34 +275,22 @@ impl SubjectCells {
                     for &i in found {
                         cells[i].add_current(entry.amount, at);
                     }
-                    self.last_lsn = self.last_lsn.max(lsn);
-                    return Ok(());
+                    return Ok(lsn);
                 }
                 let mut plan = [(NEW_CELL, CellSpot::default()); MAX_FUSED];
                 self.plan(entry, at, &mut plan)
                     .map_err(ApplyError::Overflow)?;
                 let lsn = log(entries).map_err(ApplyError::Log)?;
                 self.commit(entry, &plan, at);
-                lsn
+                Ok(lsn)
             }
             _ => {
                 self.check(entries, at).map_err(ApplyError::Overflow)?;
                 let lsn = log(entries).map_err(ApplyError::Log)?;
                 self.apply(entries, at);
-                lsn
+                Ok(lsn)
             }
-        };
-        self.last_lsn = self.last_lsn.max(lsn);
-        Ok(())
-    }
-
-    /// The sequence number of the last logged batch applied.
-    pub(crate) fn last_lsn(&self) -> u64 {
-        self.last_lsn
-    }
-
-    pub(super) fn set_last_lsn(&mut self, lsn: u64) {
-        self.last_lsn = lsn;
+        }
     }
 
     /// The highest counter id holding a cell.
@@ -322,51 +308,27 @@ impl SubjectCells {
     }
 }
 
-/// A subject's cells as `docs/format.md` lays them out, to encode: each
-/// cell after its counter id.
-#[derive(Serialize)]
-struct SubjectCellsRef<'a> {
-    cells: CellsWithIds<'a>,
-    last_lsn: u64,
-}
-
-/// A subject's cells as a sequence of (counter id, cell) pairs.
-struct CellsWithIds<'a>(&'a [Cell]);
-
-impl Serialize for CellsWithIds<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|cell| (cell.counter(), cell)))
-    }
-}
-
-/// A subject's cells as `docs/format.md` lays them out, decoded.
-#[derive(Deserialize)]
-struct SubjectCellsImage {
-    cells: Vec<(CounterId, Cell)>,
-    last_lsn: u64,
-}
-
+/// On disk a subject's cells are a sequence of (counter id, cell) pairs
+/// (`docs/format.md`): each cell after its counter id.
 impl Serialize for SubjectCells {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        SubjectCellsRef {
-            cells: CellsWithIds(self.cells.as_slice()),
-            last_lsn: self.last_lsn,
-        }
-        .serialize(serializer)
+        serializer.collect_seq(
+            self.cells
+                .as_slice()
+                .iter()
+                .map(|cell| (cell.counter(), cell)),
+        )
     }
 }
 
 impl<'de> Deserialize<'de> for SubjectCells {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let image = SubjectCellsImage::deserialize(deserializer)?;
-        let cells = image
-            .cells
+        let cells = Vec::<(CounterId, Cell)>::deserialize(deserializer)?
             .into_iter()
             .map(|(counter, cell)| cell.of_counter(counter))
             .collect();
         Ok(SubjectCells {
             cells: Cells::from_vec(cells),
-            last_lsn: image.last_lsn,
         })
     }
 }
