@@ -145,21 +145,49 @@ const IN_ARENA: u8 = u8::MAX;
 /// shard's append-only arena, and the first 8 bytes locate it there
 /// (offset and length, little-endian `u32`s) while the last is
 /// [`IN_ARENA`].
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 struct Uid([u8; 16]);
 
+impl PartialEq for Uid {
+    /// Two words compared, without a call to `memcmp`.
+    #[inline(always)]
+    fn eq(&self, other: &Uid) -> bool {
+        u128::from_ne_bytes(self.0) == u128::from_ne_bytes(other.0)
+    }
+}
+
+impl Eq for Uid {}
+
 impl Uid {
-    /// The inline form of `uid`, or `None` if it is too long.
-    #[inline]
+    /// The inline form of `uid`, or `None` if it is too long. Built from
+    /// whole-word loads (two overlapping ones cover any length from 4 to
+    /// 15) rather than a copy of variable length, as it is on every
+    /// increment's path.
+    #[inline(always)]
     fn inline(uid: &str) -> Option<Uid> {
-        let len = uid.len();
-        if len > INLINE_UID {
-            return None;
-        }
-        let mut bytes = [0; 16];
-        bytes[..len].copy_from_slice(uid.as_bytes());
-        bytes[15] = len as u8;
-        Some(Uid(bytes))
+        let from = uid.as_bytes();
+        let len = from.len();
+        let word = |at: usize| u64::from_le_bytes(from[at..at + 8].try_into().unwrap_or_default());
+        let half = |at: usize| {
+            u64::from(u32::from_le_bytes(
+                from[at..at + 4].try_into().unwrap_or_default(),
+            ))
+        };
+        // The UID's bytes 0..8 and 8..15, zero-padded, little-endian.
+        let (low, high) = match len {
+            8 => (word(0), 0),
+            9..=INLINE_UID => (word(0), word(len - 8) >> (8 * (16 - len))),
+            4..=7 => (half(0) | half(len - 4) << (8 * (len - 4)), 0),
+            0..=3 => (
+                from.iter()
+                    .enumerate()
+                    .fold(0, |word, (i, &byte)| word | u64::from(byte) << (8 * i)),
+                0,
+            ),
+            _ => return None,
+        };
+        let high = high | (len as u64) << 56;
+        Some(Uid((u128::from(high) << 64 | u128::from(low)).to_le_bytes()))
     }
 
     /// A UID stored at `offset..offset + len` of the shard's arena.
@@ -207,7 +235,7 @@ struct Shard {
 }
 
 impl Shard {
-    #[inline]
+    #[inline(always)]
     fn find(&self, hash: u64, uid: &str) -> Option<usize> {
         let records = &self.records;
         match Uid::inline(uid) {

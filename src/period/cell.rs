@@ -260,7 +260,7 @@ impl Cell {
     /// buckets, this month's and today's: the common case, which
     /// [`Cell::check_current`] and [`Cell::add_current`] handle without
     /// any search. `at` must be within retention ([`EventTime::is_retained`]).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn holds_current(&self, at: &EventTime) -> bool {
         matches!(
             &self.buckets,
@@ -271,7 +271,7 @@ impl Cell {
 
     /// Checks an increment of a cell that [`Cell::holds_current`]: total,
     /// then month, then day; count before value.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn check_current(&self, delta: Amount) -> Result<(), AmountField> {
         self.total.checked_add(delta)?;
         if let Buckets::Inline { items, .. } = &self.buckets {
@@ -282,7 +282,7 @@ impl Cell {
     }
 
     /// Writes an increment checked by [`Cell::check_current`].
-    #[inline]
+    #[inline(always)]
     pub(crate) fn add_current(&mut self, delta: Amount, at: &EventTime) {
         let secs = stored_secs(at);
         self.total = wrapping_add(self.total, delta);

@@ -166,7 +166,7 @@ impl SubjectCells {
     /// Finds the cell of each of `targets` (their indices into `found`) if
     /// every one exists and holds just the buckets an increment at `at`
     /// writes: then the entry is checked and written without planning.
-    #[inline]
+    #[inline(always)]
     fn locate_current(
         &self,
         targets: &[CounterId],
@@ -177,20 +177,18 @@ impl SubjectCells {
             return false;
         }
         let cells = self.cells.as_slice();
-        targets.iter().zip(found).all(|(&counter, found)| {
+        for (target, &counter) in targets.iter().enumerate() {
             let at_cell = if cells.len() <= 4 {
                 cells.iter().position(|cell| cell.counter() == counter)
             } else {
                 cells.binary_search_by_key(&counter, Cell::counter).ok()
             };
             match at_cell {
-                Some(i) if cells[i].holds_current(at) => {
-                    *found = i;
-                    true
-                }
-                _ => false,
+                Some(i) if cells[i].holds_current(at) => found[target] = i,
+                _ => return false,
             }
-        })
+        }
+        true
     }
 
     /// Locates every cell and bucket a single entry writes, checking each
@@ -244,7 +242,7 @@ impl SubjectCells {
     /// Checks a batch, logs it through `log` (which returns its log
     /// sequence number, or 0 when nothing is logged), then applies it: all
     /// of it or nothing. Returns the batch's log sequence number.
-    #[inline]
+    #[inline(always)]
     pub(super) fn check_log_apply<L>(
         &mut self,
         entries: &[ResolvedEntry<'_>],
