@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::path::validate_path;
 use crate::period::{Horizon, Period, PeriodReading};
 use crate::registry::RegistryView;
-use crate::store::SubjectCells;
+use crate::store::CellsView;
 
 /// The longest accepted `regex('…')` pattern, in bytes.
 pub const MAX_REGEX_BYTES: usize = 1024;
@@ -189,7 +189,7 @@ impl CompiledSelector {
 /// Reads the rows a subject's cells yield for `selectors`, sorted by class,
 /// path and period text, without duplicates.
 pub(crate) fn read_rows(
-    cells: &SubjectCells,
+    cells: CellsView<'_>,
     registry: &RegistryView<'_>,
     selectors: &[CompiledSelector],
     now_secs: i64,

@@ -17,8 +17,11 @@ use crate::period::{Amount, EventTime};
 use crate::registry::CounterId;
 
 mod cells;
+mod shard;
 
-pub(crate) use cells::SubjectCells;
+use cells::InPlace;
+pub(crate) use cells::{CellsView, SubjectCells};
+use shard::Shard;
 
 /// One accepted entry of a batch, resolved to the cells it lands in.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
@@ -55,236 +58,10 @@ const SHARDS: usize = 256;
 /// The hasher of subject keys: fast, and seeded per store (randomly) so
 /// that crafted UIDs cannot aim at one shard or bucket. The seed is saved
 /// in snapshots: with it, recovery knows which shard held each subject.
-type SubjectHasher = foldhash::fast::FixedState;
+pub(super) type SubjectHasher = foldhash::fast::FixedState;
 
 /// The bits of a subject's hash that pick its shard (the top 8).
 const SHARD_SHIFT: u32 = 56;
-
-/// The bits of a subject's hash kept in its index slot (the 8 below the
-/// shard's): a probe compares a UID only when they match, about once in
-/// 256 probes for another subject.
-const TAG_SHIFT: u32 = 48;
-
-/// The most records a shard holds: slots keep 24 bits of record number.
-/// With [`SHARDS`] shards that is over four billion subjects, far beyond
-/// what fits in memory.
-const MAX_RECORDS: usize = (1 << 24) - 1;
-
-/// A shard's index: an open-addressed table with linear probing, each
-/// slot 32 bits: 8 bits of the subject's hash (its tag) and its record's
-/// position plus one (0: empty). A lookup reads one slot, usually, and
-/// then the record; subjects are never removed, so probing needs no
-/// tombstones. Growing re-hashes the records' UIDs: slots keep too few
-/// hash bits to be moved without them, which is what keeps them at four
-/// bytes a subject.
-#[derive(Default)]
-struct Index {
-    slots: Vec<u32>,
-}
-
-impl Index {
-    /// The record (among those whose hash is `hash`'s) that `is_it` accepts.
-    #[inline]
-    fn find(&self, hash: u64, mut is_it: impl FnMut(usize) -> bool) -> Option<usize> {
-        let mask = self.slots.len().checked_sub(1)?;
-        let tag = tag_of(hash);
-        let mut at = hash as usize & mask;
-        loop {
-            let slot = self.slots[at];
-            if slot == 0 {
-                return None;
-            }
-            if slot >> 24 == tag {
-                let record = (slot & 0x00ff_ffff) as usize - 1;
-                if is_it(record) {
-                    return Some(record);
-                }
-            }
-            at = (at + 1) & mask;
-        }
-    }
-
-    /// Whether filing one more record needs a bigger table: it is kept at
-    /// most three quarters full, so that probes stay short.
-    fn is_full(&self, records: usize) -> bool {
-        (records + 1) * 4 > self.slots.len() * 3
-    }
-
-    /// An empty table of `len` slots (a power of two).
-    fn with_len(len: usize) -> Index {
-        Index {
-            slots: vec![0; len],
-        }
-    }
-
-    /// Files record `record` (at most [`MAX_RECORDS`] - 1) under `hash`.
-    fn put(&mut self, hash: u64, record: usize) {
-        let mask = self.slots.len() - 1;
-        let mut at = hash as usize & mask;
-        while self.slots[at] != 0 {
-            at = (at + 1) & mask;
-        }
-        self.slots[at] = tag_of(hash) << 24 | (record as u32 + 1);
-    }
-}
-
-#[inline]
-fn tag_of(hash: u64) -> u32 {
-    (hash >> TAG_SHIFT) as u32 & 0xff
-}
-
-/// UIDs of up to this many bytes are kept inside their record.
-const INLINE_UID: usize = 15;
-
-/// The last byte of a [`Uid`] whose bytes are in the shard's UID arena.
-const IN_ARENA: u8 = u8::MAX;
-
-/// A subject's UID in 16 bytes. Up to [`INLINE_UID`] bytes are kept
-/// inline, their length in the last byte, so that finding a subject
-/// compares two words and allocates nothing; a longer UID lives in its
-/// shard's append-only arena, and the first 8 bytes locate it there
-/// (offset and length, little-endian `u32`s) while the last is
-/// [`IN_ARENA`].
-#[derive(Clone, Copy)]
-struct Uid([u8; 16]);
-
-impl PartialEq for Uid {
-    /// Two words compared, without a call to `memcmp`.
-    #[inline(always)]
-    fn eq(&self, other: &Uid) -> bool {
-        u128::from_ne_bytes(self.0) == u128::from_ne_bytes(other.0)
-    }
-}
-
-impl Eq for Uid {}
-
-impl Uid {
-    /// The inline form of `uid`, or `None` if it is too long. Built from
-    /// whole-word loads (two overlapping ones cover any length from 4 to
-    /// 15) rather than a copy of variable length, as it is on every
-    /// increment's path.
-    #[inline(always)]
-    fn inline(uid: &str) -> Option<Uid> {
-        let from = uid.as_bytes();
-        let len = from.len();
-        let word = |at: usize| u64::from_le_bytes(from[at..at + 8].try_into().unwrap_or_default());
-        let half = |at: usize| {
-            u64::from(u32::from_le_bytes(
-                from[at..at + 4].try_into().unwrap_or_default(),
-            ))
-        };
-        // The UID's bytes 0..8 and 8..15, zero-padded, little-endian.
-        let (low, high) = match len {
-            8 => (word(0), 0),
-            9..=INLINE_UID => (word(0), word(len - 8) >> (8 * (16 - len))),
-            4..=7 => (half(0) | half(len - 4) << (8 * (len - 4)), 0),
-            0..=3 => (
-                from.iter()
-                    .enumerate()
-                    .fold(0, |word, (i, &byte)| word | u64::from(byte) << (8 * i)),
-                0,
-            ),
-            _ => return None,
-        };
-        let high = high | (len as u64) << 56;
-        Some(Uid((u128::from(high) << 64 | u128::from(low)).to_le_bytes()))
-    }
-
-    /// A UID stored at `offset..offset + len` of the shard's arena.
-    fn in_arena(offset: u32, len: u32) -> Uid {
-        let mut bytes = [0; 16];
-        bytes[..4].copy_from_slice(&offset.to_le_bytes());
-        bytes[4..8].copy_from_slice(&len.to_le_bytes());
-        bytes[15] = IN_ARENA;
-        Uid(bytes)
-    }
-
-    /// Where the UID is in the shard's arena, if it is there.
-    #[inline]
-    fn arena_range(&self) -> Option<std::ops::Range<usize>> {
-        (self.0[15] == IN_ARENA).then(|| {
-            let word = |at: usize| {
-                u32::from_le_bytes([self.0[at], self.0[at + 1], self.0[at + 2], self.0[at + 3]])
-                    as usize
-            };
-            word(0)..word(0) + word(4)
-        })
-    }
-}
-
-/// One subject in its shard.
-struct Record {
-    uid: Uid,
-    cells: SubjectCells,
-}
-
-/// The subjects whose hash picks one shard: never removed, so they live
-/// in a dense vector, found through the shard's [`Index`]; UIDs too long
-/// to keep inline sit end to end in `long_uids`.
-#[derive(Default)]
-struct Shard {
-    index: Index,
-    records: Vec<Record>,
-    long_uids: String,
-    /// The log sequence number of the last logged batch applied to a
-    /// subject of this shard (0: none). Batches are logged and applied
-    /// under the shard's lock, so the shard holds exactly the logged
-    /// batches of its subjects up to this one: a snapshot records it per
-    /// shard, rather than each subject carrying its own.
-    last_lsn: u64,
-}
-
-impl Shard {
-    #[inline(always)]
-    fn find(&self, hash: u64, uid: &str) -> Option<usize> {
-        let records = &self.records;
-        match Uid::inline(uid) {
-            Some(wanted) => self.index.find(hash, |at| records[at].uid == wanted),
-            None => self.index.find(hash, |at| {
-                records[at]
-                    .uid
-                    .arena_range()
-                    .is_some_and(|range| &self.long_uids[range] == uid)
-            }),
-        }
-    }
-
-    /// The UID of a record.
-    fn uid_of<'a>(&'a self, record: &'a Record) -> &'a str {
-        match record.uid.arena_range() {
-            Some(range) => &self.long_uids[range],
-            // Made from a `&str` of at most INLINE_UID bytes: always UTF-8.
-            None => std::str::from_utf8(&record.uid.0[..usize::from(record.uid.0[15])])
-                .unwrap_or_default(),
-        }
-    }
-
-    /// Adds a subject that [`Shard::find`] did not find; `hash` is its
-    /// UID's under `hasher`, which also re-files the others if the index grows.
-    fn insert(&mut self, hasher: &SubjectHasher, hash: u64, uid: &str, cells: SubjectCells) {
-        let at = self.records.len();
-        assert!(
-            at < MAX_RECORDS,
-            "fewer than 2^24 - 1 subjects in one shard"
-        );
-        if self.index.is_full(at) {
-            let mut grown = Index::with_len((self.index.slots.len() * 2).max(16));
-            for (record, filed) in self.records.iter().enumerate() {
-                grown.put(hasher.hash_one(self.uid_of(filed)), record);
-            }
-            self.index = grown;
-        }
-        self.index.put(hash, at);
-        let uid = Uid::inline(uid).unwrap_or_else(|| {
-            let offset =
-                u32::try_from(self.long_uids.len()).expect("under 4 GiB of long UIDs in one shard");
-            self.long_uids.push_str(uid);
-            let len = u32::try_from(uid.len()).expect("a UID under 4 GiB");
-            Uid::in_arena(offset, len)
-        });
-        self.records.push(Record { uid, cells });
-    }
-}
 
 /// Every subject's cells, sharded by the hash of their UID.
 pub(crate) struct Store {
@@ -365,16 +142,24 @@ impl Store {
     where
         L: FnOnce(&[ResolvedEntry<'_>]) -> Result<u64, Error>,
     {
-        let (shard, key) = self.slot(uid);
+        let (shard, hash) = self.slot(uid);
         let mut shard = shard.write();
-        let lsn = match shard.find(key, uid) {
-            Some(at_record) => shard.records[at_record]
-                .cells
-                .check_log_apply(entries, at, log)?,
+        let lsn = match shard.find(hash, uid) {
+            Some(found) => {
+                match shard
+                    .cells_mut(found.place)
+                    .check_log_apply_in_place(entries, at, log)?
+                {
+                    InPlace::Applied(lsn) => lsn,
+                    InPlace::Grows(log) => shard.regrow(&self.hasher, found, |cells| {
+                        cells.check_log_apply(entries, at, log)
+                    })?,
+                }
+            }
             None => {
                 let mut cells = SubjectCells::default();
                 let lsn = cells.check_log_apply(entries, at, log)?;
-                shard.insert(&self.hasher, key, uid, cells);
+                shard.insert(&self.hasher, hash, uid, cells);
                 lsn
             }
         };
@@ -391,18 +176,20 @@ impl Store {
         at: &EventTime,
         lsn: u64,
     ) -> Result<(), OverflowAt> {
-        let (shard, key) = self.slot(uid);
+        let (shard, hash) = self.slot(uid);
         let mut shard = shard.write();
-        let found = shard.find(key, uid);
-        let mut fresh = SubjectCells::default();
-        let cells = match found {
-            Some(at_record) => &mut shard.records[at_record].cells,
-            None => &mut fresh,
+        let apply = |cells: &mut SubjectCells| {
+            cells.check(entries, at)?;
+            cells.apply(entries, at);
+            Ok(())
         };
-        cells.check(entries, at)?;
-        cells.apply(entries, at);
-        if found.is_none() {
-            shard.insert(&self.hasher, key, uid, fresh);
+        match shard.find(hash, uid) {
+            Some(found) => shard.regrow(&self.hasher, found, apply)?,
+            None => {
+                let mut cells = SubjectCells::default();
+                apply(&mut cells)?;
+                shard.insert(&self.hasher, hash, uid, cells);
+            }
         }
         shard.last_lsn = shard.last_lsn.max(lsn);
         Ok(())
@@ -436,7 +223,7 @@ impl Store {
 
     /// Visits every subject, one shard lock at a time; `visit` runs under
     /// the read lock of the subject's shard and must not call back into the store.
-    pub(crate) fn for_each(&self, mut visit: impl FnMut(&str, &SubjectCells)) {
+    pub(crate) fn for_each(&self, mut visit: impl FnMut(&str, CellsView<'_>)) {
         for shard in 0..self.shard_count() {
             self.for_each_in_shard(shard, &mut visit);
         }
@@ -455,11 +242,11 @@ impl Store {
     pub(crate) fn for_each_in_shard(
         &self,
         shard: usize,
-        mut visit: impl FnMut(&str, &SubjectCells),
+        mut visit: impl FnMut(&str, CellsView<'_>),
     ) -> u64 {
         let shard = self.shards[shard].read();
-        for record in &shard.records {
-            visit(shard.uid_of(record), &record.cells);
+        for (uid, cells) in shard.subjects() {
+            visit(uid, cells);
         }
         shard.last_lsn
     }
@@ -468,19 +255,16 @@ impl Store {
     /// returns `None` if the subject has no cells.
     ///
     /// `read` must not call back into the store: the lock is held.
-    pub(crate) fn read<R>(&self, uid: &str, read: impl FnOnce(&SubjectCells) -> R) -> Option<R> {
-        let (shard, key) = self.slot(uid);
+    pub(crate) fn read<R>(&self, uid: &str, read: impl FnOnce(CellsView<'_>) -> R) -> Option<R> {
+        let (shard, hash) = self.slot(uid);
         let shard = shard.read();
-        let at = shard.find(key, uid)?;
-        Some(read(&shard.records[at].cells))
+        let found = shard.find(hash, uid)?;
+        Some(read(shard.cells_at(found.place)))
     }
 
     /// The number of subjects with at least one cell.
     pub(crate) fn subject_count(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|shard| shard.read().records.len())
-            .sum()
+        self.shards.iter().map(|shard| shard.read().len()).sum()
     }
 }
 
@@ -528,26 +312,6 @@ mod tests {
     }
 
     #[test]
-    fn the_index_keeps_subjects_whose_hash_bits_coincide_apart() {
-        let mut index = Index::with_len(2048);
-        // Every record under one of three hashes, two of them with the same
-        // tag and home slot: long probe runs, wrapping around the end.
-        let hashes = [7 | 5 << TAG_SHIFT, 7 | 5 << TAG_SHIFT | 1 << 40, 2047];
-        for record in 0..1000 {
-            index.put(hashes[record % 3], record);
-        }
-        for record in 0..1000 {
-            assert_eq!(
-                index.find(hashes[record % 3], |r| r == record),
-                Some(record)
-            );
-        }
-        assert_eq!(index.find(8 | 9 << TAG_SHIFT, |_| true), None);
-        assert_eq!(index.find(7 | 5 << TAG_SHIFT, |_| false), None);
-        assert_eq!(Index::default().find(7, |_| true), None);
-    }
-
-    #[test]
     fn long_and_short_uids_round_trip_through_records() {
         let store = Store::default();
         let uids = [
@@ -577,11 +341,40 @@ mod tests {
     }
 
     #[test]
-    fn a_one_cell_record_is_its_uid_and_its_cell() {
-        // The memory budget (issue: performance) rests on these sizes.
-        assert_eq!(size_of::<Uid>(), 16);
-        assert_eq!(size_of::<crate::period::Cell>(), 80);
-        assert_eq!(size_of::<Record>(), 96);
+    fn subjects_move_between_size_classes_and_the_rest_stay_found() {
+        let store = Store::default();
+        let uids: Vec<String> = (0..3000).map(|i| format!("subject-{i}")).collect();
+        // Round r gives every third subject (shifted by r) cell r: subjects
+        // grow from one cell to two, three and four at different times,
+        // and each move takes a record out of the middle of its class.
+        let mut expected = vec![Vec::new(); uids.len()];
+        for round in 0..4u32 {
+            for (i, uid) in uids.iter().enumerate() {
+                if !(i + round as usize).is_multiple_of(3) {
+                    store
+                        .apply(uid, &[entry(&[round], i as i64)], &at(), no_log)
+                        .unwrap();
+                    expected[i].push(round);
+                }
+            }
+        }
+        // A rejected batch that would add a cell leaves the subject as it was.
+        let overflow = [entry(&[9], i64::MAX), entry(&[9], 1)];
+        assert!(store.apply(&uids[1], &overflow, &at(), no_log).is_err());
+        assert_eq!(store.subject_count(), uids.len());
+        for (i, uid) in uids.iter().enumerate() {
+            for id in 0..10 {
+                let want = expected[i].contains(&id).then_some(i as i64);
+                assert_eq!(total(&store, uid, id), want, "{uid} counter {id}");
+            }
+        }
+        let mut seen = 0;
+        store.for_each(|uid, cells| {
+            let i: usize = uid["subject-".len()..].parse().unwrap();
+            assert_eq!(cells.cells().count(), expected[i].len(), "{uid}");
+            seen += 1;
+        });
+        assert_eq!(seen, uids.len());
     }
 
     #[test]

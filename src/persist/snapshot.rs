@@ -22,7 +22,7 @@ use super::format::{
 use super::sync_dir;
 use crate::error::{Error, Result};
 use crate::registry::{Registry, RegistryChange};
-use crate::store::{HeldBatches, Store, SubjectCells};
+use crate::store::{CellsView, HeldBatches, Store, SubjectCells};
 use crate::subject::{IssuedToken, TokenStore};
 
 /// The file name of the snapshot after which log segment `replay_from` starts.
@@ -64,7 +64,7 @@ enum SnapshotRecordRef<'a> {
         hash_seed: u64,
     },
     Tokens(&'a [(String, IssuedToken)]),
-    Subject(&'a str, &'a SubjectCells),
+    Subject(&'a str, CellsView<'a>),
     Registry(&'a [RegistryChange]),
     End {
         subjects: u64,

@@ -1,4 +1,12 @@
 //! One subject's cells, and how a batch is checked and applied to them.
+//!
+//! [`Cells`] works over any storage of a subject's cells: the store's
+//! records keep one or two inline and more on the heap, and hand out
+//! slices; [`SubjectCells`] owns a vector of them. A batch that only
+//! writes existing cells is applied in place
+//! ([`Cells::check_log_apply_in_place`]); one that creates a cell is applied
+//! to the owned form ([`SubjectCells::check_log_apply`]), after which the
+//! store files the subject in its new size class.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -12,112 +20,70 @@ use crate::registry::CounterId;
 /// Deeper counters take the general path.
 const MAX_FUSED: usize = 4;
 
-/// A cell index meaning "no cell yet: create one".
-const NEW_CELL: u32 = u32::MAX;
+/// A subject's cells, sorted by counter id, strictly ascending, over any
+/// storage `C` of them: a slice ([`Cells<&[Cell]>`]), a mutable slice or a
+/// vector ([`SubjectCells`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Cells<C>(pub(super) C);
 
-/// A subject's cells, sorted by counter id: the common one-cell subject
-/// keeps its cell inline, more go to the heap.
-#[derive(Clone, Debug)]
-enum Cells {
-    One(Cell),
-    Many(Vec<Cell>),
+/// A subject's cells, owned.
+pub(crate) type SubjectCells = Cells<Vec<Cell>>;
+
+/// A subject's cells, borrowed from the store or a [`SubjectCells`].
+pub(crate) type CellsView<'a> = Cells<&'a [Cell]>;
+
+impl<C: AsRef<[Cell]>, D: AsRef<[Cell]>> PartialEq<Cells<D>> for Cells<C> {
+    fn eq(&self, other: &Cells<D>) -> bool {
+        self.0.as_ref() == other.0.as_ref()
+    }
 }
 
-impl Default for Cells {
+impl Default for SubjectCells {
     fn default() -> Self {
-        Cells::Many(Vec::new())
+        Cells(Vec::new())
     }
 }
 
-impl Cells {
-    fn from_vec(mut cells: Vec<Cell>) -> Cells {
-        match cells.pop() {
-            Some(last) if cells.is_empty() => Cells::One(last),
-            Some(last) => {
-                cells.push(last);
-                Cells::Many(cells)
-            }
-            None => Cells::default(),
-        }
-    }
-
-    #[inline]
-    fn as_slice(&self) -> &[Cell] {
-        match self {
-            Cells::One(cell) => std::slice::from_ref(cell),
-            Cells::Many(cells) => cells,
-        }
-    }
-
-    #[inline]
-    fn as_mut_slice(&mut self) -> &mut [Cell] {
-        match self {
-            Cells::One(cell) => std::slice::from_mut(cell),
-            Cells::Many(cells) => cells,
-        }
-    }
-
-    fn insert(&mut self, index: usize, cell: Cell) {
-        *self = match std::mem::take(self) {
-            Cells::Many(mut cells) if !cells.is_empty() => {
-                cells.insert(index, cell);
-                Cells::Many(cells)
-            }
-            Cells::Many(_) => Cells::One(cell),
-            Cells::One(first) => {
-                let mut cells = Vec::with_capacity(2);
-                cells.push(first);
-                cells.insert(index, cell);
-                Cells::Many(cells)
-            }
-        };
-    }
+/// What [`Cells::check_log_apply_in_place`] did.
+pub(super) enum InPlace<L> {
+    /// The batch is applied; its log sequence number.
+    Applied(u64),
+    /// Nothing happened: the batch creates a cell. Here is the log, unused.
+    Grows(L),
 }
-
-/// One subject's cells, sorted by counter id. (Which logged batches they
-/// hold is tracked per shard, not per subject: see the store.)
-#[derive(Clone, Debug, Default)]
-pub(crate) struct SubjectCells {
-    cells: Cells,
-}
-
-impl PartialEq for SubjectCells {
-    fn eq(&self, other: &Self) -> bool {
-        self.cells.as_slice() == other.cells.as_slice()
-    }
-}
-
-impl Eq for SubjectCells {}
 
 /// Where a single-entry batch writes: for each target, the index of its
-/// cell (or [`NEW_CELL`]) and the buckets in it.
-type Plan = [(u32, CellSpot); MAX_FUSED];
+/// cell and the buckets in it.
+type Plan = [(usize, CellSpot); MAX_FUSED];
 
-impl SubjectCells {
+impl<C: AsRef<[Cell]>> Cells<C> {
+    #[inline(always)]
+    fn as_slice(&self) -> &[Cell] {
+        self.0.as_ref()
+    }
+
+    /// The index of the cell of counter `id`, or where it would go.
+    #[inline(always)]
     fn find(&self, id: CounterId) -> Result<usize, usize> {
-        self.cells
-            .as_slice()
-            .binary_search_by_key(&id, Cell::counter)
+        self.as_slice().binary_search_by_key(&id, Cell::counter)
     }
 
-    pub(super) fn cell(&self, id: CounterId) -> Option<&Cell> {
-        self.find(id).ok().map(|i| &self.cells.as_slice()[i])
-    }
-
-    /// Adds `delta` to the cell of `id`, creating it if needed.
-    fn add_to(&mut self, id: CounterId, entry: &ResolvedEntry<'_>, at: &EventTime) {
-        match self.find(id) {
-            Ok(i) => self.cells.as_mut_slice()[i].add(entry.amount, at),
-            Err(i) => self.cells.insert(i, Cell::new(id, entry.amount, at)),
-        }
+    /// The cell of counter `id`, if the subject has one.
+    pub(crate) fn cell(&self, id: CounterId) -> Option<&Cell> {
+        self.find(id).ok().map(|i| &self.as_slice()[i])
     }
 
     /// The subject's cells with their counter ids, in id order.
     pub(crate) fn cells(&self) -> impl Iterator<Item = (CounterId, &Cell)> {
-        self.cells
-            .as_slice()
+        self.as_slice().iter().map(|cell| (cell.counter(), cell))
+    }
+
+    /// Whether every cell `entries` write exists.
+    fn holds_targets_of(&self, entries: &[ResolvedEntry<'_>]) -> bool {
+        entries
             .iter()
-            .map(|cell| (cell.counter(), cell))
+            .flat_map(|entry| entry.targets)
+            .all(|&counter| self.find(counter).is_ok())
     }
 
     /// Checks a whole batch against overflow before anything is applied.
@@ -154,15 +120,6 @@ impl SubjectCells {
         Ok(())
     }
 
-    /// Applies a batch checked with [`SubjectCells::check`].
-    pub(super) fn apply(&mut self, entries: &[ResolvedEntry<'_>], at: &EventTime) {
-        for entry in entries {
-            for &counter in entry.targets {
-                self.add_to(counter, entry, at);
-            }
-        }
-    }
-
     /// Finds the cell of each of `targets` (their indices into `found`) if
     /// every one exists and holds just the buckets an increment at `at`
     /// writes: then the entry is checked and written without planning.
@@ -176,7 +133,7 @@ impl SubjectCells {
         if !at.is_retained() {
             return false;
         }
-        let cells = self.cells.as_slice();
+        let cells = self.as_slice();
         for (target, &counter) in targets.iter().enumerate() {
             let at_cell = if cells.len() <= 4 {
                 cells.iter().position(|cell| cell.counter() == counter)
@@ -193,18 +150,17 @@ impl SubjectCells {
 
     /// Locates every cell and bucket a single entry writes, checking each
     /// addition against overflow; nothing changes yet. The entry's targets
-    /// are distinct (the registry makes them so), at most [`MAX_FUSED`].
-    #[inline]
+    /// are distinct (the registry makes them so), at most [`MAX_FUSED`],
+    /// and all have cells.
     fn plan(
         &self,
         entry: &ResolvedEntry<'_>,
         at: &EventTime,
         plan: &mut Plan,
     ) -> Result<(), OverflowAt> {
-        let cells = self.cells.as_slice();
+        let cells = self.as_slice();
         for (slot, &counter) in plan.iter_mut().zip(entry.targets) {
-            // A new cell starts from zero: one addition cannot overflow it.
-            if let Ok(i) = cells.binary_search_by_key(&counter, Cell::counter) {
+            if let Ok(i) = self.find(counter) {
                 let spot = cells[i]
                     .plan(entry.amount, at)
                     .map_err(|field| OverflowAt {
@@ -212,37 +168,142 @@ impl SubjectCells {
                         counter,
                         field,
                     })?;
-                *slot = (i as u32, spot);
+                *slot = (i, spot);
             }
         }
         Ok(())
     }
 
-    /// Writes a single entry as planned by [`SubjectCells::plan`].
-    #[inline]
+    /// The highest counter id holding a cell.
+    pub(crate) fn max_counter(&self) -> Option<CounterId> {
+        self.as_slice().last().map(Cell::counter)
+    }
+
+    /// Whether decoded cells keep the invariants and name only counters below `counters`.
+    pub(crate) fn is_well_formed(&self, counters: usize) -> bool {
+        let cells = self.as_slice();
+        cells.windows(2).all(|w| w[0].counter() < w[1].counter())
+            && cells
+                .iter()
+                .all(|cell| (cell.counter() as usize) < counters && cell.is_well_formed())
+    }
+}
+
+impl<C: AsRef<[Cell]> + AsMut<[Cell]>> Cells<C> {
+    #[inline(always)]
+    fn as_mut_slice(&mut self) -> &mut [Cell] {
+        self.0.as_mut()
+    }
+
+    /// Writes a single entry as planned by [`Cells::plan`].
     fn commit(&mut self, entry: &ResolvedEntry<'_>, plan: &Plan, at: &EventTime) {
-        let cells = self.cells.as_mut_slice();
-        let mut creates = false;
+        let cells = self.as_mut_slice();
         for &(i, spot) in &plan[..entry.targets.len()] {
-            match cells.get_mut(i as usize) {
-                Some(cell) => cell.commit(spot, entry.amount, at),
-                None => creates = true,
+            cells[i].commit(spot, entry.amount, at);
+        }
+    }
+
+    /// Checks a batch that writes only existing cells, logs it through
+    /// `log` (which returns its log sequence number, or 0 when nothing is
+    /// logged), then applies it: all of it or nothing. A batch that would
+    /// create a cell is left alone, and `log` handed back.
+    #[inline(always)]
+    pub(super) fn check_log_apply_in_place<L>(
+        &mut self,
+        entries: &[ResolvedEntry<'_>],
+        at: &EventTime,
+        log: L,
+    ) -> Result<InPlace<L>, ApplyError>
+    where
+        L: FnOnce(&[ResolvedEntry<'_>]) -> Result<u64, Error>,
+    {
+        if let [entry] = entries
+            && entry.targets.len() <= MAX_FUSED
+        {
+            // The hot path: this month's and today's buckets in every cell.
+            let mut found = [0; MAX_FUSED];
+            if self.locate_current(entry.targets, at, &mut found) {
+                let found = &found[..entry.targets.len()];
+                let cells = self.as_mut_slice();
+                for &i in found {
+                    let cell = &cells[i];
+                    cell.check_current(entry.amount).map_err(|field| {
+                        ApplyError::Overflow(OverflowAt {
+                            index: 0,
+                            counter: cell.counter(),
+                            field,
+                        })
+                    })?;
+                }
+                let lsn = log(entries).map_err(ApplyError::Log)?;
+                for &i in found {
+                    cells[i].add_current(entry.amount, at);
+                }
+                return Ok(InPlace::Applied(lsn));
             }
         }
-        // Existing cells are written first: inserting shifts their indices.
-        if creates {
-            for (&(i, _), &counter) in plan.iter().zip(entry.targets) {
-                if i == NEW_CELL {
-                    self.add_to(counter, entry, at);
+        if !self.holds_targets_of(entries) {
+            return Ok(InPlace::Grows(log));
+        }
+        match entries {
+            // One entry: its cells and buckets located once.
+            [entry] if entry.targets.len() <= MAX_FUSED => {
+                let mut plan = [(0, CellSpot::default()); MAX_FUSED];
+                self.plan(entry, at, &mut plan)
+                    .map_err(ApplyError::Overflow)?;
+                let lsn = log(entries).map_err(ApplyError::Log)?;
+                self.commit(entry, &plan, at);
+                Ok(InPlace::Applied(lsn))
+            }
+            _ => {
+                self.check(entries, at).map_err(ApplyError::Overflow)?;
+                let lsn = log(entries).map_err(ApplyError::Log)?;
+                let cells = self.as_mut_slice();
+                for entry in entries {
+                    for &counter in entry.targets {
+                        if let Ok(i) = cells.binary_search_by_key(&counter, Cell::counter) {
+                            cells[i].add(entry.amount, at);
+                        }
+                    }
                 }
+                Ok(InPlace::Applied(lsn))
+            }
+        }
+    }
+}
+
+impl SubjectCells {
+    /// Cells sorted by counter id.
+    pub(super) fn new(cells: Vec<Cell>) -> SubjectCells {
+        Cells(cells)
+    }
+
+    /// The cells, sorted by counter id.
+    pub(super) fn into_vec(self) -> Vec<Cell> {
+        self.0
+    }
+
+    /// Adds an entry to the cell of `id`, creating it if needed.
+    fn add_to(&mut self, id: CounterId, entry: &ResolvedEntry<'_>, at: &EventTime) {
+        match self.find(id) {
+            Ok(i) => self.0[i].add(entry.amount, at),
+            Err(i) => self.0.insert(i, Cell::new(id, entry.amount, at)),
+        }
+    }
+
+    /// Applies a batch checked with [`Cells::check`], creating cells.
+    pub(super) fn apply(&mut self, entries: &[ResolvedEntry<'_>], at: &EventTime) {
+        for entry in entries {
+            for &counter in entry.targets {
+                self.add_to(counter, entry, at);
             }
         }
     }
 
     /// Checks a batch, logs it through `log` (which returns its log
-    /// sequence number, or 0 when nothing is logged), then applies it: all
-    /// of it or nothing. Returns the batch's log sequence number.
-    #[inline(always)]
+    /// sequence number, or 0 when nothing is logged), then applies it,
+    /// creating cells as needed: all of it or nothing. Returns the batch's
+    /// log sequence number.
     pub(super) fn check_log_apply<L>(
         &mut self,
         entries: &[ResolvedEntry<'_>],
@@ -252,70 +313,18 @@ impl SubjectCells {
     where
         L: FnOnce(&[ResolvedEntry<'_>]) -> Result<u64, Error>,
     {
-        match entries {
-            // The hot path: one entry, its cells and buckets located once.
-            [entry] if entry.targets.len() <= MAX_FUSED => {
-                let mut found = [0; MAX_FUSED];
-                if self.locate_current(entry.targets, at, &mut found) {
-                    let found = &found[..entry.targets.len()];
-                    let cells = self.cells.as_mut_slice();
-                    for &i in found {
-                        let cell = &cells[i];
-                        cell.check_current(entry.amount).map_err(|field| {
-                            ApplyError::Overflow(OverflowAt {
-                                index: 0,
-                                counter: cell.counter(),
-                                field,
-                            })
-                        })?;
-                    }
-                    let lsn = log(entries).map_err(ApplyError::Log)?;
-                    for &i in found {
-                        cells[i].add_current(entry.amount, at);
-                    }
-                    return Ok(lsn);
-                }
-                let mut plan = [(NEW_CELL, CellSpot::default()); MAX_FUSED];
-                self.plan(entry, at, &mut plan)
-                    .map_err(ApplyError::Overflow)?;
-                let lsn = log(entries).map_err(ApplyError::Log)?;
-                self.commit(entry, &plan, at);
-                Ok(lsn)
-            }
-            _ => {
-                self.check(entries, at).map_err(ApplyError::Overflow)?;
-                let lsn = log(entries).map_err(ApplyError::Log)?;
-                self.apply(entries, at);
-                Ok(lsn)
-            }
-        }
-    }
-
-    /// The highest counter id holding a cell.
-    pub(crate) fn max_counter(&self) -> Option<CounterId> {
-        self.cells.as_slice().last().map(Cell::counter)
-    }
-
-    /// Whether decoded cells keep the invariants and name only counters below `counters`.
-    pub(crate) fn is_well_formed(&self, counters: usize) -> bool {
-        let cells = self.cells.as_slice();
-        cells.windows(2).all(|w| w[0].counter() < w[1].counter())
-            && cells
-                .iter()
-                .all(|cell| (cell.counter() as usize) < counters && cell.is_well_formed())
+        self.check(entries, at).map_err(ApplyError::Overflow)?;
+        let lsn = log(entries).map_err(ApplyError::Log)?;
+        self.apply(entries, at);
+        Ok(lsn)
     }
 }
 
 /// On disk a subject's cells are a sequence of (counter id, cell) pairs
 /// (`docs/format.md`): each cell after its counter id.
-impl Serialize for SubjectCells {
+impl<C: AsRef<[Cell]>> Serialize for Cells<C> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(
-            self.cells
-                .as_slice()
-                .iter()
-                .map(|cell| (cell.counter(), cell)),
-        )
+        serializer.collect_seq(self.as_slice().iter().map(|cell| (cell.counter(), cell)))
     }
 }
 
@@ -325,8 +334,6 @@ impl<'de> Deserialize<'de> for SubjectCells {
             .into_iter()
             .map(|(counter, cell)| cell.of_counter(counter))
             .collect();
-        Ok(SubjectCells {
-            cells: Cells::from_vec(cells),
-        })
+        Ok(Cells(cells))
     }
 }
