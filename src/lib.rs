@@ -55,6 +55,11 @@
 //!   call fails and the engine refuses every later write
 //!   ([`Error::Poisoned`]); readers may already have seen the batch, which
 //!   a restart will not have unless the record reached the disk.
+//! - Capacity: each of the store's 256 shards holds up to 4,194,302
+//!   subjects of each size class (one cell, two cells, more), so an engine
+//!   holds over a billion subjects of each class; past that, creating a
+//!   subject panics. At about a hundred bytes a subject, that is past
+//!   100 GB of memory.
 //! - Under [`Durability::Interval`] a writer waits for a sync only when more
 //!   than 16 MiB of log records are unsynced (backpressure), so memory
 //!   stays bounded when writers outrun the disk.
