@@ -483,6 +483,7 @@ impl Tally {
         )
     }
 
+    #[inline(always)]
     fn increment_handle(
         &self,
         subject: Subject<'_>,
@@ -520,6 +521,7 @@ impl Tally {
         Ok(())
     }
 
+    #[inline(always)]
     fn apply(&self, uid: &str, entries: &[ResolvedEntry<'_>], at: &EventTime) -> Result<()> {
         let wal = self.inner.storage.as_ref().and_then(Storage::wal);
         // The batch is appended under the subject's lock (so the log holds

@@ -132,6 +132,7 @@ impl Store {
     /// Applies a batch to one subject atomically: checked completely first,
     /// logged, then applied under the subject's shard lock; a rejected
     /// batch changes nothing and creates no subject.
+    #[inline(always)]
     pub(crate) fn apply<L>(
         &self,
         uid: &str,
