@@ -23,7 +23,8 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::format::{
-    FRAME_OVERHEAD, Header, LOG_MAGIC, seal_frame, write_increment_record, write_record,
+    FormatError, FormatVersion, Header, LOG_MAGIC, decode_all, seal_frame, split_first_lsn,
+    start_log_frame, write_increment_record, write_record,
 };
 use super::{Durability, sync_dir};
 use crate::error::{Error, Result};
@@ -37,7 +38,8 @@ pub(crate) struct LoggedEntry {
     pub amount: crate::period::Amount,
 }
 
-/// A log record, as decoded. [`RecordRef`] encodes the same layout without copying.
+/// A log record, as decoded from either format version. It is also the
+/// version-1 layout, which bincode decodes into it directly.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub(crate) enum LogRecord {
     /// Registry changes, in the order they applied.
@@ -58,8 +60,95 @@ pub(crate) enum LogRecord {
     },
 }
 
-/// A log record to encode, borrowing its parts.
+/// A log record in format version 2, as decoded: an increment carries
+/// neither its LSN (the frame's first LSN plus its position) nor its
+/// absolute event time (the previous increment's in the frame, or 0,
+/// plus `at_delta`).
+#[derive(Deserialize)]
+enum LogRecordV2 {
+    Registry(Vec<RegistryChange>),
+    Token {
+        token: String,
+        uid: String,
+        expires_at: i64,
+    },
+    Increment {
+        uid: String,
+        at_delta: i64,
+        entries: Vec<LoggedEntry>,
+    },
+}
+
+/// A log record in format version 2, to encode. The engine encodes
+/// increments by hand (`write_increment_record`, pinned to this layout by
+/// a test); the other records go through this.
 #[derive(Serialize)]
+pub(crate) enum RecordV2Ref<'a> {
+    Registry(&'a [RegistryChange]),
+    Token {
+        token: &'a str,
+        uid: &'a str,
+        expires_at: i64,
+    },
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "increments are encoded by hand; a test compares")
+    )]
+    Increment {
+        uid: &'a str,
+        at_delta: i64,
+        entries: &'a [ResolvedEntry<'a>],
+    },
+}
+
+/// Decodes the records of a log frame's payload written in `version`.
+pub(crate) fn decode_log_frame(
+    version: FormatVersion,
+    payload: &[u8],
+) -> std::result::Result<Vec<LogRecord>, FormatError> {
+    if version == FormatVersion::V1 {
+        return decode_all(payload);
+    }
+    let (first_lsn, records) = split_first_lsn(payload)?;
+    let mut at = 0i64;
+    let mut decoded = Vec::new();
+    for (position, record) in decode_all::<LogRecordV2>(records)?.into_iter().enumerate() {
+        decoded.push(match record {
+            LogRecordV2::Registry(changes) => LogRecord::Registry(changes),
+            LogRecordV2::Token {
+                token,
+                uid,
+                expires_at,
+            } => LogRecord::Token {
+                token,
+                uid,
+                expires_at,
+            },
+            LogRecordV2::Increment {
+                uid,
+                at_delta,
+                entries,
+            } => {
+                let lsn = first_lsn
+                    .checked_add(position as u64)
+                    .ok_or_else(|| FormatError::Corrupt("LSN overflow".into()))?;
+                at = at
+                    .checked_add(at_delta)
+                    .ok_or_else(|| FormatError::Corrupt("event time overflow".into()))?;
+                LogRecord::Increment {
+                    lsn,
+                    uid,
+                    at,
+                    entries,
+                }
+            }
+        });
+    }
+    Ok(decoded)
+}
+
+/// A log record to append, borrowing its parts. Its layout on disk is
+/// [`RecordV2Ref`]'s.
 pub(crate) enum RecordRef<'a> {
     /// See [`LogRecord::Registry`].
     Registry(&'a [RegistryChange]),
@@ -69,7 +158,8 @@ pub(crate) enum RecordRef<'a> {
         uid: &'a str,
         expires_at: i64,
     },
-    /// See [`LogRecord::Increment`].
+    /// See [`LogRecord::Increment`]. `lsn` must be the one
+    /// [`Wal::append`] handed out for this record.
     Increment {
         lsn: u64,
         uid: &'a str,
@@ -110,17 +200,20 @@ const MAX_SPARE_BYTES: usize = 8 << 20;
 /// How many writers each woken writer wakes in turn.
 const WAKE_FAN_OUT: usize = 2;
 
-/// An empty buffer: the reserved header of the frame its records will form.
-fn frame_start(capacity: usize) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(capacity.max(FRAME_OVERHEAD));
-    bytes.extend_from_slice(&[0u8; FRAME_OVERHEAD]);
-    bytes
-}
+/// An empty buffer's capacity.
+const INITIAL_BUFFER_BYTES: usize = 1 << 16;
 
 /// What appenders share: the bytes not yet written, and the counters.
 struct Buffer {
+    /// A log frame being filled ([`start_log_frame`]): reserved header
+    /// bytes, the LSN of its first record, then records.
     bytes: Vec<u8>,
+    /// The LSN of the first record in `bytes`.
+    first_lsn: u64,
     next_lsn: u64,
+    /// The event time of the last increment in `bytes`, or 0: the next
+    /// one is written as a difference from it.
+    last_at: i64,
     /// Logical position (bytes ever appended) at the end of `bytes`.
     end: u64,
     /// Under [`Durability::Always`], the threads whose records are in
@@ -187,12 +280,16 @@ impl Wal {
         durability: Durability,
     ) -> Result<Wal> {
         let segment = Segment::create(dir, number)?;
+        let mut bytes = Vec::with_capacity(INITIAL_BUFFER_BYTES);
+        start_log_frame(&mut bytes, next_lsn);
         Ok(Wal {
             dir: dir.to_owned(),
             durability,
             buffer: Mutex::new(Buffer {
-                bytes: frame_start(1 << 16),
+                bytes,
+                first_lsn: next_lsn,
                 next_lsn,
+                last_at: 0,
                 end: 0,
                 waiters: Vec::new(),
                 wake_syncer_at: usize::MAX,
@@ -256,12 +353,32 @@ impl Wal {
         let before = buffer.bytes.len();
         match record(lsn) {
             RecordRef::Increment {
-                lsn,
+                lsn: record_lsn,
                 uid,
                 at,
                 entries,
-            } => write_increment_record(&mut buffer.bytes, lsn, uid, at, entries),
-            other => write_record(&mut buffer.bytes, &other),
+            } => {
+                // Version 2 stores no LSN: it is implied by the position.
+                debug_assert_eq!(record_lsn, lsn, "an increment logged with another LSN");
+                let at_delta = at.wrapping_sub(buffer.last_at);
+                buffer.last_at = at;
+                write_increment_record(&mut buffer.bytes, uid, at_delta, entries);
+            }
+            RecordRef::Registry(changes) => {
+                write_record(&mut buffer.bytes, &RecordV2Ref::Registry(changes));
+            }
+            RecordRef::Token {
+                token,
+                uid,
+                expires_at,
+            } => write_record(
+                &mut buffer.bytes,
+                &RecordV2Ref::Token {
+                    token,
+                    uid,
+                    expires_at,
+                },
+            ),
         }
         buffer.end += (buffer.bytes.len() - before) as u64;
         let end = buffer.end;
@@ -369,11 +486,11 @@ impl Wal {
         let (mut bytes, end, waiters) = {
             let mut fresh = std::mem::take(&mut segment.spare);
             if fresh.capacity() == 0 {
-                fresh = frame_start(1 << 16);
+                fresh.reserve(INITIAL_BUFFER_BYTES);
             }
             let mut fresh_waiters = std::mem::take(&mut segment.spare_waiters);
             let mut buffer = self.buffer.lock();
-            if buffer.bytes.len() == FRAME_OVERHEAD {
+            if buffer.next_lsn == buffer.first_lsn {
                 segment.spare = fresh;
                 segment.spare_waiters = fresh_waiters;
                 drop(buffer);
@@ -383,8 +500,11 @@ impl Wal {
                     took: Duration::ZERO,
                 });
             }
+            start_log_frame(&mut fresh, buffer.next_lsn);
             std::mem::swap(&mut buffer.bytes, &mut fresh);
             std::mem::swap(&mut buffer.waiters, &mut fresh_waiters);
+            buffer.first_lsn = buffer.next_lsn;
+            buffer.last_at = 0;
             buffer.early_requested = false;
             (fresh, buffer.end, fresh_waiters)
         };
@@ -426,8 +546,7 @@ impl Wal {
         }
         segment.spare_waiters = waiters;
         if bytes.capacity() <= MAX_SPARE_BYTES {
-            bytes.truncate(FRAME_OVERHEAD);
-            bytes[..FRAME_OVERHEAD].fill(0);
+            bytes.clear();
             segment.spare = bytes;
         }
         result
@@ -648,8 +767,7 @@ mod tests {
             let mut offset = super::super::format::HEADER_BYTES;
             while offset < bytes.len() {
                 let (payload, used) = super::super::format::read_frame(&bytes[offset..]).unwrap();
-                let frame: Vec<LogRecord> = super::super::format::decode_all(payload).unwrap();
-                records.extend(frame);
+                records.extend(decode_log_frame(FormatVersion::CURRENT, payload).unwrap());
                 offset += used;
             }
         }
