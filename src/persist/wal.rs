@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{JoinHandle, Thread};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -190,10 +190,6 @@ const EARLY_SYNC_BYTES: usize = 4 << 20;
 /// frame must respect.
 const MAX_BACKLOG_BYTES: u64 = 16 << 20;
 
-/// The longest the group-commit thread waits for writers it expects
-/// before syncing without them.
-const MAX_GATHER: Duration = Duration::from_millis(1);
-
 /// A spare buffer larger than this is dropped rather than kept.
 const MAX_SPARE_BYTES: usize = 8 << 20;
 
@@ -235,17 +231,6 @@ struct Segment {
     spare: Vec<u8>,
     /// Likewise for the waiters.
     spare_waiters: Vec<Thread>,
-}
-
-/// What a flush wrote.
-struct Flushed {
-    /// Waiters woken (under [`Durability::Always`]).
-    woken: usize,
-    /// Waiters whose records arrived while it wrote and synced, for the
-    /// next flush.
-    pending: usize,
-    /// How long the write and the sync took.
-    took: Duration,
 }
 
 /// The write-ahead log of a data directory.
@@ -476,12 +461,12 @@ impl Wal {
     /// Writes and syncs everything buffered.
     pub(crate) fn sync(&self) -> Result<()> {
         let mut segment = self.segment.lock();
-        self.flush_locked(&mut segment).map(drop)
+        self.flush_locked(&mut segment)
     }
 
     /// Writes and syncs everything buffered, then wakes the waiters whose
     /// records that covered.
-    fn flush_locked(&self, segment: &mut Segment) -> Result<Flushed> {
+    fn flush_locked(&self, segment: &mut Segment) -> Result<()> {
         self.check_poison()?;
         let (mut bytes, end, waiters) = {
             let mut fresh = std::mem::take(&mut segment.spare);
@@ -494,11 +479,7 @@ impl Wal {
                 segment.spare = fresh;
                 segment.spare_waiters = fresh_waiters;
                 drop(buffer);
-                return Ok(Flushed {
-                    woken: 0,
-                    pending: 0,
-                    took: Duration::ZERO,
-                });
+                return Ok(());
             }
             start_log_frame(&mut fresh, buffer.next_lsn);
             std::mem::swap(&mut buffer.bytes, &mut fresh);
@@ -509,23 +490,14 @@ impl Wal {
             (fresh, buffer.end, fresh_waiters)
         };
         seal_frame(&mut bytes);
-        let started = Instant::now();
         let written = segment
             .file
             .write_all(&bytes)
             .and_then(|()| segment.file.sync_data());
         let result = match written {
             Ok(()) => {
-                let took = started.elapsed();
                 self.durable.fetch_max(end, Ordering::AcqRel);
-                // Counted before anyone is woken, so that no writer counts
-                // twice (woken, and already back with its next record).
-                let pending = self.buffer.lock().waiters.len();
-                Ok(Flushed {
-                    woken: waiters.len(),
-                    pending,
-                    took,
-                })
+                Ok(())
             }
             Err(source) => {
                 let reason = format!("writing {}: {source}", segment.path.display());
@@ -608,26 +580,21 @@ impl Wal {
 
     /// The body of the [`Durability::Always`] sync thread: group commit.
     ///
-    /// It writes and syncs the buffer as soon as the previous sync is done
-    /// and the writers it expects have appended (those it just woke and
-    /// those that appended during the sync), or half the last sync's
-    /// duration (at most [`MAX_GATHER`]) has passed, whichever comes
-    /// first: so one sync carries about one record per writer, and the
-    /// disk idles at most half the time. Waking many writers one by one
-    /// would take the sync thread longer than the sync itself (a few
-    /// microseconds each, on two cores), so it wakes [`WAKE_FAN_OUT`] of
-    /// the writers the sync covered, and they wake the others.
+    /// As soon as a sync is done and a record is waiting, it writes and
+    /// syncs everything buffered (what arrived during the last sync), so
+    /// the disk never idles while a writer waits. Waking many writers one
+    /// by one would take this thread longer than a sync (a few microseconds
+    /// each, on two cores), so it wakes [`WAKE_FAN_OUT`] of the writers a
+    /// sync covered, and they wake the others, while the next sync runs.
+    /// (Waiting after a sync for the woken writers' next records, to sync
+    /// more at once, measured slower: 116,000–121,000 acknowledged
+    /// increments a second from 64 writers, against 141,000–146,000.)
     fn group_commit(&self) {
         if !self.await_start() {
             return;
         }
-        let mut expected = 1;
-        let mut patience = Duration::ZERO;
         loop {
-            // Wait for a first waiter, then for the expected number or
-            // until patience runs out.
-            let mut deadline = None;
-            loop {
+            {
                 let mut buffer = self.buffer.lock();
                 if self.stopping.load(Ordering::SeqCst) {
                     buffer.wake_syncer_at = usize::MAX;
@@ -637,33 +604,17 @@ impl Wal {
                     let _ = self.sync();
                     return;
                 }
-                let waiting = buffer.waiters.len();
-                if waiting == 0 {
+                if buffer.waiters.is_empty() {
                     buffer.wake_syncer_at = 1;
                     drop(buffer);
                     std::thread::park();
                     continue;
                 }
-                let now = Instant::now();
-                let until = *deadline.get_or_insert(now + patience);
-                if waiting >= expected || now >= until {
-                    buffer.wake_syncer_at = usize::MAX;
-                    break;
-                }
-                buffer.wake_syncer_at = expected;
-                drop(buffer);
-                std::thread::park_timeout(until - now);
+                buffer.wake_syncer_at = usize::MAX;
             }
-            let flushed = {
-                let mut segment = self.segment.lock();
-                self.flush_locked(&mut segment)
-            };
-            // A failure poisoned the log and woke every waiter; appends
-            // are refused from now on, so none will come.
-            if let Ok(flushed) = flushed {
-                patience = (flushed.took / 2).min(MAX_GATHER);
-                expected = (flushed.woken + flushed.pending).max(1);
-            }
+            // A failure poisons the log and wakes every waiter; appends are
+            // refused from then on, so none will come.
+            let _ = self.sync();
         }
     }
 
