@@ -183,7 +183,7 @@ pub(crate) fn segment_number(name: &str) -> Option<u64> {
 
 /// Buffered bytes past which the interval sync thread is asked to sync
 /// early.
-const EARLY_SYNC_BYTES: usize = 4 << 20;
+const EARLY_SYNC_BYTES: usize = 1 << 20;
 
 /// Bytes appended but not yet synced past which appenders wait for a
 /// sync. Well under the 64 MiB frame limit, which one group commit's
