@@ -7,6 +7,7 @@
 //! incrementing an existing cell allocates nothing. There is no lock but
 //! the shard's.
 
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 
 use crossbeam::utils::CachePadded;
@@ -84,39 +85,50 @@ impl Default for Store {
     }
 }
 
-/// Which logged batches a snapshot holds: the hash seed of the store it
-/// was taken from and, for each shard, the sequence number of the last
-/// logged batch applied to the shard when it was copied. A batch of a
-/// subject is in the snapshot exactly when its sequence number is at most
-/// that of the subject's shard there.
+/// Which logged batches a snapshot holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct HeldBatches {
-    seed: u64,
-    shard_lsns: Vec<u64>,
+pub(crate) enum HeldBatches {
+    /// The hash seed of the store the snapshot was taken from and, for
+    /// each shard, the sequence number of the last logged batch applied to
+    /// the shard when it was copied. A batch of a subject is in the
+    /// snapshot exactly when its sequence number is at most that of the
+    /// subject's shard there.
+    ByShard { seed: u64, shard_lsns: Vec<u64> },
+    /// A version-1 snapshot's: each subject's own last applied batch
+    /// (subjects absent held none).
+    BySubject(HashMap<String, u64>),
 }
 
 impl HeldBatches {
     /// The batches of a snapshot of a store seeded with `seed`, or `None`
     /// if `shard_lsns` does not have one number per shard.
-    pub(crate) fn new(seed: u64, shard_lsns: Vec<u64>) -> Option<HeldBatches> {
-        (shard_lsns.len() == SHARDS).then_some(HeldBatches { seed, shard_lsns })
+    pub(crate) fn by_shard(seed: u64, shard_lsns: Vec<u64>) -> Option<HeldBatches> {
+        (shard_lsns.len() == SHARDS).then_some(HeldBatches::ByShard { seed, shard_lsns })
+    }
+
+    /// The batches of a version-1 snapshot, by subject.
+    pub(crate) fn by_subject(subject_lsns: HashMap<String, u64>) -> HeldBatches {
+        HeldBatches::BySubject(subject_lsns)
     }
 
     /// Whether the snapshot holds the batch `lsn` of subject `uid`.
     pub(crate) fn holds(&self, uid: &str, lsn: u64) -> bool {
-        let hash = SubjectHasher::with_seed(self.seed).hash_one(uid);
-        lsn <= self.shard_lsns[(hash >> SHARD_SHIFT) as usize % SHARDS]
+        match self {
+            HeldBatches::ByShard { seed, shard_lsns } => {
+                let hash = SubjectHasher::with_seed(*seed).hash_one(uid);
+                lsn <= shard_lsns[(hash >> SHARD_SHIFT) as usize % SHARDS]
+            }
+            HeldBatches::BySubject(lsns) => lsns.get(uid).is_some_and(|&held| lsn <= held),
+        }
     }
 
     /// The highest sequence number the snapshot holds.
     pub(crate) fn max_lsn(&self) -> u64 {
-        self.shard_lsns.iter().copied().max().unwrap_or(0)
-    }
-
-    /// The numbers per shard, in shard order.
-    #[cfg(test)]
-    pub(crate) fn shard_lsns(&self) -> &[u64] {
-        &self.shard_lsns
+        match self {
+            HeldBatches::ByShard { shard_lsns, .. } => shard_lsns.iter().copied().max(),
+            HeldBatches::BySubject(lsns) => lsns.values().copied().max(),
+        }
+        .unwrap_or(0)
     }
 }
 
@@ -470,7 +482,7 @@ mod tests {
                 .apply(uid, &[entry(&[0], 1)], &at(), |_| Ok(lsn))
                 .unwrap();
         }
-        let held = HeldBatches::new(store.seed(), shard_lsns(&store)).unwrap();
+        let held = HeldBatches::by_shard(store.seed(), shard_lsns(&store)).unwrap();
         assert_eq!(held.max_lsn(), 2000);
         // Every batch applied is held; a later batch of any subject is not.
         for (i, uid) in uids.iter().enumerate() {
@@ -479,9 +491,15 @@ mod tests {
         }
         // Per shard, not per store: an early subject's shard may end
         // before a late batch of another shard.
-        let first_shard_end = held.shard_lsns().iter().copied().filter(|&l| l > 0).min();
+        let lsns = shard_lsns(&store);
+        let first_shard_end = lsns.iter().copied().filter(|&l| l > 0).min();
         assert!(first_shard_end < Some(2000));
-        assert!(HeldBatches::new(store.seed(), vec![0; 3]).is_none());
+        assert!(HeldBatches::by_shard(store.seed(), vec![0; 3]).is_none());
+        // A version-1 snapshot's, by subject.
+        let by_subject = HeldBatches::by_subject(HashMap::from([("u".to_owned(), 7)]));
+        assert!(by_subject.holds("u", 7) && !by_subject.holds("u", 8));
+        assert!(!by_subject.holds("v", 1));
+        assert_eq!(by_subject.max_lsn(), 7);
     }
 
     #[test]

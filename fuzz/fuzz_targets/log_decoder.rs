@@ -9,17 +9,21 @@
 //! reaches the bincode records instead of stopping at a checksum. With bit 1
 //! of the first byte also set, the last chunk is appended as it is, unframed,
 //! to exercise the torn-tail and mid-log corruption paths after valid
-//! records. The byte layout is `src/persist/format.rs`.
+//! records. Bit 2 picks the header's format version: 1 when clear, 2 when
+//! set (each version decodes frames its own way). The byte layout is
+//! `src/persist/format.rs`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 const MAGIC: &[u8; 8] = b"TALLYLOG";
-const VERSION: u32 = 1;
 
 fuzz_target!(|data: &[u8]| {
     let bytes = match data.split_first() {
-        Some((mode, rest)) if mode & 1 == 1 => framed(rest, mode & 2 == 2),
+        Some((mode, rest)) if mode & 1 == 1 => {
+            let version = if mode & 4 == 4 { 2 } else { 1 };
+            framed(rest, mode & 2 == 2, version)
+        }
         _ => data.to_vec(),
     };
     if let Ok(Some(torn_at)) = tally::fuzzing::replay_log_segment(&bytes) {
@@ -32,8 +36,8 @@ fuzz_target!(|data: &[u8]| {
 });
 
 /// A log segment (header body fields zero) with valid frames around `rest`.
-fn framed(rest: &[u8], raw_tail: bool) -> Vec<u8> {
-    let mut out = header().to_vec();
+fn framed(rest: &[u8], raw_tail: bool, version: u32) -> Vec<u8> {
+    let mut out = header(version).to_vec();
     let mut rest = rest;
     while !rest.is_empty() {
         let (payload, after) = if rest.len() >= 2 {
@@ -60,10 +64,10 @@ fn framed(rest: &[u8], raw_tail: bool) -> Vec<u8> {
 }
 
 /// magic [8] | version u32 | flags u32 | body_len u64 | body_crc u32 | header_crc u32
-fn header() -> [u8; 32] {
+fn header(version: u32) -> [u8; 32] {
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(MAGIC);
-    bytes[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    bytes[8..12].copy_from_slice(&version.to_le_bytes());
     let crc = crc32fast::hash(&bytes[..28]);
     bytes[28..32].copy_from_slice(&crc.to_le_bytes());
     bytes

@@ -33,16 +33,22 @@ pub(crate) const MAX_FRAME_BYTES: usize = 64 << 20;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub(crate) enum FormatVersion {
-    /// The first format.
+    /// The first format: every increment log record carries its LSN and
+    /// its absolute event time.
     V1 = 1,
+    /// A log frame starts with the LSN of its first record, the others
+    /// following one by one; an increment's event time is a difference
+    /// from the previous increment's in the frame. Snapshots are as in V1.
+    V2 = 2,
 }
 
 impl FormatVersion {
-    pub(crate) const CURRENT: FormatVersion = FormatVersion::V1;
+    pub(crate) const CURRENT: FormatVersion = FormatVersion::V2;
 
     fn parse(number: u32) -> Option<FormatVersion> {
         match number {
             1 => Some(FormatVersion::V1),
+            2 => Some(FormatVersion::V2),
             _ => None,
         }
     }
@@ -144,10 +150,19 @@ const INCREMENT_VARIANT: u32 = 2;
 
 /// Appends an unsigned integer as bincode's standard varint: one byte
 /// below 251, else a marker (251, 252, 253) and 2, 4 or 8 bytes.
+#[inline(always)]
 fn put_varint(out: &mut Vec<u8>, value: u64) {
     if value < 251 {
         out.push(value as u8);
-    } else if value <= u64::from(u16::MAX) {
+    } else {
+        put_long_varint(out, value);
+    }
+}
+
+/// [`put_varint`] for values of 251 and more, out of the common path.
+#[inline(never)]
+fn put_long_varint(out: &mut Vec<u8>, value: u64) {
+    if value <= u64::from(u16::MAX) {
         out.push(251);
         out.extend_from_slice(&(value as u16).to_le_bytes());
     } else if value <= u64::from(u32::MAX) {
@@ -159,36 +174,57 @@ fn put_varint(out: &mut Vec<u8>, value: u64) {
     }
 }
 
-/// Appends a signed integer as bincode does: zig-zag, then a varint.
-fn put_zigzag(out: &mut Vec<u8>, value: i64) {
-    put_varint(out, ((value << 1) ^ (value >> 63)) as u64);
+/// Starts a log frame in `out` (emptied first): [`FRAME_OVERHEAD`]
+/// reserved bytes for [`seal_frame`], then `first_lsn`, the LSN of the
+/// frame's first record (version 2).
+pub(crate) fn start_log_frame(out: &mut Vec<u8>, first_lsn: u64) {
+    out.clear();
+    out.extend_from_slice(&[0u8; FRAME_OVERHEAD]);
+    put_varint(out, first_lsn);
 }
 
-/// Appends an increment log record as a bare record, encoded by hand into
-/// exactly the bytes bincode's standard encoding of
-/// `LogRecord::Increment { lsn, uid, at, entries }` would give (a test pins
-/// this), because this runs on every durable increment.
+/// Splits a version-2 log frame's payload into the LSN of its first
+/// record and the records.
+pub(crate) fn split_first_lsn(payload: &[u8]) -> Result<(u64, &[u8]), FormatError> {
+    let config = bincode::config::standard().with_limit::<MAX_FRAME_BYTES>();
+    let (first_lsn, read): (u64, usize) = bincode::serde::decode_from_slice(payload, config)
+        .map_err(|e| FormatError::Corrupt(format!("undecodable first LSN: {e}")))?;
+    Ok((first_lsn, &payload[read..]))
+}
+
+/// Appends an increment log record (version 2) as a bare record, encoded
+/// by hand into exactly the bytes bincode's standard encoding of
+/// `Increment { uid, at_delta, entries }` (variant 2 of the log record
+/// enum) would give (a test pins this), because this runs on every
+/// durable increment.
 pub(crate) fn write_increment_record(
     out: &mut Vec<u8>,
-    lsn: u64,
     uid: &str,
-    at: i64,
+    at_delta: i64,
     entries: &[crate::store::ResolvedEntry<'_>],
 ) {
+    // Room for the usual record (small numbers, one entry with a few
+    // targets), so that growing is rare.
+    out.reserve(uid.len() + 48);
     put_varint(out, u64::from(INCREMENT_VARIANT));
-    put_varint(out, lsn);
     put_varint(out, uid.len() as u64);
     out.extend_from_slice(uid.as_bytes());
-    put_zigzag(out, at);
+    put_varint(out, zigzag(at_delta));
     put_varint(out, entries.len() as u64);
     for entry in entries {
         put_varint(out, entry.targets.len() as u64);
         for &target in entry.targets {
             put_varint(out, u64::from(target));
         }
-        put_zigzag(out, entry.amount.count);
-        put_zigzag(out, entry.amount.value);
+        put_varint(out, zigzag(entry.amount.count));
+        put_varint(out, zigzag(entry.amount.value));
     }
+}
+
+/// A signed integer as bincode maps it before writing a varint: zig-zag.
+#[inline(always)]
+fn zigzag(value: i64) -> u64 {
+    ((value << 1) ^ (value >> 63)) as u64
 }
 
 /// Closes a log frame: `frame` is [`FRAME_OVERHEAD`] reserved bytes
@@ -339,11 +375,11 @@ mod tests {
     #[test]
     fn hand_encoded_increments_are_bincode_records() {
         use crate::period::Amount;
-        use crate::persist::wal::{LogRecord, LoggedEntry, RecordRef};
+        use crate::persist::wal::{LogRecord, LoggedEntry, RecordV2Ref, decode_log_frame};
         use crate::store::ResolvedEntry;
         let entries = [
             ResolvedEntry {
-                targets: &[7, 3, 0],
+                targets: &[70_000, 300, 3, 0],
                 amount: Amount {
                     count: -2,
                     value: i64::MAX,
@@ -353,52 +389,118 @@ mod tests {
                 targets: &[0],
                 amount: Amount {
                     count: 1,
-                    value: -1,
+                    value: i64::MIN,
                 },
             },
         ];
-        let record = RecordRef::Increment {
-            lsn: 1 << 40,
-            uid: "user-ü",
-            at: 1_795_780_800,
-            entries: &entries,
-        };
-        let mut by_serde = Vec::new();
-        write_record(&mut by_serde, &record);
-        let mut by_hand = vec![0u8; FRAME_OVERHEAD];
-        write_increment_record(&mut by_hand, 1 << 40, "user-ü", 1_795_780_800, &entries);
-        assert_eq!(by_hand[FRAME_OVERHEAD..], by_serde);
-        // A frame carries several records: this one and a registry record.
-        write_record(&mut by_hand, &RecordRef::Registry(&[]));
-        seal_frame(&mut by_hand);
-        let (payload, used) = read_frame(&by_hand).unwrap();
-        assert_eq!(used, by_hand.len());
-        let decoded: Vec<LogRecord> = decode_all(payload).unwrap();
-        let increment = LogRecord::Increment {
-            lsn: 1 << 40,
-            uid: "user-ü".into(),
-            at: 1_795_780_800,
-            entries: vec![
-                LoggedEntry {
-                    targets: vec![7, 3, 0],
-                    amount: Amount {
-                        count: -2,
-                        value: i64::MAX,
-                    },
+        let long_uid = "ü".repeat(200);
+        for (uid, at_delta) in [
+            ("user-ü", 1_795_780_800),
+            ("u", -86_400),
+            (long_uid.as_str(), 0),
+            ("u", i64::MIN),
+        ] {
+            let mut by_serde = Vec::new();
+            write_record(
+                &mut by_serde,
+                &RecordV2Ref::Increment {
+                    uid,
+                    at_delta,
+                    entries: &entries,
                 },
-                LoggedEntry {
-                    targets: vec![0],
-                    amount: Amount {
-                        count: 1,
-                        value: -1,
-                    },
-                },
-            ],
+            );
+            let mut by_hand = Vec::new();
+            write_increment_record(&mut by_hand, uid, at_delta, &entries);
+            assert_eq!(by_hand, by_serde, "{uid} {at_delta}");
+        }
+        // A frame: its first LSN, then records back to back, each taking
+        // the next LSN; event times are differences from the previous one.
+        let mut frame = Vec::new();
+        start_log_frame(&mut frame, 1 << 40);
+        write_increment_record(&mut frame, "user-ü", 1_795_780_800, &entries[1..]);
+        write_record(&mut frame, &RecordV2Ref::Registry(&[]));
+        write_increment_record(&mut frame, "u", -86_400, &entries[..1]);
+        seal_frame(&mut frame);
+        let (payload, used) = read_frame(&frame).unwrap();
+        assert_eq!(used, frame.len());
+        let decoded = decode_log_frame(FormatVersion::V2, payload).unwrap();
+        let logged = |entry: &ResolvedEntry<'_>| LoggedEntry {
+            targets: entry.targets.to_vec(),
+            amount: entry.amount,
         };
-        assert_eq!(decoded, [increment, LogRecord::Registry(Vec::new())]);
-        // A payload cut inside a record is not whole records.
-        assert!(decode_all::<LogRecord>(&payload[..payload.len() - 3]).is_err());
-        assert!(decode_all::<LogRecord>(&[]).is_err());
+        assert_eq!(
+            decoded,
+            [
+                LogRecord::Increment {
+                    lsn: 1 << 40,
+                    uid: "user-ü".into(),
+                    at: 1_795_780_800,
+                    entries: vec![logged(&entries[1])],
+                },
+                LogRecord::Registry(Vec::new()),
+                LogRecord::Increment {
+                    lsn: (1 << 40) + 2,
+                    uid: "u".into(),
+                    at: 1_795_780_800 - 86_400,
+                    entries: vec![logged(&entries[0])],
+                },
+            ]
+        );
+        // A payload cut inside a record is not whole records, and a frame
+        // needs a record after its first LSN.
+        assert!(decode_log_frame(FormatVersion::V2, &payload[..payload.len() - 3]).is_err());
+        assert!(decode_log_frame(FormatVersion::V2, &payload[..1]).is_err());
+        assert!(decode_log_frame(FormatVersion::V2, &[]).is_err());
+        // Version 1 reads the same bytes as records with no first LSN:
+        // they do not decode.
+        assert!(decode_log_frame(FormatVersion::V1, payload).is_err());
+    }
+
+    #[test]
+    fn the_worked_example_of_the_format_document() {
+        use crate::period::Amount;
+        use crate::store::ResolvedEntry;
+        let entries = [ResolvedEntry {
+            targets: &[0],
+            amount: Amount { count: 1, value: 0 },
+        }];
+        let mut frame = Vec::new();
+        start_log_frame(&mut frame, 5);
+        write_increment_record(&mut frame, "u2", 1_795_780_800, &entries);
+        write_increment_record(&mut frame, "u3", 60, &entries);
+        seal_frame(&mut frame);
+        let hex: Vec<String> = frame.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex.join(" "),
+            "19 00 00 00 51 57 49 32 05 02 02 75 32 fc 80 e1 12 d6 01 01 00 02 00 \
+             02 02 75 33 78 01 01 00 02 00"
+        );
+    }
+
+    #[test]
+    fn implied_lsns_and_event_times_that_overflow_are_corrupt() {
+        use crate::period::Amount;
+        use crate::persist::wal::{RecordV2Ref, decode_log_frame};
+        use crate::store::ResolvedEntry;
+        let entries = [ResolvedEntry {
+            targets: &[0],
+            amount: Amount { count: 1, value: 0 },
+        }];
+        let mut lsns = Vec::new();
+        start_log_frame(&mut lsns, u64::MAX);
+        write_record(&mut lsns, &RecordV2Ref::Registry(&[]));
+        write_increment_record(&mut lsns, "u", 1, &entries);
+        let mut times = Vec::new();
+        start_log_frame(&mut times, 1);
+        write_increment_record(&mut times, "u", i64::MAX, &entries);
+        write_increment_record(&mut times, "u", 1, &entries);
+        for frame in [lsns, times] {
+            let payload = &frame[FRAME_OVERHEAD..];
+            assert!(matches!(
+                decode_log_frame(FormatVersion::V2, payload),
+                Err(FormatError::Corrupt(_))
+            ));
+        }
     }
 
     #[test]

@@ -28,12 +28,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::format::{
-    FormatError, HEADER_BYTES, Header, LOG_MAGIC, SNAPSHOT_MAGIC, decode, decode_all, is_torn_tail,
-    read_frame,
+    FormatError, HEADER_BYTES, Header, LOG_MAGIC, SNAPSHOT_MAGIC, is_torn_tail, read_frame,
 };
 use super::recovery::{Recovered, RecoveryReport, recover_read_only};
-use super::snapshot::{SnapshotRecord, load_bytes, snapshot_number};
-use super::wal::{LogRecord, segment_number};
+use super::snapshot::{SnapshotRecord, decode_record, load_bytes, snapshot_number};
+use super::wal::{LogRecord, decode_log_frame, segment_number};
 use crate::error::{Error, Result};
 use crate::period::{DayKey, Horizon, MonthKey};
 use crate::query::{CompiledSelector, CounterRow, Selector, read_rows};
@@ -381,9 +380,9 @@ enum WalkEnd {
 
 /// Decodes the frames of `bytes` from `offset` on, handing each record and
 /// its offset to `visit` (which may reject it), until the end or damage.
-fn walk<T: serde::de::DeserializeOwned>(
+fn walk<T>(
     bytes: &[u8],
-    frame_holds_many: bool,
+    decode_frame: impl Fn(&[u8]) -> std::result::Result<Vec<T>, FormatError>,
     mut offset: usize,
     mut visit: impl FnMut(T, usize) -> std::result::Result<(), String>,
 ) -> WalkEnd {
@@ -396,14 +395,7 @@ fn walk<T: serde::de::DeserializeOwned>(
             }
             Err(FormatError::Corrupt(reason)) => return WalkEnd::Corrupt(offset, reason),
         };
-        // A log frame holds the records of one group commit; a snapshot
-        // frame holds exactly one.
-        let decoded = if frame_holds_many {
-            decode_all(payload)
-        } else {
-            decode(payload).map(|record| vec![record])
-        };
-        let records: Vec<T> = match decoded {
+        let records: Vec<T> = match decode_frame(payload) {
             Ok(records) => records,
             Err(FormatError::Truncated) => {
                 return WalkEnd::Corrupt(offset, "truncated record".into());
@@ -433,8 +425,11 @@ fn inspect_log(path: &Path, bytes: &[u8], number: u64) -> LogInspection {
         number,
         ..LogInspection::default()
     };
-    match Header::decode(bytes, LOG_MAGIC) {
-        Ok(header) => log.format_version = Some(header.version as u32),
+    let version = match Header::decode(bytes, LOG_MAGIC) {
+        Ok(header) => {
+            log.format_version = Some(header.version as u32);
+            header.version
+        }
         // A crash while a segment was being created leaves a short header.
         Err(FormatError::Truncated) => {
             log.torn_tail = Some(0);
@@ -444,9 +439,11 @@ fn inspect_log(path: &Path, bytes: &[u8], number: u64) -> LogInspection {
             log.problem = Some(corrupt(path, 0, reason));
             return log;
         }
-    }
+    };
     let mut subjects = HashSet::new();
-    let end = walk(bytes, true, HEADER_BYTES, |record: LogRecord, _| {
+    // A log frame holds the records of one group commit.
+    let decode_frame = |payload: &[u8]| decode_log_frame(version, payload);
+    let end = walk(bytes, decode_frame, HEADER_BYTES, |record: LogRecord, _| {
         match record {
             LogRecord::Registry(changes) => {
                 log.registry_records += 1;
@@ -515,11 +512,14 @@ fn inspect_snapshot(path: &Path, bytes: &[u8], number: u64) -> SnapshotInspectio
     // Counter id -> registered, as the registry record leaves it.
     let mut counters = BTreeMap::new();
     let mut ended = false;
+    // A snapshot frame holds exactly one record.
+    let decode_frame =
+        |payload: &[u8]| decode_record(header.version, payload).map(|record| vec![record]);
     let end = walk(
         bytes,
-        false,
+        decode_frame,
         HEADER_BYTES,
-        |record: SnapshotRecord, offset| {
+        |(record, subject_lsn): (SnapshotRecord, Option<u64>), offset| {
             if ended {
                 return Err("bytes after the end record".into());
             }
@@ -541,6 +541,8 @@ fn inspect_snapshot(path: &Path, bytes: &[u8], number: u64) -> SnapshotInspectio
                 SnapshotRecord::Subject(_, cells) => {
                     snapshot.subjects += 1;
                     snapshot.cells += cells.cells().count() as u64;
+                    // Version 1: each subject's own last LSN.
+                    snapshot.max_lsn = snapshot.max_lsn.max(subject_lsn.unwrap_or(0));
                 }
                 SnapshotRecord::Registry(changes) => {
                     for change in changes {
@@ -558,7 +560,8 @@ fn inspect_snapshot(path: &Path, bytes: &[u8], number: u64) -> SnapshotInspectio
                     subjects,
                     shard_lsns,
                 } => {
-                    snapshot.max_lsn = shard_lsns.iter().copied().max().unwrap_or(0);
+                    let max_shard_lsn = shard_lsns.iter().copied().max().unwrap_or(0);
+                    snapshot.max_lsn = snapshot.max_lsn.max(max_shard_lsn);
                     if subjects != snapshot.subjects {
                         return Err(format!(
                             "end record counts {subjects} subjects, found {}",

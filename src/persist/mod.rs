@@ -66,7 +66,8 @@ pub(crate) struct Storage {
     wal: Option<Arc<Wal>>,
     snapshot_lock: Mutex<()>,
     report: RecoveryReport,
-    syncer: Mutex<Option<(crossbeam::channel::Sender<()>, std::thread::JoinHandle<()>)>>,
+    /// The log's background sync thread (group commit or timer).
+    syncer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Storage {
@@ -109,17 +110,9 @@ impl Storage {
                 durability,
             )?)),
         };
-        let syncer = match (durability, &wal) {
-            (Durability::Interval(interval), Some(wal)) => {
-                let (stop, stopped) = crossbeam::channel::bounded::<()>(1);
-                let wal = Arc::clone(wal);
-                let thread = std::thread::Builder::new()
-                    .name("tally-log-sync".into())
-                    .spawn(move || wal.sync_every(interval, &stopped))
-                    .map_err(|e| Error::io("starting the log sync thread", e))?;
-                Some((stop, thread))
-            }
-            _ => None,
+        let syncer = match &wal {
+            Some(wal) => Wal::start_syncer(wal)?,
+            None => None,
         };
         let storage = Storage {
             dir: dir.to_owned(),
@@ -196,14 +189,31 @@ impl Storage {
 
     /// Stops the background sync and syncs the log.
     pub(crate) fn close(&self) -> Result<()> {
-        if let Some((stop, thread)) = self.syncer.lock().take() {
-            let _ = stop.send(());
-            let _ = thread.join();
-        }
+        self.stop_syncer();
         match &self.wal {
             Some(wal) => wal.sync(),
             None => Ok(()),
         }
+    }
+}
+
+impl Storage {
+    /// Stops the log's sync thread, once; writers sync their own records
+    /// from then on.
+    fn stop_syncer(&self) {
+        if let Some(thread) = self.syncer.lock().take() {
+            if let Some(wal) = &self.wal {
+                wal.stop_syncer();
+            }
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        // The sync thread holds the log; without this it would outlive us.
+        self.stop_syncer();
     }
 }
 

@@ -2,11 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::format::{
-    FormatError, HEADER_BYTES, Header, LOG_MAGIC, decode_all, is_torn_tail, read_frame,
-};
+use super::format::{FormatError, HEADER_BYTES, Header, LOG_MAGIC, is_torn_tail, read_frame};
 use super::snapshot::{self, snapshot_number};
-use super::wal::{LogRecord, segment_number};
+use super::wal::{LogRecord, decode_log_frame, segment_number};
 use crate::calendar::{END_EVENT_SECS, MIN_EVENT_SECS};
 use crate::error::{Error, Result};
 use crate::period::{Amount, Horizon};
@@ -219,20 +217,20 @@ impl Replayer<'_> {
             // holds no records, wherever it sits.
             return Ok(None);
         }
-        match Header::decode(bytes, LOG_MAGIC) {
-            Ok(_) => {}
+        let version = match Header::decode(bytes, LOG_MAGIC) {
+            Ok(header) => header.version,
             // A crash while a segment was being created leaves a short header.
             Err(FormatError::Truncated) if last => return Ok(Some(0)),
             Err(FormatError::Truncated) => {
                 return Err(corrupt(0, "segment shorter than its header".into()));
             }
             Err(FormatError::Corrupt(reason)) => return Err(corrupt(0, reason)),
-        }
+        };
         let mut offset = HEADER_BYTES;
         while offset < bytes.len() {
             match read_frame(&bytes[offset..]) {
                 Ok((payload, used)) => {
-                    let records: Vec<LogRecord> = decode_all(payload).map_err(|e| match e {
+                    let records = decode_log_frame(version, payload).map_err(|e| match e {
                         FormatError::Truncated => corrupt(offset, "truncated record".into()),
                         FormatError::Corrupt(reason) => corrupt(offset, reason),
                     })?;

@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::format::{
-    FormatError, HEADER_BYTES, Header, SNAPSHOT_MAGIC, decode, read_frame, write_frame,
+    FormatError, FormatVersion, HEADER_BYTES, Header, SNAPSHOT_MAGIC, decode, read_frame,
+    write_frame,
 };
 use super::sync_dir;
 use crate::error::{Error, Result};
@@ -53,6 +54,68 @@ pub(crate) enum SnapshotRecord {
         subjects: u64,
         shard_lsns: Vec<u64>,
     },
+}
+
+/// One frame of a version-1 snapshot, as decoded: each subject carries
+/// the LSN of the last batch applied to it, and there is no hash seed and
+/// no shard LSNs.
+#[derive(Debug, Deserialize)]
+enum SnapshotRecordV1 {
+    Meta {
+        created_millis: i64,
+        replay_from: u64,
+    },
+    Tokens(Vec<(String, IssuedToken)>),
+    Subject(String, SubjectCellsV1),
+    Registry(Vec<RegistryChange>),
+    End {
+        subjects: u64,
+    },
+}
+
+/// A subject's cells in a version-1 snapshot.
+#[derive(Debug, Deserialize)]
+struct SubjectCellsV1 {
+    cells: SubjectCells,
+    last_lsn: u64,
+}
+
+/// Decodes one snapshot frame's record written in format `version`. A
+/// version-1 `Subject` also yields the subject's own last LSN; the
+/// version-2 fields it lacks come back empty (seed 0, no shard LSNs).
+pub(crate) fn decode_record(
+    version: FormatVersion,
+    payload: &[u8],
+) -> std::result::Result<(SnapshotRecord, Option<u64>), FormatError> {
+    if version != FormatVersion::V1 {
+        return decode(payload).map(|record| (record, None));
+    }
+    Ok(match decode(payload)? {
+        SnapshotRecordV1::Meta {
+            created_millis,
+            replay_from,
+        } => (
+            SnapshotRecord::Meta {
+                created_millis,
+                replay_from,
+                hash_seed: 0,
+            },
+            None,
+        ),
+        SnapshotRecordV1::Tokens(tokens) => (SnapshotRecord::Tokens(tokens), None),
+        SnapshotRecordV1::Subject(uid, cells) => (
+            SnapshotRecord::Subject(uid, cells.cells),
+            Some(cells.last_lsn),
+        ),
+        SnapshotRecordV1::Registry(changes) => (SnapshotRecord::Registry(changes), None),
+        SnapshotRecordV1::End { subjects } => (
+            SnapshotRecord::End {
+                subjects,
+                shard_lsns: Vec::new(),
+            },
+            None,
+        ),
+    })
 }
 
 /// One frame of a snapshot, to encode, borrowing its parts.
@@ -243,7 +306,7 @@ pub(crate) fn load_bytes(
         return Err(corrupt(HEADER_BYTES, "body checksum mismatch".into()));
     }
     let mut offset = 0usize;
-    let mut next = || -> Result<Option<(SnapshotRecord, usize)>> {
+    let mut next = || -> Result<Option<(SnapshotRecord, Option<u64>, usize)>> {
         if offset == body.len() {
             return Ok(None);
         }
@@ -252,12 +315,13 @@ pub(crate) fn load_bytes(
             FormatError::Truncated => corrupt(at, "truncated frame".into()),
             FormatError::Corrupt(reason) => corrupt(at, reason),
         })?;
-        let record = decode(payload).map_err(|e| match e {
-            FormatError::Truncated => corrupt(at, "truncated record".into()),
-            FormatError::Corrupt(reason) => corrupt(at, reason),
-        })?;
+        let (record, subject_lsn) =
+            decode_record(header.version, payload).map_err(|e| match e {
+                FormatError::Truncated => corrupt(at, "truncated record".into()),
+                FormatError::Corrupt(reason) => corrupt(at, reason),
+            })?;
         offset += used;
-        Ok(Some((record, at)))
+        Ok(Some((record, subject_lsn, at)))
     };
     let Some((
         SnapshotRecord::Meta {
@@ -265,6 +329,7 @@ pub(crate) fn load_bytes(
             created_millis,
             hash_seed,
         },
+        _,
         _,
     )) = next()?
     else {
@@ -275,10 +340,12 @@ pub(crate) fn load_bytes(
     };
     let mut subjects = 0u64;
     let held;
+    // A version-1 snapshot's per-subject last LSNs.
+    let mut subject_lsns = std::collections::HashMap::new();
     let mut max_counter = None::<u32>;
     let (mut seen_tokens, mut seen_registry) = (false, false);
     loop {
-        let Some((record, at)) = next()? else {
+        let Some((record, subject_lsn, at)) = next()? else {
             return Err(corrupt(
                 bytes.len(),
                 "the snapshot has no end record".into(),
@@ -304,6 +371,9 @@ pub(crate) fn load_bytes(
                 }
                 max_counter = max_counter.max(cells.max_counter());
                 subjects += 1;
+                if let Some(lsn) = subject_lsn {
+                    subject_lsns.insert(uid.clone(), lsn);
+                }
                 if !store.restore(&uid, cells) {
                     return Err(corrupt(at, format!("subject {uid:?} appears twice")));
                 }
@@ -333,9 +403,14 @@ pub(crate) fn load_bytes(
                 if offset != body.len() {
                     return Err(corrupt(at, "bytes after the end record".into()));
                 }
-                let shards = shard_lsns.len();
-                held = HeldBatches::new(hash_seed, shard_lsns)
-                    .ok_or_else(|| corrupt(at, format!("the end record lists {shards} shards")))?;
+                held = if header.version == FormatVersion::V1 {
+                    HeldBatches::by_subject(std::mem::take(&mut subject_lsns))
+                } else {
+                    let shards = shard_lsns.len();
+                    HeldBatches::by_shard(hash_seed, shard_lsns).ok_or_else(|| {
+                        corrupt(at, format!("the end record lists {shards} shards"))
+                    })?
+                };
                 break;
             }
             SnapshotRecord::Meta { .. } => {

@@ -2,23 +2,29 @@
 //! regTokens, appended in order to numbered segment files.
 //!
 //! Appenders encode their record into one shared in-memory buffer (a short
-//! critical section that also assigns the log sequence number). Making the
-//! buffer durable is group commit: the first appender that needs its record
-//! synced becomes the leader, writes everything buffered so far and syncs
-//! once; appenders queued behind it find their record already durable.
-//! Under [`Durability::Interval`] a background thread does the same on a timer.
+//! critical section that also assigns the log sequence number). A
+//! background thread makes the buffer durable: under
+//! [`Durability::Always`] it is group commit ([`Wal::group_commit`]): the
+//! thread writes and syncs everything buffered as one frame, wakes the
+//! writers whose records that covered, and starts the next sync with what
+//! arrived meanwhile; under [`Durability::Interval`] it does the same on a
+//! timer, and early when the buffer grows large. Without that thread (it
+//! is stopped when the engine closes), a writer syncs its record itself.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::{JoinHandle, Thread};
+use std::time::Instant;
 
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::format::{
-    FRAME_OVERHEAD, Header, LOG_MAGIC, seal_frame, write_increment_record, write_record,
+    FormatError, FormatVersion, Header, LOG_MAGIC, decode_all, seal_frame, split_first_lsn,
+    start_log_frame, write_increment_record, write_record,
 };
 use super::{Durability, sync_dir};
 use crate::error::{Error, Result};
@@ -32,7 +38,8 @@ pub(crate) struct LoggedEntry {
     pub amount: crate::period::Amount,
 }
 
-/// A log record, as decoded. [`RecordRef`] encodes the same layout without copying.
+/// A log record, as decoded from either format version. It is also the
+/// version-1 layout, which bincode decodes into it directly.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub(crate) enum LogRecord {
     /// Registry changes, in the order they applied.
@@ -53,8 +60,95 @@ pub(crate) enum LogRecord {
     },
 }
 
-/// A log record to encode, borrowing its parts.
+/// A log record in format version 2, as decoded: an increment carries
+/// neither its LSN (the frame's first LSN plus its position) nor its
+/// absolute event time (the previous increment's in the frame, or 0,
+/// plus `at_delta`).
+#[derive(Deserialize)]
+enum LogRecordV2 {
+    Registry(Vec<RegistryChange>),
+    Token {
+        token: String,
+        uid: String,
+        expires_at: i64,
+    },
+    Increment {
+        uid: String,
+        at_delta: i64,
+        entries: Vec<LoggedEntry>,
+    },
+}
+
+/// A log record in format version 2, to encode. The engine encodes
+/// increments by hand (`write_increment_record`, pinned to this layout by
+/// a test); the other records go through this.
 #[derive(Serialize)]
+pub(crate) enum RecordV2Ref<'a> {
+    Registry(&'a [RegistryChange]),
+    Token {
+        token: &'a str,
+        uid: &'a str,
+        expires_at: i64,
+    },
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "increments are encoded by hand; a test compares")
+    )]
+    Increment {
+        uid: &'a str,
+        at_delta: i64,
+        entries: &'a [ResolvedEntry<'a>],
+    },
+}
+
+/// Decodes the records of a log frame's payload written in `version`.
+pub(crate) fn decode_log_frame(
+    version: FormatVersion,
+    payload: &[u8],
+) -> std::result::Result<Vec<LogRecord>, FormatError> {
+    if version == FormatVersion::V1 {
+        return decode_all(payload);
+    }
+    let (first_lsn, records) = split_first_lsn(payload)?;
+    let mut at = 0i64;
+    let mut decoded = Vec::new();
+    for (position, record) in decode_all::<LogRecordV2>(records)?.into_iter().enumerate() {
+        decoded.push(match record {
+            LogRecordV2::Registry(changes) => LogRecord::Registry(changes),
+            LogRecordV2::Token {
+                token,
+                uid,
+                expires_at,
+            } => LogRecord::Token {
+                token,
+                uid,
+                expires_at,
+            },
+            LogRecordV2::Increment {
+                uid,
+                at_delta,
+                entries,
+            } => {
+                let lsn = first_lsn
+                    .checked_add(position as u64)
+                    .ok_or_else(|| FormatError::Corrupt("LSN overflow".into()))?;
+                at = at
+                    .checked_add(at_delta)
+                    .ok_or_else(|| FormatError::Corrupt("event time overflow".into()))?;
+                LogRecord::Increment {
+                    lsn,
+                    uid,
+                    at,
+                    entries,
+                }
+            }
+        });
+    }
+    Ok(decoded)
+}
+
+/// A log record to append, borrowing its parts. Its layout on disk is
+/// [`RecordV2Ref`]'s.
 pub(crate) enum RecordRef<'a> {
     /// See [`LogRecord::Registry`].
     Registry(&'a [RegistryChange]),
@@ -64,7 +158,8 @@ pub(crate) enum RecordRef<'a> {
         uid: &'a str,
         expires_at: i64,
     },
-    /// See [`LogRecord::Increment`].
+    /// See [`LogRecord::Increment`]. `lsn` must be the one
+    /// [`Wal::append`] handed out for this record.
     Increment {
         lsn: u64,
         uid: &'a str,
@@ -88,33 +183,54 @@ pub(crate) fn segment_number(name: &str) -> Option<u64> {
 
 /// Buffered bytes past which the interval sync thread is asked to sync
 /// early.
-const EARLY_SYNC_BYTES: usize = 4 << 20;
+const EARLY_SYNC_BYTES: usize = 1 << 20;
 
 /// Bytes appended but not yet synced past which appenders wait for a
 /// sync. Well under the 64 MiB frame limit, which one group commit's
 /// frame must respect.
 const MAX_BACKLOG_BYTES: u64 = 16 << 20;
 
-/// An empty buffer: the reserved header of the frame its records will form.
-fn frame_start(capacity: usize) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(capacity.max(FRAME_OVERHEAD));
-    bytes.extend_from_slice(&[0u8; FRAME_OVERHEAD]);
-    bytes
-}
+/// A spare buffer larger than this is dropped rather than kept.
+const MAX_SPARE_BYTES: usize = 8 << 20;
+
+/// How many writers each woken writer wakes in turn.
+const WAKE_FAN_OUT: usize = 2;
+
+/// An empty buffer's capacity.
+const INITIAL_BUFFER_BYTES: usize = 1 << 16;
 
 /// What appenders share: the bytes not yet written, and the counters.
 struct Buffer {
+    /// A log frame being filled ([`start_log_frame`]): reserved header
+    /// bytes, the LSN of its first record, then records.
     bytes: Vec<u8>,
+    /// The LSN of the first record in `bytes`.
+    first_lsn: u64,
     next_lsn: u64,
+    /// The event time of the last increment in `bytes`, or 0: the next
+    /// one is written as a difference from it.
+    last_at: i64,
     /// Logical position (bytes ever appended) at the end of `bytes`.
     end: u64,
+    /// Under [`Durability::Always`], the threads whose records are in
+    /// `bytes`: the flush that writes `bytes` wakes exactly them.
+    waiters: Vec<Thread>,
+    /// The group-commit thread sleeps until `waiters` reaches this length.
+    wake_syncer_at: usize,
+    /// The interval sync thread has been asked to write `bytes` early.
+    early_requested: bool,
 }
 
-/// The file side, held by the group-commit leader.
+/// The file side, held by whoever writes the buffer out.
 struct Segment {
     file: File,
     number: u64,
     path: PathBuf,
+    /// An empty buffer to swap in for the full one, so that appenders
+    /// reuse warm memory instead of faulting in a new buffer each time.
+    spare: Vec<u8>,
+    /// Likewise for the waiters.
+    spare_waiters: Vec<Thread>,
 }
 
 /// The write-ahead log of a data directory.
@@ -125,14 +241,19 @@ pub(crate) struct Wal {
     segment: Mutex<Segment>,
     /// Logical position up to which everything is written and synced.
     durable: AtomicU64,
-    poisoned: Mutex<Option<String>>,
-    /// Where waiters sleep while another caller's sync runs.
-    sync_done: (Mutex<()>, Condvar),
-    /// Asks the interval sync thread to sync now (the buffer is large).
-    early_sync: (
-        crossbeam::channel::Sender<()>,
-        crossbeam::channel::Receiver<()>,
-    ),
+    /// Set (under the buffer's lock) once a write or sync failed.
+    poisoned: AtomicBool,
+    /// Why, once `poisoned` is set.
+    poison_reason: Mutex<Option<String>>,
+    /// The background sync thread, once started ([`Wal::start_syncer`]).
+    syncer: OnceLock<Thread>,
+    /// The background sync thread is told to stop, or has stopped.
+    stopping: AtomicBool,
+    /// Writers whose records are synced but who still sleep: each writer
+    /// woken from here wakes [`WAKE_FAN_OUT`] more, so that waking many
+    /// writers is spread over them rather than done one by one by the
+    /// sync thread (see [`Wal::wake_some`]).
+    to_wake: Mutex<Vec<Thread>>,
 }
 
 impl Wal {
@@ -144,57 +265,124 @@ impl Wal {
         durability: Durability,
     ) -> Result<Wal> {
         let segment = Segment::create(dir, number)?;
+        let mut bytes = Vec::with_capacity(INITIAL_BUFFER_BYTES);
+        start_log_frame(&mut bytes, next_lsn);
         Ok(Wal {
             dir: dir.to_owned(),
             durability,
             buffer: Mutex::new(Buffer {
-                bytes: frame_start(1 << 16),
+                bytes,
+                first_lsn: next_lsn,
                 next_lsn,
+                last_at: 0,
                 end: 0,
+                waiters: Vec::new(),
+                wake_syncer_at: usize::MAX,
+                early_requested: false,
             }),
             segment: Mutex::new(segment),
             durable: AtomicU64::new(0),
-            poisoned: Mutex::new(None),
-            sync_done: (Mutex::new(()), Condvar::new()),
-            early_sync: crossbeam::channel::bounded(1),
+            poisoned: AtomicBool::new(false),
+            poison_reason: Mutex::new(None),
+            syncer: OnceLock::new(),
+            stopping: AtomicBool::new(false),
+            to_wake: Mutex::new(Vec::new()),
         })
     }
 
-    fn check_poison(&self) -> Result<()> {
-        match &*self.poisoned.lock() {
-            Some(reason) => Err(Error::Poisoned {
-                reason: reason.clone(),
-            }),
-            None => Ok(()),
+    fn poison_error(&self) -> Error {
+        Error::Poisoned {
+            reason: self
+                .poison_reason
+                .lock()
+                .clone()
+                .unwrap_or_else(|| "an earlier log write failed".into()),
         }
     }
 
+    fn check_poison(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            Err(self.poison_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Refuses every later append and wakes every waiter, who will find
+    /// the log poisoned.
+    fn poison(&self, reason: String) {
+        self.poison_reason.lock().get_or_insert(reason);
+        let waiters = {
+            let mut buffer = self.buffer.lock();
+            self.poisoned.store(true, Ordering::Release);
+            std::mem::take(&mut buffer.waiters)
+        };
+        waiters.iter().for_each(Thread::unpark);
+    }
+
     /// Appends a record; returns its log sequence number (for increments)
-    /// and the logical position to wait for with [`Wal::wait_durable`].
+    /// and the logical position to wait for with [`Wal::settle`].
     pub(crate) fn append<'r>(
         &self,
         record: impl FnOnce(u64) -> RecordRef<'r>,
     ) -> Result<(u64, u64)> {
-        self.check_poison()?;
         let mut buffer = self.buffer.lock();
+        // Checked under the lock: poisoning drains the waiters under it,
+        // so no waiter can be added to a poisoned log and sleep forever.
+        if self.poisoned.load(Ordering::Acquire) {
+            drop(buffer);
+            return Err(self.poison_error());
+        }
         let lsn = buffer.next_lsn;
         buffer.next_lsn += 1;
         let before = buffer.bytes.len();
         match record(lsn) {
             RecordRef::Increment {
-                lsn,
+                lsn: record_lsn,
                 uid,
                 at,
                 entries,
-            } => write_increment_record(&mut buffer.bytes, lsn, uid, at, entries),
-            other => write_record(&mut buffer.bytes, &other),
+            } => {
+                // Version 2 stores no LSN: it is implied by the position.
+                debug_assert_eq!(record_lsn, lsn, "an increment logged with another LSN");
+                let at_delta = at.wrapping_sub(buffer.last_at);
+                buffer.last_at = at;
+                write_increment_record(&mut buffer.bytes, uid, at_delta, entries);
+            }
+            RecordRef::Registry(changes) => {
+                write_record(&mut buffer.bytes, &RecordV2Ref::Registry(changes));
+            }
+            RecordRef::Token {
+                token,
+                uid,
+                expires_at,
+            } => write_record(
+                &mut buffer.bytes,
+                &RecordV2Ref::Token {
+                    token,
+                    uid,
+                    expires_at,
+                },
+            ),
         }
         buffer.end += (buffer.bytes.len() - before) as u64;
-        if buffer.bytes.len() >= EARLY_SYNC_BYTES {
-            // Full means a request is already pending.
-            let _ = self.early_sync.0.try_send(());
+        let end = buffer.end;
+        let wake_syncer = match self.durability {
+            Durability::Always => {
+                buffer.waiters.push(std::thread::current());
+                buffer.waiters.len() == buffer.wake_syncer_at
+            }
+            _ if buffer.bytes.len() >= EARLY_SYNC_BYTES && !buffer.early_requested => {
+                buffer.early_requested = true;
+                true
+            }
+            _ => false,
+        };
+        drop(buffer);
+        if wake_syncer && let Some(syncer) = self.syncer.get() {
+            syncer.unpark();
         }
-        Ok((lsn, buffer.end))
+        Ok((lsn, end))
     }
 
     /// What an appender waits for after appending up to `end`: under
@@ -203,111 +391,260 @@ impl Wal {
     /// case it syncs too (backpressure: a writer faster than the disk
     /// cannot grow the buffer without bound).
     pub(crate) fn settle(&self, end: u64) -> Result<()> {
+        if self.durability == Durability::Always {
+            return self.await_group_commit(end);
+        }
         let backlog = end.saturating_sub(self.durable.load(Ordering::Acquire));
-        if self.durability == Durability::Always || backlog > MAX_BACKLOG_BYTES {
+        if backlog > MAX_BACKLOG_BYTES {
             self.wait_durable(end)
         } else {
             Ok(())
         }
     }
 
-    /// Returns once everything up to logical position `end` is synced.
+    /// Under [`Durability::Always`], after [`Wal::append`] registered this
+    /// thread as a waiter: sleeps until the flush that covers `end` wakes
+    /// it. Without a running sync thread, leads a flush instead.
+    fn await_group_commit(&self, end: u64) -> Result<()> {
+        loop {
+            if self.durable.load(Ordering::Acquire) >= end {
+                self.wake_some(WAKE_FAN_OUT);
+                return Ok(());
+            }
+            self.check_poison()?;
+            // Once `stopping` is seen false, the sync thread's last flush,
+            // which follows its reading `stopping` as true, covers this
+            // thread's record and wakes it.
+            if self.syncer.get().is_none() || self.stopping.load(Ordering::SeqCst) {
+                let synced = self.wait_durable(end);
+                if synced.is_ok() {
+                    self.wake_some(WAKE_FAN_OUT);
+                }
+                return synced;
+            }
+            std::thread::park();
+        }
+    }
+
+    /// Wakes up to `n` writers whose records are synced.
     ///
-    /// Group commit: if no sync is running, this caller leads one, covering
-    /// everything buffered so far; otherwise it sleeps until the running
-    /// sync ends and all its waiters wake together, so that the next
-    /// leader's sync carries every record appended meanwhile.
+    /// Every writer in [`Wal::to_wake`] is woken: a writer that returns
+    /// wakes `n` more (whether it was woken or found its record synced
+    /// by itself), so while sleepers remain, someone wakes them.
+    fn wake_some(&self, n: usize) {
+        let mut woken = [None, None, None, None];
+        {
+            let mut to_wake = self.to_wake.lock();
+            for slot in woken.iter_mut().take(n) {
+                *slot = to_wake.pop();
+            }
+        }
+        woken.iter().flatten().for_each(Thread::unpark);
+    }
+
+    /// Returns once everything up to logical position `end` is synced,
+    /// writing and syncing the buffer itself if need be.
     pub(crate) fn wait_durable(&self, end: u64) -> Result<()> {
-        let mut waiting = self.sync_done.0.lock();
         loop {
             if self.durable.load(Ordering::Acquire) >= end {
                 return Ok(());
             }
             self.check_poison()?;
-            if let Some(mut segment) = self.segment.try_lock() {
-                drop(waiting);
-                let flushed = self.flush_locked(&mut segment);
-                self.release(segment);
-                flushed?;
-                waiting = self.sync_done.0.lock();
-            } else {
-                self.sync_done.1.wait(&mut waiting);
+            let mut segment = self.segment.lock();
+            if self.durable.load(Ordering::Acquire) >= end {
+                return Ok(());
             }
+            self.flush_locked(&mut segment)?;
         }
     }
 
     /// Writes and syncs everything buffered.
     pub(crate) fn sync(&self) -> Result<()> {
         let mut segment = self.segment.lock();
-        let flushed = self.flush_locked(&mut segment);
-        self.release(segment);
-        flushed
+        self.flush_locked(&mut segment)
     }
 
-    /// Releases the segment, then wakes every waiter: one that found the
-    /// segment busy went to sleep holding the waiters' lock, so taking that
-    /// lock here orders this wake-up after its sleep.
-    fn release(&self, segment: MutexGuard<'_, Segment>) {
-        drop(segment);
-        drop(self.sync_done.0.lock());
-        self.sync_done.1.notify_all();
-    }
-
-    /// Writes and syncs everything buffered. Call [`Wal::release`] after.
+    /// Writes and syncs everything buffered, then wakes the waiters whose
+    /// records that covered.
     fn flush_locked(&self, segment: &mut Segment) -> Result<()> {
         self.check_poison()?;
-        let (mut bytes, end) = {
+        let (mut bytes, end, waiters) = {
+            let mut fresh = std::mem::take(&mut segment.spare);
+            if fresh.capacity() == 0 {
+                fresh.reserve(INITIAL_BUFFER_BYTES);
+            }
+            let mut fresh_waiters = std::mem::take(&mut segment.spare_waiters);
             let mut buffer = self.buffer.lock();
-            let fresh = frame_start(buffer.bytes.capacity().min(1 << 20));
-            (std::mem::replace(&mut buffer.bytes, fresh), buffer.end)
+            if buffer.next_lsn == buffer.first_lsn {
+                segment.spare = fresh;
+                segment.spare_waiters = fresh_waiters;
+                drop(buffer);
+                return Ok(());
+            }
+            start_log_frame(&mut fresh, buffer.next_lsn);
+            std::mem::swap(&mut buffer.bytes, &mut fresh);
+            std::mem::swap(&mut buffer.waiters, &mut fresh_waiters);
+            buffer.first_lsn = buffer.next_lsn;
+            buffer.last_at = 0;
+            buffer.early_requested = false;
+            (fresh, buffer.end, fresh_waiters)
         };
-        if bytes.len() == FRAME_OVERHEAD {
-            self.durable.fetch_max(end, Ordering::AcqRel);
-            return Ok(());
-        }
         seal_frame(&mut bytes);
         let written = segment
             .file
             .write_all(&bytes)
             .and_then(|()| segment.file.sync_data());
-        if let Err(source) = written {
-            let reason = format!("writing {}: {source}", segment.path.display());
-            *self.poisoned.lock() = Some(reason);
-            return Err(Error::io(
-                format!("writing {}", segment.path.display()),
-                source,
-            ));
+        let result = match written {
+            Ok(()) => {
+                self.durable.fetch_max(end, Ordering::AcqRel);
+                Ok(())
+            }
+            Err(source) => {
+                let reason = format!("writing {}: {source}", segment.path.display());
+                self.poison(reason);
+                Err(Error::io(
+                    format!("writing {}", segment.path.display()),
+                    source,
+                ))
+            }
+        };
+        let mut waiters = waiters;
+        if result.is_ok() {
+            // Those whose records are synced wake one another.
+            self.to_wake.lock().append(&mut waiters);
+            self.wake_some(WAKE_FAN_OUT);
+        } else {
+            waiters.drain(..).for_each(|waiter| waiter.unpark());
         }
-        self.durable.fetch_max(end, Ordering::AcqRel);
-        Ok(())
+        segment.spare_waiters = waiters;
+        if bytes.capacity() <= MAX_SPARE_BYTES {
+            bytes.clear();
+            segment.spare = bytes;
+        }
+        result
     }
 
     /// Syncs what is buffered, then starts a new segment; returns its
     /// number. Every record appended before the call is in older segments.
     pub(crate) fn rotate(&self) -> Result<u64> {
         let mut segment = self.segment.lock();
-        let rotated = self.flush_locked(&mut segment).and_then(|()| {
-            *segment = Segment::create(&self.dir, segment.number + 1)?;
-            Ok(segment.number)
-        });
-        self.release(segment);
-        rotated
+        self.flush_locked(&mut segment)?;
+        let next = Segment::create(&self.dir, segment.number + 1)?;
+        let old = std::mem::replace(&mut *segment, next);
+        segment.spare = old.spare;
+        segment.spare_waiters = old.spare_waiters;
+        Ok(segment.number)
     }
 
-    /// Waits `interval` between syncs until `stop` says so; the body of
-    /// the [`Durability::Interval`] background thread.
+    /// Starts the background sync thread: group commit under
+    /// [`Durability::Always`], the timer under [`Durability::Interval`].
+    /// [`Wal::stop_syncer`] stops it; at most one runs.
+    pub(crate) fn start_syncer(wal: &Arc<Wal>) -> Result<Option<JoinHandle<()>>> {
+        let body: fn(&Wal) = match wal.durability {
+            Durability::Always => Wal::group_commit,
+            Durability::Interval(_) => Wal::sync_every,
+            Durability::Never => return Ok(None),
+        };
+        let running = Arc::clone(wal);
+        let thread = std::thread::Builder::new()
+            .name("tally-log-sync".into())
+            .spawn(move || body(&running))
+            .map_err(|e| Error::io("starting the log sync thread", e))?;
+        if wal.syncer.set(thread.thread().clone()).is_err() {
+            return Err(Error::Config("the log sync thread runs already".into()));
+        }
+        thread.thread().unpark();
+        Ok(Some(thread))
+    }
+
+    /// Tells the background sync thread to stop; join its handle after.
+    /// Under [`Durability::Always`] it flushes what is buffered first;
+    /// writers then sync their own records.
+    pub(crate) fn stop_syncer(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        if let Some(syncer) = self.syncer.get() {
+            syncer.unpark();
+        }
+    }
+
+    /// Parks the sync thread until it was started properly or told to stop.
+    fn await_start(&self) -> bool {
+        while self.syncer.get().is_none() {
+            if self.stopping.load(Ordering::SeqCst) {
+                return false;
+            }
+            std::thread::park();
+        }
+        true
+    }
+
+    /// The body of the [`Durability::Always`] sync thread: group commit.
+    ///
+    /// As soon as a sync is done and a record is waiting, it writes and
+    /// syncs everything buffered (what arrived during the last sync), so
+    /// the disk never idles while a writer waits. Waking many writers one
+    /// by one would take this thread longer than a sync (a few microseconds
+    /// each, on two cores), so it wakes [`WAKE_FAN_OUT`] of the writers a
+    /// sync covered, and they wake the others, while the next sync runs.
+    /// (Waiting after a sync for the woken writers' next records, to sync
+    /// more at once, measured slower: 116,000–121,000 acknowledged
+    /// increments a second from 64 writers, against 141,000–146,000.)
+    fn group_commit(&self) {
+        if !self.await_start() {
+            return;
+        }
+        loop {
+            {
+                let mut buffer = self.buffer.lock();
+                if self.stopping.load(Ordering::SeqCst) {
+                    buffer.wake_syncer_at = usize::MAX;
+                    drop(buffer);
+                    // The last flush: it covers every writer that saw
+                    // `stopping` false. A failure poisons the log.
+                    let _ = self.sync();
+                    return;
+                }
+                if buffer.waiters.is_empty() {
+                    buffer.wake_syncer_at = 1;
+                    drop(buffer);
+                    std::thread::park();
+                    continue;
+                }
+                buffer.wake_syncer_at = usize::MAX;
+            }
+            // A failure poisons the log and wakes every waiter; appends are
+            // refused from then on, so none will come.
+            let _ = self.sync();
+        }
+    }
+
+    /// The body of the [`Durability::Interval`] sync thread: waits the
+    /// interval between syncs until told to stop.
     ///
     /// It also syncs early when appenders have buffered
     /// [`EARLY_SYNC_BYTES`], so that a fast writer cannot grow the buffer
     /// by a whole interval's worth of records.
-    pub(crate) fn sync_every(&self, interval: Duration, stop: &crossbeam::channel::Receiver<()>) {
+    fn sync_every(&self) {
+        let Durability::Interval(interval) = self.durability else {
+            return;
+        };
+        if !self.await_start() {
+            return;
+        }
+        let mut next = Instant::now() + interval;
         loop {
-            crossbeam::channel::select! {
-                recv(stop) -> _ => return,
-                // A failure poisons the log; appenders report it.
-                recv(self.early_sync.1) -> _ => { let _ = self.sync(); }
-                default(interval) => { let _ = self.sync(); }
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
             }
+            let now = Instant::now();
+            let early = self.buffer.lock().early_requested;
+            if early || now >= next {
+                // A failure poisons the log; appenders report it.
+                let _ = self.sync();
+                next = Instant::now() + interval;
+                continue;
+            }
+            std::thread::park_timeout(next - now);
         }
     }
 }
@@ -325,7 +662,13 @@ impl Segment {
             .and_then(|()| file.sync_all())
             .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
         sync_dir(dir)?;
-        Ok(Segment { file, number, path })
+        Ok(Segment {
+            file,
+            number,
+            path,
+            spare: Vec::new(),
+            spare_waiters: Vec::new(),
+        })
     }
 }
 
@@ -367,10 +710,28 @@ mod tests {
         assert!(matches!(wal.sync(), Err(Error::Poisoned { .. })));
     }
 
-    #[test]
-    fn concurrent_writers_share_syncs_and_rotation_wakes_them() {
+    /// Records in segments `1..=last`, decoded.
+    fn records_in(dir: &Path, last: u64) -> Vec<LogRecord> {
+        let mut records = Vec::new();
+        for number in 1..=last {
+            let bytes = std::fs::read(dir.join(segment_name(number))).unwrap();
+            let mut offset = super::super::format::HEADER_BYTES;
+            while offset < bytes.len() {
+                let (payload, used) = super::super::format::read_frame(&bytes[offset..]).unwrap();
+                records.extend(decode_log_frame(FormatVersion::CURRENT, payload).unwrap());
+                offset += used;
+            }
+        }
+        records
+    }
+
+    /// Eight writers append 50 records each while segments rotate, with
+    /// or without the group-commit thread; each returns only once its
+    /// record is durable, and every record reaches a segment.
+    fn writers_and_rotations(with_syncer: bool) {
         let dir = tempfile::tempdir().unwrap();
-        let wal = Wal::create(dir.path(), 1, 1, Durability::Always).unwrap();
+        let wal = Arc::new(Wal::create(dir.path(), 1, 1, Durability::Always).unwrap());
+        let syncer = with_syncer.then(|| Wal::start_syncer(&wal).unwrap().unwrap());
         let entries = [ResolvedEntry {
             targets: &[0],
             amount: Amount { count: 1, value: 0 },
@@ -380,7 +741,8 @@ mod tests {
                 scope.spawn(|| {
                     for _ in 0..50 {
                         let (_, end) = wal.append(increment(&entries)).unwrap();
-                        wal.wait_durable(end).unwrap();
+                        wal.settle(end).unwrap();
+                        assert!(wal.durable.load(Ordering::Acquire) >= end);
                     }
                 });
             }
@@ -390,18 +752,88 @@ mod tests {
                 }
             });
         });
-        // Every record reached a segment: 400 across 6 segments.
-        let mut records = 0;
-        for number in 1..=6 {
-            let bytes = std::fs::read(dir.path().join(segment_name(number))).unwrap();
-            let mut offset = super::super::format::HEADER_BYTES;
-            while offset < bytes.len() {
-                let (payload, used) = super::super::format::read_frame(&bytes[offset..]).unwrap();
-                let frame: Vec<LogRecord> = super::super::format::decode_all(payload).unwrap();
-                records += frame.len();
-                offset += used;
-            }
+        if let Some(thread) = syncer {
+            wal.stop_syncer();
+            thread.join().unwrap();
         }
-        assert_eq!(records, 400);
+        // Every record reached a segment: 400 across 6 segments, with
+        // every LSN once.
+        let mut lsns: Vec<u64> = records_in(dir.path(), 6)
+            .into_iter()
+            .map(|record| match record {
+                LogRecord::Increment { lsn, .. } => lsn,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        lsns.sort_unstable();
+        assert_eq!(lsns, (1..=400).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn concurrent_writers_share_syncs_and_rotation_wakes_them() {
+        writers_and_rotations(false);
+    }
+
+    #[test]
+    fn the_group_commit_thread_acknowledges_every_writer() {
+        writers_and_rotations(true);
+    }
+
+    #[test]
+    fn writers_after_the_sync_thread_stops_sync_their_own_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Arc::new(Wal::create(dir.path(), 1, 1, Durability::Always).unwrap());
+        let syncer = Wal::start_syncer(&wal).unwrap().unwrap();
+        let entries = [ResolvedEntry {
+            targets: &[0],
+            amount: Amount { count: 1, value: 0 },
+        }];
+        let (_, end) = wal.append(increment(&entries)).unwrap();
+        wal.settle(end).unwrap();
+        wal.stop_syncer();
+        syncer.join().unwrap();
+        let (_, end) = wal.append(increment(&entries)).unwrap();
+        wal.settle(end).unwrap();
+        assert!(wal.durable.load(Ordering::Acquire) >= end);
+        assert_eq!(records_in(dir.path(), 1).len(), 2);
+    }
+
+    #[test]
+    fn a_failed_group_commit_fails_its_writers_and_poisons_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Arc::new(Wal::create(dir.path(), 1, 1, Durability::Always).unwrap());
+        let syncer = Wal::start_syncer(&wal).unwrap().unwrap();
+        let entries = [ResolvedEntry {
+            targets: &[0],
+            amount: Amount { count: 1, value: 0 },
+        }];
+        let (_, end) = wal.append(increment(&entries)).unwrap();
+        wal.settle(end).unwrap();
+        // Swap the segment for a read-only handle: the next write fails.
+        let path = dir.path().join(segment_name(1));
+        wal.segment.lock().file = File::open(&path).unwrap();
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    // Either the append finds the log poisoned already, or
+                    // the write covering it fails: never acknowledged.
+                    let result = wal.append(increment(&entries)).and_then(|(_, end)| {
+                        wal.settle(end)?;
+                        Ok(end)
+                    });
+                    assert!(
+                        matches!(result, Err(Error::Poisoned { ref reason }) if reason.contains("writing")),
+                        "{result:?}"
+                    );
+                });
+            }
+        });
+        assert!(matches!(
+            wal.append(increment(&entries)),
+            Err(Error::Poisoned { .. })
+        ));
+        wal.stop_syncer();
+        syncer.join().unwrap();
+        assert_eq!(records_in(dir.path(), 1).len(), 1);
     }
 }

@@ -1,0 +1,143 @@
+//! On-disk format versions (docs/format.md §8): a data directory written
+//! by an older build opens in this one and reads the same, and the log
+//! this build appends after it opens again with the old files.
+
+use std::path::Path;
+
+use tally::inspect::FileKind;
+use tally::{Durability, Increment, ManualClock, Subject, Tally};
+
+mod common;
+use common::{State, copy_dir, state};
+
+const NOW: i64 = 1_795_780_800; // 2026-11-27 12:00:00 UTC
+
+/// A directory written by the first release (format version 1), with
+/// `Durability::Always`, by [`workload`] and a crash at the end of it: a
+/// version-1 snapshot taken midway and a version-1 log segment after it.
+const V1_FIXTURE: &str = "tests/fixtures/log-v1";
+
+/// The regToken [`workload`] issued for `u4` when the fixture was written.
+const V1_TOKEN: &str = "bde4907c43165028c0bce286d968fec3";
+
+const UIDS: [&str; 4] = ["u1", "u2", "u3", "u4"];
+
+fn builder() -> tally::Builder {
+    Tally::builder()
+        .clock(ManualClock::new(NOW))
+        .system_classes(["_logins"])
+}
+
+fn open(dir: &Path) -> Tally {
+    builder()
+        .data_dir(dir)
+        .durability(Durability::Always)
+        .build()
+        .expect("open")
+}
+
+/// What wrote the fixture (without its snapshot and its regToken, which
+/// change nothing a reader sees but the token).
+fn workload(engine: &Tally) {
+    engine
+        .register([("shares", "/news"), ("shares", "/news/sport")])
+        .unwrap();
+    engine
+        .increment(
+            "u1",
+            &[
+                Increment::new("shares", "/news/sport").value(3),
+                Increment::new("shares", "/"),
+            ],
+        )
+        .unwrap();
+    engine
+        .increment_at(
+            "u2",
+            &[Increment::new("_logins", "/web/eu")],
+            NOW - 40 * 86_400,
+        )
+        .unwrap();
+    let handle = engine.counter("shares", "/news").unwrap();
+    for _ in 0..5 {
+        engine.increment_counter("u1", &handle, 1, 10).unwrap();
+    }
+    engine.unregister([("shares", "/news")]).unwrap();
+    engine
+        .increment("u1", &[Increment::new("shares", "/news/sport")])
+        .unwrap();
+    engine.register([("shares", "/news")]).unwrap();
+    engine
+        .increment("u3", &[Increment::new("shares", "/news/sport").count(-2)])
+        .unwrap();
+    engine
+        .increment_at(
+            "u2",
+            &[Increment::new("_logins", "/web/eu").value(7)],
+            NOW - 3 * 86_400,
+        )
+        .unwrap();
+}
+
+/// More writes, after the reopen.
+fn more(engine: &Tally) {
+    engine
+        .increment_at(
+            "u4",
+            &[Increment::new("shares", "/news/sport")],
+            NOW - 86_400,
+        )
+        .unwrap();
+    engine.unregister([("shares", "/news/sport")]).unwrap();
+    engine
+        .increment("u1", &[Increment::new("shares", "/news").value(2)])
+        .unwrap();
+}
+
+fn expected(steps: &[fn(&Tally)]) -> State {
+    let engine = builder().build().unwrap();
+    for step in steps {
+        step(&engine);
+    }
+    state(&engine, &UIDS)
+}
+
+#[test]
+fn a_version_1_directory_opens_and_takes_version_2_log_segments() {
+    let fixture = copy_dir(Path::new(V1_FIXTURE));
+    let engine = open(fixture.path());
+    let report = engine.recovery_report().unwrap().clone();
+    assert!(report.snapshot.is_some());
+    assert_eq!(report.batches_replayed, 8);
+    assert_eq!(report.batches_skipped, 0);
+    assert_eq!(report.other_records, 3, "two registry records, one token");
+    assert_eq!(report.cut, None);
+    assert_eq!(state(&engine, &UIDS), expected(&[workload]));
+    assert_eq!(
+        engine.resolve_uid(Subject::RegToken(V1_TOKEN)).unwrap(),
+        "u4"
+    );
+
+    // Appending goes to a new segment in the current version; a crash
+    // image of the mixed directory opens to the same state.
+    more(&engine);
+    let crashed = copy_dir(fixture.path());
+    let inspection = tally::inspect::inspect(crashed.path()).unwrap();
+    let versions: Vec<(u64, Option<u32>, u64)> = inspection
+        .files
+        .iter()
+        .filter_map(|file| match &file.kind {
+            FileKind::Log(log) => Some((log.number, log.format_version, log.increments)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(versions, [(2, Some(1), 8), (3, Some(2), 2)]);
+    assert!(inspection.state.is_ok());
+    let reopened = open(crashed.path());
+    assert_eq!(reopened.recovery_report().unwrap().batches_replayed, 10);
+    assert_eq!(state(&reopened, &UIDS), expected(&[workload, more]));
+    assert_eq!(
+        reopened.resolve_uid(Subject::RegToken(V1_TOKEN)).unwrap(),
+        "u4"
+    );
+}
