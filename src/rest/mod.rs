@@ -90,6 +90,7 @@
 //!   JavaScript; the JSON they carry is unchanged.
 
 mod params;
+#[cfg(feature = "http")]
 pub(crate) use params::quote_limited;
 mod response;
 
