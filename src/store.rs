@@ -170,7 +170,8 @@ impl Store {
                 }
             }
             None => {
-                let mut cells = SubjectCells::default();
+                let targets = entries.iter().map(|entry| entry.targets.len()).sum();
+                let mut cells = SubjectCells::new(Vec::with_capacity(targets));
                 let lsn = cells.check_log_apply(entries, at, log)?;
                 shard.insert(&self.hasher, hash, uid, cells);
                 lsn
@@ -421,6 +422,22 @@ mod tests {
         assert_eq!(total(&store, "u", 0), Some(7));
         assert_eq!(total(&store, "u", 1), Some(3));
         assert_eq!(total(&store, "u", 2), Some(3));
+    }
+
+    #[test]
+    fn an_entry_naming_a_cell_twice_is_checked_as_two_additions() {
+        // The registry never resolves a counter to repeated targets, but a
+        // damaged log might; the check must not let the cell wrap.
+        let store = Store::default();
+        let half = i64::MAX / 2 + 1;
+        assert!(
+            store
+                .replay("u", &[entry(&[0, 0], half)], &at(), 1)
+                .is_err()
+        );
+        assert_eq!(store.subject_count(), 0);
+        store.replay("u", &[entry(&[0, 0], 3)], &at(), 2).unwrap();
+        assert_eq!(total(&store, "u", 0), Some(6));
     }
 
     #[test]

@@ -94,6 +94,25 @@ impl<C: AsRef<[Cell]>> Cells<C> {
     ) -> Result<(), OverflowAt> {
         let empty = Cell::default();
         let projection = |counter| self.cell(counter).unwrap_or(&empty).projection(at);
+        let distinct =
+            |targets: &[CounterId]| (1..targets.len()).all(|i| !targets[..i].contains(&targets[i]));
+        if let [entry] = entries
+            && distinct(entry.targets)
+        {
+            // One entry with distinct targets (the registry makes them so;
+            // a damaged log might not): each cell takes one addition,
+            // checked on its own, without the carrying below.
+            for &counter in entry.targets {
+                projection(counter)
+                    .add(entry.amount)
+                    .map_err(|field| OverflowAt {
+                        index: 0,
+                        counter,
+                        field,
+                    })?;
+            }
+            return Ok(());
+        }
         // Several entries may land in the same cells: carry each cell's
         // amounts from entry to entry, so that entry `i` is checked on top
         // of entries 0..i, exactly as they will be applied.

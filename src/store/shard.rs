@@ -365,7 +365,8 @@ impl Shard {
                         at: self.twos.len() - 1,
                     }
                 }
-                Err(cells) => {
+                Err(mut cells) => {
+                    cells.shrink_to_fit();
                     self.spilled.push(Spilled { uid, cells });
                     Place {
                         class: Class::Spilled,
