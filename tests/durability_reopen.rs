@@ -308,3 +308,26 @@ fn a_snapshot_taken_under_load_and_its_log_recover_exactly() {
         }
     }
 }
+
+/// After `close`, the interval sync thread is gone; an increment made
+/// after it must still reach the disk rather than wait in memory.
+#[test]
+fn increments_after_close_are_still_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), Durability::Interval(Duration::from_secs(3600)));
+    engine.register([("shares", "/news")]).unwrap();
+    engine
+        .increment("u1", &[Increment::new("shares", "/news")])
+        .unwrap();
+    engine.close().unwrap();
+    engine
+        .increment("u1", &[Increment::new("shares", "/news").count(4)])
+        .unwrap();
+    std::mem::forget(engine);
+    let copy = crash_copy(dir.path());
+    let engine = open(copy.path(), Durability::Never);
+    let rows = engine
+        .get("u1", &[Selector::class("shares").path("/news")])
+        .unwrap();
+    assert_eq!(rows.first().map(|row| row.count), Some(5));
+}

@@ -389,13 +389,17 @@ impl Wal {
     /// [`Durability::Always`], its record synced; otherwise nothing, unless
     /// more than [`MAX_BACKLOG_BYTES`] are waiting to be written, in which
     /// case it syncs too (backpressure: a writer faster than the disk
-    /// cannot grow the buffer without bound).
+    /// cannot grow the buffer without bound), or the sync thread has
+    /// stopped (after `close`), in which case it syncs its own record.
     pub(crate) fn settle(&self, end: u64) -> Result<()> {
         if self.durability == Durability::Always {
             return self.await_group_commit(end);
         }
         let backlog = end.saturating_sub(self.durable.load(Ordering::Acquire));
-        if backlog > MAX_BACKLOG_BYTES {
+        // Once the sync thread is gone (after `close`), nothing else would
+        // sync this record within the interval: the writer does.
+        let unattended = self.syncer.get().is_none() || self.stopping.load(Ordering::SeqCst);
+        if backlog > MAX_BACKLOG_BYTES || unattended {
             self.wait_durable(end)
         } else {
             Ok(())
