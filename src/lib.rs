@@ -63,6 +63,9 @@
 //! - Under [`Durability::Interval`] a writer waits for a sync only when more
 //!   than 16 MiB of log records are unsynced (backpressure), so memory
 //!   stays bounded when writers outrun the disk.
+//! - [`Tally::close`] syncs the log and takes a snapshot; the engine still
+//!   accepts writes after it, and with no sync thread left, each write
+//!   under [`Durability::Interval`] then syncs its own record.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
