@@ -30,33 +30,7 @@ fn everything(engine: &Tally, uid: &str) -> Vec<tally::CounterRow> {
 }
 
 fn workload(engine: &Tally) {
-    engine
-        .register([("shares", "/news"), ("shares", "/news/sport")])
-        .unwrap();
-    engine
-        .increment(
-            "u1",
-            &[
-                Increment::new("shares", "/news/sport").value(3),
-                Increment::new("shares", "/"),
-            ],
-        )
-        .unwrap();
-    engine
-        .increment_at(
-            "u2",
-            &[Increment::new("_logins", "/web/eu")],
-            NOW - 40 * 86_400,
-        )
-        .unwrap();
-    let handle = engine.counter("shares", "/news").unwrap();
-    for _ in 0..5 {
-        engine.increment_counter("u1", &handle, 1, 10).unwrap();
-    }
-    engine.unregister([("shares", "/news")]).unwrap();
-    engine
-        .increment("u1", &[Increment::new("shares", "/news/sport")])
-        .unwrap();
+    common::mixed_workload(engine, NOW);
 }
 
 #[test]

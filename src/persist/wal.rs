@@ -783,15 +783,26 @@ mod tests {
         writers_and_rotations(true);
     }
 
+    /// A log under `Always` in `dir`, with its group-commit thread running.
+    fn group_committed(dir: &Path) -> (Arc<Wal>, JoinHandle<()>) {
+        let wal = Arc::new(Wal::create(dir, 1, 1, Durability::Always).unwrap());
+        let syncer = Wal::start_syncer(&wal).unwrap().unwrap();
+        (wal, syncer)
+    }
+
+    /// One entry adding 1 to counter 0.
+    fn one_entry() -> [ResolvedEntry<'static>; 1] {
+        [ResolvedEntry {
+            targets: &[0],
+            amount: Amount { count: 1, value: 0 },
+        }]
+    }
+
     #[test]
     fn writers_after_the_sync_thread_stops_sync_their_own_records() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = Arc::new(Wal::create(dir.path(), 1, 1, Durability::Always).unwrap());
-        let syncer = Wal::start_syncer(&wal).unwrap().unwrap();
-        let entries = [ResolvedEntry {
-            targets: &[0],
-            amount: Amount { count: 1, value: 0 },
-        }];
+        let (wal, syncer) = group_committed(dir.path());
+        let entries = one_entry();
         let (_, end) = wal.append(increment(&entries)).unwrap();
         wal.settle(end).unwrap();
         wal.stop_syncer();
@@ -805,12 +816,8 @@ mod tests {
     #[test]
     fn a_failed_group_commit_fails_its_writers_and_poisons_the_log() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = Arc::new(Wal::create(dir.path(), 1, 1, Durability::Always).unwrap());
-        let syncer = Wal::start_syncer(&wal).unwrap().unwrap();
-        let entries = [ResolvedEntry {
-            targets: &[0],
-            amount: Amount { count: 1, value: 0 },
-        }];
+        let (wal, syncer) = group_committed(dir.path());
+        let entries = one_entry();
         let (_, end) = wal.append(increment(&entries)).unwrap();
         wal.settle(end).unwrap();
         // Swap the segment for a read-only handle: the next write fails.

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use tally::{CounterKey, Selector, Tally};
+use tally::{CounterKey, Increment, Selector, Tally};
 
 /// Copies a data directory's files, without its lock, into a fresh one:
 /// the directory as a crash leaves it, openable while the original is open.
@@ -51,4 +51,37 @@ pub fn state(engine: &Tally, uids: &[&str]) -> State {
             .collect(),
         registered: engine.registered(),
     }
+}
+
+/// A mixed workload for an engine with the system class `_logins`, its
+/// clock at `now`: registrations, a batch, a backfill, handle increments,
+/// an unregistration and an increment after it.
+pub fn mixed_workload(engine: &Tally, now: i64) {
+    engine
+        .register([("shares", "/news"), ("shares", "/news/sport")])
+        .unwrap();
+    engine
+        .increment(
+            "u1",
+            &[
+                Increment::new("shares", "/news/sport").value(3),
+                Increment::new("shares", "/"),
+            ],
+        )
+        .unwrap();
+    engine
+        .increment_at(
+            "u2",
+            &[Increment::new("_logins", "/web/eu")],
+            now - 40 * 86_400,
+        )
+        .unwrap();
+    let handle = engine.counter("shares", "/news").unwrap();
+    for _ in 0..5 {
+        engine.increment_counter("u1", &handle, 1, 10).unwrap();
+    }
+    engine.unregister([("shares", "/news")]).unwrap();
+    engine
+        .increment("u1", &[Increment::new("shares", "/news/sport")])
+        .unwrap();
 }
