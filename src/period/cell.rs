@@ -416,6 +416,21 @@ impl Cell {
     /// month and day buckets it would write (none for a bucket already out
     /// of retention).
     pub(crate) fn projection(&self, at: &EventTime) -> Projection {
+        if at.is_retained()
+            && let Buckets::Inline {
+                len: 2,
+                items: [month, day],
+            } = &self.buckets
+            && month.key == at.month.0 | MONTH_TAG
+            && day.key == at.day.0
+        {
+            // The common case: this month's and today's buckets, inline.
+            return Projection {
+                total: self.total,
+                month: Some(month.amount),
+                day: Some(day.amount),
+            };
+        }
         Projection {
             total: self.total,
             month: (at.month >= at.horizon.0).then(|| self.bucket_amount(at.month.0 | MONTH_TAG)),
@@ -426,6 +441,10 @@ impl Cell {
     /// Adds `delta` at event time `at`. The caller has checked it with
     /// [`Cell::projection`] or [`Cell::plan`].
     pub(crate) fn add(&mut self, delta: Amount, at: &EventTime) {
+        if at.is_retained() && self.holds_current(at) {
+            self.add_current(delta, at);
+            return;
+        }
         let spot = self.spot(at);
         self.commit(spot, delta, at);
     }

@@ -116,7 +116,8 @@ impl<C: AsRef<[Cell]>> Cells<C> {
         // Several entries may land in the same cells: carry each cell's
         // amounts from entry to entry, so that entry `i` is checked on top
         // of entries 0..i, exactly as they will be applied.
-        let mut projected: Vec<(CounterId, Projection)> = Vec::new();
+        let targets = entries.iter().map(|entry| entry.targets.len()).sum();
+        let mut projected: Vec<(CounterId, Projection)> = Vec::with_capacity(targets);
         for (index, entry) in entries.iter().enumerate() {
             for &counter in entry.targets {
                 let slot = match projected.iter().position(|(id, _)| *id == counter) {
