@@ -1,11 +1,13 @@
 //! The sharded in-memory store: subjects to their cells.
 //!
-//! A UID is hashed once (foldhash, seeded per process); the hash picks one
-//! of [`SHARDS`] shards, each behind its own lock, and 32 of its bits key
-//! the shard's index. A batch is checked and applied under the subject's
-//! shard write lock, so readers see all of a batch or none of it, and
-//! incrementing an existing cell allocates nothing. There is no lock but
-//! the shard's.
+//! A UID is hashed once (foldhash, seeded randomly per store); the hash
+//! picks one of [`SHARDS`] shards, each behind its own lock, and the rest
+//! of it finds the subject's record in the shard's index (`shard`). A
+//! batch is checked and applied under the subject's shard write lock, so
+//! readers see all of a batch or none of it, and incrementing an existing
+//! cell allocates nothing. There is no lock but the shard's. Each shard
+//! also remembers the last logged batch applied to it, which is how a
+//! snapshot says which batches it holds ([`HeldBatches`]).
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
