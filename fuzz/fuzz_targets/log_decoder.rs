@@ -37,38 +37,14 @@ fuzz_target!(|data: &[u8]| {
 
 /// A log segment (header body fields zero) with valid frames around `rest`.
 fn framed(rest: &[u8], raw_tail: bool, version: u32) -> Vec<u8> {
-    let mut out = header(version).to_vec();
-    let mut rest = rest;
-    while !rest.is_empty() {
-        let (payload, after) = if rest.len() >= 2 {
-            let want = u16::from_le_bytes([rest[0], rest[1]]) as usize;
-            let rest = &rest[2..];
-            rest.split_at(want.min(rest.len()))
+    let mut out = tally_fuzz::header(MAGIC, version, 0, 0).to_vec();
+    let chunks = tally_fuzz::chunks(rest);
+    for (i, chunk) in chunks.iter().enumerate() {
+        if raw_tail && i + 1 == chunks.len() {
+            out.extend_from_slice(chunk);
         } else {
-            (rest, &[][..])
-        };
-        if raw_tail && after.is_empty() {
-            out.extend_from_slice(payload);
-            break;
+            tally_fuzz::push_frame(&mut out, chunk);
         }
-        let len = (payload.len() as u32).to_le_bytes();
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&len);
-        crc.update(payload);
-        out.extend_from_slice(&len);
-        out.extend_from_slice(&crc.finalize().to_le_bytes());
-        out.extend_from_slice(payload);
-        rest = after;
     }
     out
-}
-
-/// magic [8] | version u32 | flags u32 | body_len u64 | body_crc u32 | header_crc u32
-fn header(version: u32) -> [u8; 32] {
-    let mut bytes = [0u8; 32];
-    bytes[..8].copy_from_slice(MAGIC);
-    bytes[8..12].copy_from_slice(&version.to_le_bytes());
-    let crc = crc32fast::hash(&bytes[..28]);
-    bytes[28..32].copy_from_slice(&crc.to_le_bytes());
-    bytes
 }

@@ -24,43 +24,12 @@ fuzz_target!(|data: &[u8]| {
 
 /// A snapshot with a valid header and valid frame checksums around `rest`.
 fn framed(rest: &[u8], version: u32) -> Vec<u8> {
-    let body = frames(rest);
-    let mut out = header(version, body.len() as u64, crc32fast::hash(&body)).to_vec();
+    let mut body = Vec::with_capacity(rest.len() + 64);
+    for chunk in tally_fuzz::chunks(rest) {
+        tally_fuzz::push_frame(&mut body, chunk);
+    }
+    let header = tally_fuzz::header(MAGIC, version, body.len() as u64, crc32fast::hash(&body));
+    let mut out = header.to_vec();
     out.extend_from_slice(&body);
     out
-}
-
-/// `rest` cut into frames whose `len` and `crc` fields are right.
-fn frames(mut rest: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(rest.len() + 64);
-    while !rest.is_empty() {
-        let (payload, after) = if rest.len() >= 2 {
-            let want = u16::from_le_bytes([rest[0], rest[1]]) as usize;
-            let rest = &rest[2..];
-            rest.split_at(want.min(rest.len()))
-        } else {
-            (rest, &[][..])
-        };
-        let len = (payload.len() as u32).to_le_bytes();
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&len);
-        crc.update(payload);
-        out.extend_from_slice(&len);
-        out.extend_from_slice(&crc.finalize().to_le_bytes());
-        out.extend_from_slice(payload);
-        rest = after;
-    }
-    out
-}
-
-/// magic [8] | version u32 | flags u32 | body_len u64 | body_crc u32 | header_crc u32
-fn header(version: u32, body_len: u64, body_crc: u32) -> [u8; 32] {
-    let mut bytes = [0u8; 32];
-    bytes[..8].copy_from_slice(MAGIC);
-    bytes[8..12].copy_from_slice(&version.to_le_bytes());
-    bytes[16..24].copy_from_slice(&body_len.to_le_bytes());
-    bytes[24..28].copy_from_slice(&body_crc.to_le_bytes());
-    let crc = crc32fast::hash(&bytes[..28]);
-    bytes[28..32].copy_from_slice(&crc.to_le_bytes());
-    bytes
 }
