@@ -101,7 +101,8 @@ struct Inner {
     resolver: Option<Arc<dyn RegTokenResolver>>,
     retention: Retention,
     registry: Registry,
-    store: Store,
+    /// Shared with the log's write-behind thread, if any.
+    store: Arc<Store>,
     tokens: TokenStore,
 }
 
@@ -145,7 +146,7 @@ impl Tally {
         let (storage, registry, store, tokens) = match &builder.data_dir {
             None => {
                 let (registry, store, tokens) = fresh();
-                (None, registry, store, tokens)
+                (None, registry, Arc::new(store), tokens)
             }
             Some(dir) => {
                 let (storage, recovered) =
@@ -239,6 +240,21 @@ impl Tally {
             &self.inner.store,
             &self.inner.tokens,
         )
+    }
+
+    /// Makes every write acknowledged so far durable now, without waiting
+    /// for the [`Durability::Interval`] timer: writes back the subjects
+    /// changed since the last write-back and syncs the log. (Under
+    /// [`Durability::Always`] there is nothing to wait for; under
+    /// [`Durability::Never`] use [`Tally::snapshot`].)
+    ///
+    /// Fails with [`Error::Config`] on an in-memory engine.
+    ///
+    /// [`Durability::Interval`]: crate::Durability::Interval
+    /// [`Durability::Always`]: crate::Durability::Always
+    /// [`Durability::Never`]: crate::Durability::Never
+    pub fn sync(&self) -> Result<()> {
+        self.storage()?.sync(&self.inner.store)
     }
 
     /// Syncs the log and writes a final snapshot. Dropping the last clone
@@ -524,6 +540,11 @@ impl Tally {
     #[inline(always)]
     fn apply(&self, uid: &str, entries: &[ResolvedEntry<'_>], at: &EventTime) -> Result<()> {
         let wal = self.inner.storage.as_ref().and_then(Storage::wal);
+        if let Some(wal) = wal {
+            // Under write-behind the batch is not appended, which would
+            // otherwise find a failed log: refuse it here.
+            wal.check_poison()?;
+        }
         // The batch is appended under the subject's lock (so the log holds
         // each subject's batches in order), but synced after it is released.
         let mut logged_end = None;

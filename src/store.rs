@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam::utils::CachePadded;
 use parking_lot::RwLock;
@@ -58,6 +59,11 @@ pub(crate) enum ApplyError {
 /// writers rarely meet.
 const SHARDS: usize = 256;
 
+/// The most subjects one write-back record holds, so that a record of a
+/// shard holding millions of changed subjects stays well under the log's
+/// frame limit.
+pub(crate) const WRITE_BACK_CHUNK: usize = 4096;
+
 /// The hasher of subject keys: fast, and seeded per store (randomly) so
 /// that crafted UIDs cannot aim at one shard or bucket. The seed is saved
 /// in snapshots: with it, recovery knows which shard held each subject.
@@ -71,6 +77,12 @@ pub(crate) struct Store {
     seed: u64,
     hasher: SubjectHasher,
     shards: Box<[CachePadded<RwLock<Shard>>]>,
+    /// Write-behind is on: batches are not logged one by one; their
+    /// subjects are marked changed instead, and [`Store::write_back`]
+    /// logs the state of each changed subject later. Read under a shard's
+    /// lock, so that whoever turns it off and then writes back every
+    /// shard sees every subject marked while it was on.
+    write_behind: AtomicBool,
 }
 
 impl Default for Store {
@@ -83,6 +95,7 @@ impl Default for Store {
             seed,
             hasher: SubjectHasher::with_seed(seed),
             shards: (0..SHARDS).map(|_| CachePadded::default()).collect(),
+            write_behind: AtomicBool::new(false),
         }
     }
 }
@@ -145,7 +158,8 @@ impl Store {
 
     /// Applies a batch to one subject atomically: checked completely first,
     /// logged, then applied under the subject's shard lock; a rejected
-    /// batch changes nothing and creates no subject.
+    /// batch changes nothing and creates no subject. Under write-behind,
+    /// `log` is not called: the subject is marked changed instead.
     #[inline(always)]
     pub(crate) fn apply<L>(
         &self,
@@ -159,9 +173,11 @@ impl Store {
     {
         let (shard, hash) = self.slot(uid);
         let mut shard = shard.write();
-        let lsn = match shard.find(hash, uid) {
+        let behind = self.write_behind.load(Ordering::Relaxed);
+        let log = |entries: &[ResolvedEntry<'_>]| if behind { Ok(0) } else { log(entries) };
+        let (slot, lsn) = match shard.find(hash, uid) {
             Some(found) => {
-                match shard
+                let lsn = match shard
                     .cells_mut(found.place)
                     .check_log_apply_in_place(entries, at, log)?
                 {
@@ -169,18 +185,76 @@ impl Store {
                     InPlace::Grows(log) => shard.regrow(&self.hasher, found, |cells| {
                         cells.check_log_apply(entries, at, log)
                     })?,
-                }
+                };
+                (found.slot, lsn)
             }
             None => {
                 let targets = entries.iter().map(|entry| entry.targets.len()).sum();
                 let mut cells = SubjectCells::new(Vec::with_capacity(targets));
                 let lsn = cells.check_log_apply(entries, at, log)?;
-                shard.insert(&self.hasher, hash, uid, cells);
-                lsn
+                (shard.insert(&self.hasher, hash, uid, cells), lsn)
             }
         };
+        if behind {
+            shard.mark_changed(slot);
+        }
         shard.last_lsn = shard.last_lsn.max(lsn);
         Ok(())
+    }
+
+    /// Turns write-behind on or off (see [`Store::write_back`]). Whoever
+    /// turns it off must then write back every shard.
+    pub(crate) fn set_write_behind(&self, on: bool) {
+        self.write_behind.store(on, Ordering::Relaxed);
+    }
+
+    /// Writes back the subjects of shard `shard` changed since it was
+    /// last written back: under the shard's write lock, `log` records the
+    /// state of up to [`WRITE_BACK_CHUNK`] subjects at a time and returns
+    /// the record's sequence number, which the shard then holds. Returns
+    /// how many subjects were written. If `log` fails, the subjects stay
+    /// marked.
+    pub(crate) fn write_back(
+        &self,
+        shard: usize,
+        mut log: impl FnMut(&[(&str, CellsView<'_>)]) -> Result<u64, Error>,
+    ) -> Result<usize, Error> {
+        let mut shard = self.shards[shard].write();
+        if !shard.has_changes() {
+            return Ok(0);
+        }
+        let mut last = 0;
+        let written = {
+            let changed = shard.changed_subjects();
+            for chunk in changed.chunks(WRITE_BACK_CHUNK) {
+                last = log(chunk)?;
+            }
+            changed.len()
+        };
+        shard.clear_changes();
+        shard.last_lsn = shard.last_lsn.max(last);
+        Ok(written)
+    }
+
+    /// Sets a subject's cells to a state written back (replacing what it
+    /// had, or creating it), as logged with sequence number `lsn`.
+    pub(crate) fn replace(&self, uid: &str, cells: SubjectCells, lsn: u64) {
+        let (shard, hash) = self.slot(uid);
+        let mut shard = shard.write();
+        match shard.find(hash, uid) {
+            Some(found) => {
+                let replaced: Result<(), std::convert::Infallible> =
+                    shard.regrow(&self.hasher, found, |old| {
+                        *old = cells;
+                        Ok(())
+                    });
+                let Ok(()) = replaced;
+            }
+            None => {
+                shard.insert(&self.hasher, hash, uid, cells);
+            }
+        }
+        shard.last_lsn = shard.last_lsn.max(lsn);
     }
 
     /// Replays logged batch `lsn`, which the snapshot loaded (if any) does
@@ -519,6 +593,116 @@ mod tests {
         assert!(by_subject.holds("u", 7) && !by_subject.holds("u", 8));
         assert!(!by_subject.holds("v", 1));
         assert_eq!(by_subject.max_lsn(), 7);
+    }
+
+    /// Writes back every shard; returns the UIDs written (sorted) and
+    /// the records' sequence numbers (from 1 on, one per record).
+    fn write_back_all(store: &Store) -> (Vec<String>, u64) {
+        let mut uids = Vec::new();
+        let mut lsn = 0;
+        for shard in 0..store.shard_count() {
+            store
+                .write_back(shard, |subjects| {
+                    uids.extend(subjects.iter().map(|(uid, _)| uid.to_string()));
+                    lsn += 1;
+                    Ok(lsn)
+                })
+                .unwrap();
+        }
+        uids.sort();
+        (uids, lsn)
+    }
+
+    #[test]
+    fn write_behind_marks_what_changed_and_a_write_back_clears_it() {
+        let store = Store::default();
+        // Not on: batches are logged, nothing is marked.
+        let mut logged = 0;
+        store
+            .apply("a", &[entry(&[0], 1)], &at(), |_| {
+                logged += 1;
+                Ok(1)
+            })
+            .unwrap();
+        assert_eq!(logged, 1);
+        assert_eq!(write_back_all(&store).0, Vec::<String>::new());
+
+        store.set_write_behind(true);
+        let must_not_log =
+            |_: &[ResolvedEntry<'_>]| -> Result<u64, Error> { panic!("logged under write-behind") };
+        // An existing subject, one that gains a cell (and moves class),
+        // and a new one; then an overflowing batch, which changes nothing.
+        for (uid, targets) in [("a", &[0][..]), ("a", &[0, 1]), ("b", &[0])] {
+            store
+                .apply(uid, &[entry(targets, 1)], &at(), must_not_log)
+                .unwrap();
+        }
+        assert!(
+            store
+                .apply(
+                    "c",
+                    &[entry(&[0], i64::MAX), entry(&[0], 1)],
+                    &at(),
+                    must_not_log
+                )
+                .is_err()
+        );
+        let (written, records) = write_back_all(&store);
+        assert_eq!(written, ["a", "b"]);
+        // Each shard holds the record that wrote its subjects back.
+        assert_eq!(shard_lsns(&store).iter().max(), Some(&records));
+        assert_eq!(write_back_all(&store).0, Vec::<String>::new());
+    }
+
+    #[test]
+    fn marks_survive_the_index_growing_and_records_moving() {
+        let store = Store::default();
+        store.set_write_behind(true);
+        store
+            .apply("marked", &[entry(&[0], 1)], &at(), no_log)
+            .unwrap();
+        store.set_write_behind(false);
+        // Every shard's index grows several times under these.
+        for i in 0..20_000 {
+            let uid = format!("other-{i}");
+            store.apply(&uid, &[entry(&[0], 1)], &at(), no_log).unwrap();
+        }
+        assert_eq!(write_back_all(&store).0, ["marked"]);
+    }
+
+    #[test]
+    fn a_state_written_back_replaces_the_subject_or_creates_it() {
+        let source = Store::default();
+        source.set_write_behind(true);
+        source
+            .apply("u", &[entry(&[0, 1], 5)], &at(), no_log)
+            .unwrap();
+        let mut states = Vec::new();
+        for shard in 0..source.shard_count() {
+            source
+                .write_back(shard, |subjects| {
+                    for (uid, cells) in subjects {
+                        states.push((uid.to_string(), SubjectCells::new(cells.0.to_vec())));
+                    }
+                    Ok(9)
+                })
+                .unwrap();
+        }
+        let [(uid, state)] = &states[..] else {
+            panic!("{} states", states.len())
+        };
+        let target = Store::default();
+        target.replace(uid, state.clone(), 9);
+        assert_eq!(total(&target, "u", 1), Some(5));
+        // An older state (one cell, count 2) replaced by the newer one.
+        let older = Store::default();
+        older.apply("u", &[entry(&[0], 2)], &at(), no_log).unwrap();
+        older.replace(uid, state.clone(), 9);
+        assert_eq!(
+            (total(&older, "u", 0), total(&older, "u", 1)),
+            (Some(5), Some(5))
+        );
+        assert_eq!(shard_lsns(&older).iter().max(), Some(&9));
     }
 
     #[test]

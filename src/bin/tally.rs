@@ -422,9 +422,16 @@ fn describe_log(l: &LogInspection, bytes: u64) -> String {
         None => {}
     }
     match l.lsn_range {
-        Some((first, last)) => parts.push(format!(
+        Some((first, last)) if l.state_records == 0 => parts.push(format!(
             "LSN {first}..={last}: {} of {}",
             plural(l.increments, "batch", "batches"),
+            plural(l.subjects, "subject", "subjects")
+        )),
+        Some((first, last)) => parts.push(format!(
+            "LSN {first}..={last}: {}, {} ({}) of {}",
+            plural(l.increments, "batch", "batches"),
+            plural(l.state_records, "write-back", "write-backs"),
+            plural(l.subject_states, "subject state", "subject states"),
             plural(l.subjects, "subject", "subjects")
         )),
         None => parts.push("no batches".into()),

@@ -40,15 +40,20 @@ pub(crate) enum FormatVersion {
     /// following one by one; an increment's event time is a difference
     /// from the previous increment's in the frame. Snapshots are as in V1.
     V2 = 2,
+    /// A log may also hold `Subjects` records: the whole state of
+    /// subjects changed since they were last written back (write-behind,
+    /// under `Durability::Interval`). Snapshots are as in V2.
+    V3 = 3,
 }
 
 impl FormatVersion {
-    pub(crate) const CURRENT: FormatVersion = FormatVersion::V2;
+    pub(crate) const CURRENT: FormatVersion = FormatVersion::V3;
 
     fn parse(number: u32) -> Option<FormatVersion> {
         match number {
             1 => Some(FormatVersion::V1),
             2 => Some(FormatVersion::V2),
+            3 => Some(FormatVersion::V3),
             _ => None,
         }
     }

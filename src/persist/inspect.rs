@@ -141,9 +141,15 @@ pub struct LogInspection {
     pub registry_records: u64,
     /// Issued regToken records.
     pub token_records: u64,
-    /// The lowest and highest log sequence numbers of its increment batches.
+    /// Write-back records: subjects' whole states, written under
+    /// [`Durability::Interval`](crate::Durability::Interval).
+    pub state_records: u64,
+    /// Subject states in its write-back records.
+    pub subject_states: u64,
+    /// The lowest and highest log sequence numbers of its increment
+    /// batches and write-back records.
     pub lsn_range: Option<(u64, u64)>,
-    /// Distinct subjects its batches increment.
+    /// Distinct subjects its batches increment or its write-back records hold.
     pub subjects: u64,
     /// Counters its registry records create.
     pub counters_created: u64,
@@ -268,7 +274,8 @@ pub fn verify(dir: &Path) -> Result<Verification> {
                     verification.torn_tail =
                         Some((file.path, offset, file.bytes.saturating_sub(offset)));
                 }
-                verification.records += log.increments + log.registry_records + log.token_records;
+                verification.records +=
+                    log.increments + log.registry_records + log.token_records + log.state_records;
             }
             FileKind::Lock | FileKind::Temporary | FileKind::Other => continue,
         }
@@ -420,6 +427,14 @@ fn corrupt(path: &Path, offset: usize, reason: String) -> Error {
     }
 }
 
+/// `range` grown to include `lsn`.
+fn widen(range: Option<(u64, u64)>, lsn: u64) -> (u64, u64) {
+    match range {
+        None => (lsn, lsn),
+        Some((low, high)) => (low.min(lsn), high.max(lsn)),
+    }
+}
+
 fn inspect_log(path: &Path, bytes: &[u8], number: u64) -> LogInspection {
     let mut log = LogInspection {
         number,
@@ -460,11 +475,17 @@ fn inspect_log(path: &Path, bytes: &[u8], number: u64) -> LogInspection {
             LogRecord::Token { .. } => log.token_records += 1,
             LogRecord::Increment { lsn, uid, .. } => {
                 log.increments += 1;
-                log.lsn_range = Some(match log.lsn_range {
-                    None => (lsn, lsn),
-                    Some((low, high)) => (low.min(lsn), high.max(lsn)),
-                });
+                log.lsn_range = Some(widen(log.lsn_range, lsn));
                 subjects.insert(uid);
+            }
+            LogRecord::Subjects {
+                lsn,
+                subjects: states,
+            } => {
+                log.state_records += 1;
+                log.subject_states += states.len() as u64;
+                log.lsn_range = Some(widen(log.lsn_range, lsn));
+                subjects.extend(states.into_iter().map(|(uid, _)| uid));
             }
         }
         Ok(())

@@ -111,7 +111,7 @@ impl Storage {
             )?)),
         };
         let syncer = match &wal {
-            Some(wal) => Wal::start_syncer(wal)?,
+            Some(wal) => Wal::start_syncer(wal, &recovered.store)?,
             None => None,
         };
         let storage = Storage {
@@ -185,6 +185,14 @@ impl Storage {
                 .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
         }
         sync_dir(&self.dir)
+    }
+
+    /// Writes back what changed (under write-behind) and syncs the log.
+    pub(crate) fn sync(&self, store: &Store) -> Result<()> {
+        match &self.wal {
+            Some(wal) => wal.write_back(store).and_then(|()| wal.sync()),
+            None => Ok(()),
+        }
     }
 
     /// Stops the background sync and syncs the log.

@@ -29,6 +29,14 @@ pub struct RecoveryReport {
     pub batches_replayed: u64,
     /// Increment batches in the log that the snapshot already held.
     pub batches_skipped: u64,
+    /// Subject states written back under [`Durability::Interval`] that
+    /// were replayed from the log (each sets one subject's cells).
+    ///
+    /// [`Durability::Interval`]: crate::Durability::Interval
+    pub states_replayed: u64,
+    /// Subject states in the log that the snapshot already held (or
+    /// held something newer).
+    pub states_skipped: u64,
     /// Registry and regToken records replayed.
     pub other_records: u64,
     /// A torn tail cut off the last segment: (file, offset it was cut at, bytes removed).
@@ -38,7 +46,8 @@ pub struct RecoveryReport {
 /// The engine parts recovery fills, and where the log continues.
 pub(crate) struct Recovered {
     pub registry: Registry,
-    pub store: Store,
+    /// Shared with the log's write-behind thread.
+    pub store: std::sync::Arc<Store>,
     pub tokens: TokenStore,
     pub report: RecoveryReport,
     pub next_segment: u64,
@@ -165,7 +174,7 @@ fn recover_files(
     let last_segment = listing.segments.last().map_or(0, |(n, _)| *n);
     Ok(Recovered {
         registry,
-        store,
+        store: std::sync::Arc::new(store),
         tokens,
         report,
         next_segment: last_segment.max(replay_from.saturating_sub(1)) + 1,
@@ -310,6 +319,22 @@ impl Replayer<'_> {
                         .replay(&uid, &resolved, &at, lsn)
                         .map_err(|_| format!("batch {lsn} overflows on replay"))?;
                     self.report.batches_replayed += 1;
+                }
+                *self.max_lsn = (*self.max_lsn).max(lsn);
+            }
+            LogRecord::Subjects { lsn, subjects } => {
+                let counters = self.registry.counter_count();
+                for (uid, cells) in subjects {
+                    validate_uid(&uid).map_err(|e| e.to_string())?;
+                    if !cells.is_well_formed(counters) {
+                        return Err(format!("malformed state of subject {uid:?} at {lsn}"));
+                    }
+                    if self.held.is_some_and(|held| held.holds(&uid, lsn)) {
+                        self.report.states_skipped += 1;
+                    } else {
+                        self.store.replace(&uid, cells, lsn);
+                        self.report.states_replayed += 1;
+                    }
                 }
                 *self.max_lsn = (*self.max_lsn).max(lsn);
             }

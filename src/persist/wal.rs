@@ -29,7 +29,7 @@ use super::format::{
 use super::{Durability, sync_dir};
 use crate::error::{Error, Result};
 use crate::registry::{CounterId, RegistryChange};
-use crate::store::ResolvedEntry;
+use crate::store::{CellsView, ResolvedEntry, Store, SubjectCells};
 
 /// One logged entry of a batch, as decoded.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -58,9 +58,16 @@ pub(crate) enum LogRecord {
         at: i64,
         entries: Vec<LoggedEntry>,
     },
+    /// The whole state of subjects changed since they were last written
+    /// back (format version 3 on): replay sets each subject's cells to
+    /// these. Not in the version-1 layout.
+    Subjects {
+        lsn: u64,
+        subjects: Vec<(String, SubjectCells)>,
+    },
 }
 
-/// A log record in format version 2, as decoded: an increment carries
+/// A log record in format version 2 or 3, as decoded: an increment carries
 /// neither its LSN (the frame's first LSN plus its position) nor its
 /// absolute event time (the previous increment's in the frame, or 0,
 /// plus `at_delta`).
@@ -77,9 +84,11 @@ enum LogRecordV2 {
         at_delta: i64,
         entries: Vec<LoggedEntry>,
     },
+    /// Version 3 only.
+    Subjects(Vec<(String, SubjectCells)>),
 }
 
-/// A log record in format version 2, to encode. The engine encodes
+/// A log record in format version 3, to encode. The engine encodes
 /// increments by hand (`write_increment_record`, pinned to this layout by
 /// a test); the other records go through this.
 #[derive(Serialize)]
@@ -99,6 +108,7 @@ pub(crate) enum RecordV2Ref<'a> {
         at_delta: i64,
         entries: &'a [ResolvedEntry<'a>],
     },
+    Subjects(&'a [(&'a str, CellsView<'a>)]),
 }
 
 /// Decodes the records of a log frame's payload written in `version`.
@@ -106,13 +116,31 @@ pub(crate) fn decode_log_frame(
     version: FormatVersion,
     payload: &[u8],
 ) -> std::result::Result<Vec<LogRecord>, FormatError> {
+    let states_unknown = || {
+        FormatError::Corrupt(format!(
+            "subject states in a version-{} log",
+            version as u32
+        ))
+    };
     if version == FormatVersion::V1 {
-        return decode_all(payload);
+        let records: Vec<LogRecord> = decode_all(payload)?;
+        if records
+            .iter()
+            .any(|r| matches!(r, LogRecord::Subjects { .. }))
+        {
+            return Err(states_unknown());
+        }
+        return Ok(records);
     }
     let (first_lsn, records) = split_first_lsn(payload)?;
     let mut at = 0i64;
     let mut decoded = Vec::new();
     for (position, record) in decode_all::<LogRecordV2>(records)?.into_iter().enumerate() {
+        let lsn = || {
+            first_lsn
+                .checked_add(position as u64)
+                .ok_or_else(|| FormatError::Corrupt("LSN overflow".into()))
+        };
         decoded.push(match record {
             LogRecordV2::Registry(changes) => LogRecord::Registry(changes),
             LogRecordV2::Token {
@@ -129,9 +157,7 @@ pub(crate) fn decode_log_frame(
                 at_delta,
                 entries,
             } => {
-                let lsn = first_lsn
-                    .checked_add(position as u64)
-                    .ok_or_else(|| FormatError::Corrupt("LSN overflow".into()))?;
+                let lsn = lsn()?;
                 at = at
                     .checked_add(at_delta)
                     .ok_or_else(|| FormatError::Corrupt("event time overflow".into()))?;
@@ -142,6 +168,13 @@ pub(crate) fn decode_log_frame(
                     entries,
                 }
             }
+            LogRecordV2::Subjects(_) if version == FormatVersion::V2 => {
+                return Err(states_unknown());
+            }
+            LogRecordV2::Subjects(subjects) => LogRecord::Subjects {
+                lsn: lsn()?,
+                subjects,
+            },
         });
     }
     Ok(decoded)
@@ -166,6 +199,9 @@ pub(crate) enum RecordRef<'a> {
         at: i64,
         entries: &'a [ResolvedEntry<'a>],
     },
+    /// See [`LogRecord::Subjects`]; its LSN is the one [`Wal::append`]
+    /// returns.
+    Subjects(&'a [(&'a str, CellsView<'a>)]),
 }
 
 /// The file name of log segment `number`.
@@ -189,6 +225,10 @@ const EARLY_SYNC_BYTES: usize = 1 << 20;
 /// sync. Well under the 64 MiB frame limit, which one group commit's
 /// frame must respect.
 const MAX_BACKLOG_BYTES: u64 = 16 << 20;
+
+/// Buffered bytes past which a write-back writes and syncs what it has
+/// logged so far, well under the 64 MiB frame limit.
+const WRITE_BACK_SYNC_BYTES: usize = 8 << 20;
 
 /// A spare buffer larger than this is dropped rather than kept.
 const MAX_SPARE_BYTES: usize = 8 << 20;
@@ -300,7 +340,8 @@ impl Wal {
         }
     }
 
-    fn check_poison(&self) -> Result<()> {
+    /// Fails with [`Error::Poisoned`] once a write or sync of the log failed.
+    pub(crate) fn check_poison(&self) -> Result<()> {
         if self.poisoned.load(Ordering::Acquire) {
             Err(self.poison_error())
         } else {
@@ -351,6 +392,9 @@ impl Wal {
             }
             RecordRef::Registry(changes) => {
                 write_record(&mut buffer.bytes, &RecordV2Ref::Registry(changes));
+            }
+            RecordRef::Subjects(subjects) => {
+                write_record(&mut buffer.bytes, &RecordV2Ref::Subjects(subjects));
             }
             RecordRef::Token {
                 token,
@@ -541,19 +585,33 @@ impl Wal {
     }
 
     /// Starts the background sync thread: group commit under
-    /// [`Durability::Always`], the timer under [`Durability::Interval`].
+    /// [`Durability::Always`], the timer under [`Durability::Interval`],
+    /// which also turns write-behind on for `store` and writes its changed
+    /// subjects back before each sync ([`Wal::write_back`]).
     /// [`Wal::stop_syncer`] stops it; at most one runs.
-    pub(crate) fn start_syncer(wal: &Arc<Wal>) -> Result<Option<JoinHandle<()>>> {
-        let body: fn(&Wal) = match wal.durability {
-            Durability::Always => Wal::group_commit,
-            Durability::Interval(_) => Wal::sync_every,
+    pub(crate) fn start_syncer(
+        wal: &Arc<Wal>,
+        store: &Arc<Store>,
+    ) -> Result<Option<JoinHandle<()>>> {
+        let running = Arc::clone(wal);
+        let body: Box<dyn FnOnce() + Send> = match wal.durability {
+            Durability::Always => Box::new(move || running.group_commit()),
+            Durability::Interval(interval) => {
+                // On from the start: the thread writes back what is marked
+                // before it first runs.
+                store.set_write_behind(true);
+                let store = Arc::clone(store);
+                Box::new(move || running.sync_every(interval, &store))
+            }
             Durability::Never => return Ok(None),
         };
-        let running = Arc::clone(wal);
         let thread = std::thread::Builder::new()
             .name("tally-log-sync".into())
-            .spawn(move || body(&running))
-            .map_err(|e| Error::io("starting the log sync thread", e))?;
+            .spawn(body)
+            .map_err(|e| {
+                store.set_write_behind(false);
+                Error::io("starting the log sync thread", e)
+            })?;
         if wal.syncer.set(thread.thread().clone()).is_err() {
             return Err(Error::Config("the log sync thread runs already".into()));
         }
@@ -622,34 +680,60 @@ impl Wal {
         }
     }
 
-    /// The body of the [`Durability::Interval`] sync thread: waits the
-    /// interval between syncs until told to stop.
+    /// The body of the [`Durability::Interval`] sync thread: write-behind.
     ///
-    /// It also syncs early when appenders have buffered
-    /// [`EARLY_SYNC_BYTES`], so that a fast writer cannot grow the buffer
-    /// by a whole interval's worth of records.
-    fn sync_every(&self) {
-        let Durability::Interval(interval) = self.durability else {
-            return;
-        };
-        if !self.await_start() {
-            return;
-        }
+    /// While it runs, writers do not log their batches: the store marks
+    /// the subjects they change ([`Store::set_write_behind`]), and once
+    /// per interval this thread logs the whole state of each changed
+    /// subject and syncs. A hot subject costs one record per interval,
+    /// however often it is incremented, and a writer no lock but its
+    /// shard's. When told to stop, it turns write-behind off (writers log
+    /// their batches again, and sync them themselves), writes back what
+    /// was marked before, and syncs.
+    ///
+    /// Registry and regToken records are still appended as they happen
+    /// and synced here too; it syncs early when they have buffered
+    /// [`EARLY_SYNC_BYTES`].
+    fn sync_every(&self, interval: std::time::Duration, store: &Store) {
+        let started = self.await_start();
         let mut next = Instant::now() + interval;
         loop {
-            if self.stopping.load(Ordering::SeqCst) {
+            if !started || self.stopping.load(Ordering::SeqCst) {
+                store.set_write_behind(false);
+                // A failure poisons the log; `close` reports it.
+                let _ = self.write_back(store).and_then(|()| self.sync());
                 return;
             }
             let now = Instant::now();
             let early = self.buffer.lock().early_requested;
             if early || now >= next {
-                // A failure poisons the log; appenders report it.
-                let _ = self.sync();
+                // A failure poisons the log; writers report it.
+                let _ = self.write_back(store).and_then(|()| self.sync());
                 next = Instant::now() + interval;
                 continue;
             }
             std::thread::park_timeout(next - now);
         }
+    }
+
+    /// Logs the state of every subject of `store` changed since it was
+    /// last written back, shard by shard ([`Store::write_back`]); each
+    /// record's sequence number is allocated under the shard's lock, so
+    /// a snapshot's per-shard numbers say which records it holds. Writes
+    /// (and syncs) every [`WRITE_BACK_SYNC_BYTES`], so that no frame grows
+    /// too large.
+    pub(crate) fn write_back(&self, store: &Store) -> Result<()> {
+        self.check_poison()?;
+        for shard in 0..store.shard_count() {
+            store.write_back(shard, |subjects| {
+                self.append(|_| RecordRef::Subjects(subjects))
+                    .map(|(lsn, _)| lsn)
+            })?;
+            if self.buffer.lock().bytes.len() >= WRITE_BACK_SYNC_BYTES {
+                self.sync()?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -714,6 +798,57 @@ mod tests {
         assert!(matches!(wal.sync(), Err(Error::Poisoned { .. })));
     }
 
+    #[test]
+    fn a_write_back_logs_states_and_a_failed_one_poisons_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let interval = Durability::Interval(std::time::Duration::from_secs(3600));
+        let wal = Wal::create(dir.path(), 1, 1, interval).unwrap();
+        let store = Store::default();
+        store.set_write_behind(true);
+        let at = crate::period::EventTime::new(
+            1_795_780_800,
+            crate::period::Retention {
+                months: 24,
+                days: 90,
+            }
+            .horizon(1_795_780_800),
+        );
+        for uid in ["a", "b"] {
+            store
+                .apply(uid, &one_entry(), &at, |_| {
+                    panic!("logged under write-behind")
+                })
+                .unwrap();
+        }
+        wal.write_back(&store).unwrap();
+        wal.sync().unwrap();
+        let mut written: Vec<String> = records_in(dir.path(), 1)
+            .into_iter()
+            .flat_map(|record| match record {
+                LogRecord::Subjects { subjects, .. } => subjects.into_iter().map(|(uid, _)| uid),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        written.sort();
+        assert_eq!(written, ["a", "b"]);
+
+        // Swap the segment for a read-only handle: the next write fails.
+        let path = dir.path().join(segment_name(1));
+        wal.segment.lock().file = File::open(&path).unwrap();
+        store
+            .apply("a", &one_entry(), &at, |_| {
+                panic!("logged under write-behind")
+            })
+            .unwrap();
+        wal.write_back(&store).unwrap();
+        assert!(matches!(wal.sync(), Err(Error::Io { .. })));
+        assert!(matches!(wal.check_poison(), Err(Error::Poisoned { .. })));
+        assert!(matches!(
+            wal.write_back(&store),
+            Err(Error::Poisoned { .. })
+        ));
+    }
+
     /// Records in segments `1..=last`, decoded.
     fn records_in(dir: &Path, last: u64) -> Vec<LogRecord> {
         let mut records = Vec::new();
@@ -735,7 +870,8 @@ mod tests {
     fn writers_and_rotations(with_syncer: bool) {
         let dir = tempfile::tempdir().unwrap();
         let wal = Arc::new(Wal::create(dir.path(), 1, 1, Durability::Always).unwrap());
-        let syncer = with_syncer.then(|| Wal::start_syncer(&wal).unwrap().unwrap());
+        let syncer =
+            with_syncer.then(|| Wal::start_syncer(&wal, &Arc::default()).unwrap().unwrap());
         let entries = [ResolvedEntry {
             targets: &[0],
             amount: Amount { count: 1, value: 0 },
@@ -786,7 +922,7 @@ mod tests {
     /// A log under `Always` in `dir`, with its group-commit thread running.
     fn group_committed(dir: &Path) -> (Arc<Wal>, JoinHandle<()>) {
         let wal = Arc::new(Wal::create(dir, 1, 1, Durability::Always).unwrap());
-        let syncer = Wal::start_syncer(&wal).unwrap().unwrap();
+        let syncer = Wal::start_syncer(&wal, &Arc::default()).unwrap().unwrap();
         (wal, syncer)
     }
 

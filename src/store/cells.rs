@@ -38,6 +38,8 @@ impl<C: AsRef<[Cell]>, D: AsRef<[Cell]>> PartialEq<Cells<D>> for Cells<C> {
     }
 }
 
+impl<C: AsRef<[Cell]>> Eq for Cells<C> {}
+
 impl Default for SubjectCells {
     fn default() -> Self {
         Cells(Vec::new())

@@ -63,7 +63,7 @@ impl Place {
 /// A subject found in the index: its slot there and its record's place.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Found {
-    slot: usize,
+    pub(super) slot: usize,
     pub(super) place: Place,
 }
 
@@ -113,14 +113,15 @@ impl Index {
         }
     }
 
-    /// Files the record at `place` under `hash`.
-    fn put(&mut self, hash: u64, place: Place) {
+    /// Files the record at `place` under `hash`; returns its slot.
+    fn put(&mut self, hash: u64, place: Place) -> usize {
         let mask = self.slots.len() - 1;
         let mut at = hash as usize & mask;
         while self.slots[at] != 0 {
             at = (at + 1) & mask;
         }
         self.slots[at] = tag_of(hash) << 24 | place.encode();
+        at
     }
 
     /// Points slot `slot` (holding a record filed under `hash`) at `place`.
@@ -241,6 +242,10 @@ pub(super) struct Shard {
     /// batches of its subjects up to this one: a snapshot records it per
     /// shard, rather than each subject carrying its own.
     pub(super) last_lsn: u64,
+    /// One bit per index slot: the subjects changed since their state was
+    /// last written to the log (write-behind, see `Store::write_back`).
+    /// Empty until a subject is marked.
+    changed: Vec<u64>,
 }
 
 impl Shard {
@@ -255,6 +260,50 @@ impl Shard {
                     .is_some_and(|range| &self.long_uids[range] == uid)
             }),
         }
+    }
+
+    /// Marks the subject filed in index slot `slot` as changed since its
+    /// state was last written back.
+    #[inline(always)]
+    pub(super) fn mark_changed(&mut self, slot: usize) {
+        let word = slot / 64;
+        if word >= self.changed.len() {
+            self.changed.resize(self.index.slots.len().div_ceil(64), 0);
+        }
+        self.changed[word] |= 1 << (slot % 64);
+    }
+
+    /// Whether a subject is marked changed.
+    pub(super) fn has_changes(&self) -> bool {
+        self.changed.iter().any(|&word| word != 0)
+    }
+
+    /// The subjects marked changed, with their cells; the marks stay until
+    /// [`Shard::clear_changes`].
+    pub(super) fn changed_subjects(&self) -> Vec<(&str, CellsView<'_>)> {
+        let mut subjects = Vec::new();
+        for (at, &word) in self.changed.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let slot = at * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let place = Place::decode(self.index.slots[slot] & 0x00ff_ffff);
+                subjects.push((self.uid_str(self.uid_at(place)), self.cells_at(place)));
+            }
+        }
+        subjects
+    }
+
+    /// Unmarks every subject.
+    pub(super) fn clear_changes(&mut self) {
+        self.changed.fill(0);
+    }
+
+    /// Whether index slot `slot` is marked changed.
+    fn is_changed(&self, slot: usize) -> bool {
+        self.changed
+            .get(slot / 64)
+            .is_some_and(|word| word & 1 << (slot % 64) != 0)
     }
 
     /// The number of subjects.
@@ -310,20 +359,31 @@ impl Shard {
     }
 
     /// Adds a subject that [`Shard::find`] did not find; `hash` is its
-    /// UID's under `hasher`, which also re-files the others if the index grows.
+    /// UID's under `hasher`, which also re-files the others (and their
+    /// changed marks) if the index grows. Returns the subject's index slot.
     pub(super) fn insert(
         &mut self,
         hasher: &SubjectHasher,
         hash: u64,
         uid: &str,
         cells: SubjectCells,
-    ) {
+    ) -> usize {
         if self.index.is_full(self.len()) {
             let mut grown = Index::with_len((self.index.slots.len() * 2).max(16));
-            for (uid, place) in self.places() {
-                grown.put(hasher.hash_one(uid), place);
+            let mut changed = Vec::new();
+            for (slot, &bits) in self.index.slots.iter().enumerate() {
+                if bits == 0 {
+                    continue;
+                }
+                let place = Place::decode(bits & 0x00ff_ffff);
+                let moved_to = grown.put(hasher.hash_one(self.uid_str(self.uid_at(place))), place);
+                if self.is_changed(slot) {
+                    changed.resize(grown.slots.len().div_ceil(64), 0);
+                    changed[moved_to / 64] |= 1 << (moved_to % 64);
+                }
             }
             self.index = grown;
+            self.changed = changed;
         }
         let uid = Uid::inline(uid).unwrap_or_else(|| {
             let offset =
@@ -333,18 +393,7 @@ impl Shard {
             Uid::in_arena(offset, len)
         });
         let place = self.push(uid, cells.into_vec());
-        self.index.put(hash, place);
-    }
-
-    /// Every subject's UID and place.
-    fn places(&self) -> impl Iterator<Item = (&str, Place)> {
-        let place = |class| move |at| Place { class, at };
-        let ones = (self.ones.iter().map(|r| &r.uid)).zip((0..).map(place(Class::One)));
-        let twos = (self.twos.iter().map(|r| &r.uid)).zip((0..).map(place(Class::Two)));
-        let spilled = (self.spilled.iter().map(|r| &r.uid)).zip((0..).map(place(Class::Spilled)));
-        ones.chain(twos)
-            .chain(spilled)
-            .map(|(uid, place)| (self.uid_str(uid), place))
+        self.index.put(hash, place)
     }
 
     /// Stores a record in the class its number of cells picks.
