@@ -60,12 +60,19 @@
 //!   holds over a billion subjects of each class; past that, creating a
 //!   subject panics. At about a hundred bytes a subject, that is past
 //!   100 GB of memory.
-//! - Under [`Durability::Interval`] a writer waits for a sync only when more
-//!   than 16 MiB of log records are unsynced (backpressure), so memory
-//!   stays bounded when writers outrun the disk.
+//! - [`Durability::Interval`] is write-behind: the log receives, once per
+//!   interval, the whole state of each subject changed since the last
+//!   time, not every batch. What the interval promises holds (an
+//!   acknowledged increment is durable within the interval), replay lands
+//!   every increment in the period buckets it was counted in, and the
+//!   writer's cost is a bit set in memory. The log then no longer lists
+//!   individual batches; under [`Durability::Always`] it does.
+//!   [`Tally::sync`] writes back and syncs on demand. Its memory is
+//!   bounded without backpressure: a subject is one state however often
+//!   it changed.
 //! - [`Tally::close`] syncs the log and takes a snapshot; the engine still
 //!   accepts writes after it, and with no sync thread left, each write
-//!   under [`Durability::Interval`] then syncs its own record.
+//!   under [`Durability::Interval`] then logs and syncs its own batch.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]

@@ -9,8 +9,9 @@
 //! reaches the bincode records instead of stopping at a checksum. With bit 1
 //! of the first byte also set, the last chunk is appended as it is, unframed,
 //! to exercise the torn-tail and mid-log corruption paths after valid
-//! records. Bit 2 picks the header's format version: 1 when clear, 2 when
-//! set (each version decodes frames its own way). The byte layout is
+//! records. Bits 2 and 3 pick the header's format version: 1, 2 or 3 (the
+//! value 0..=3 modulo 3, plus 1; each version decodes frames its own way,
+//! and only 3 admits write-back records). The byte layout is
 //! `src/persist/format.rs`.
 #![no_main]
 
@@ -21,7 +22,7 @@ const MAGIC: &[u8; 8] = b"TALLYLOG";
 fuzz_target!(|data: &[u8]| {
     let bytes = match data.split_first() {
         Some((mode, rest)) if mode & 1 == 1 => {
-            let version = if mode & 4 == 4 { 2 } else { 1 };
+            let version = 1 + u32::from(mode >> 2 & 0b11) % 3;
             framed(rest, mode & 2 == 2, version)
         }
         _ => data.to_vec(),

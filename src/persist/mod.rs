@@ -36,7 +36,17 @@ pub enum Durability {
     /// Acknowledge a write only after the log is synced; concurrent writers
     /// share one sync (group commit).
     Always,
-    /// Sync the log at most this long after a write is acknowledged.
+    /// Make a write durable at most this long after it is acknowledged.
+    ///
+    /// Write-behind: writers do not log their batches one by one. The
+    /// store marks the subjects they change, and a background thread,
+    /// once per interval, logs the whole state of each changed subject and
+    /// syncs (log format version 3, `docs/format.md` §5). A subject
+    /// incremented many times in an interval costs one record, and an
+    /// increment costs about what it costs in memory. [`Tally::sync`]
+    /// writes back at once.
+    ///
+    /// [`Tally::sync`]: crate::Tally::sync
     Interval(Duration),
     /// No log: only snapshots (explicit, periodic and on close) persist.
     Never,

@@ -1,4 +1,5 @@
-//! The write-ahead log: accepted batches, registry changes and issued
+//! The write-ahead log: accepted batches (or, under write-behind, the
+//! states of the subjects they changed), registry changes and issued
 //! regTokens, appended in order to numbered segment files.
 //!
 //! Appenders encode their record into one shared in-memory buffer (a short
@@ -7,9 +8,12 @@
 //! [`Durability::Always`] it is group commit ([`Wal::group_commit`]): the
 //! thread writes and syncs everything buffered as one frame, wakes the
 //! writers whose records that covered, and starts the next sync with what
-//! arrived meanwhile; under [`Durability::Interval`] it does the same on a
-//! timer, and early when the buffer grows large. Without that thread (it
-//! is stopped when the engine closes), a writer syncs its record itself.
+//! arrived meanwhile. Under [`Durability::Interval`] it is write-behind
+//! ([`Wal::sync_every`]): writers log nothing; the store marks the
+//! subjects they change, and on a timer the thread logs those subjects'
+//! states ([`Wal::write_back`]) and syncs. Without that thread (it is
+//! stopped when the engine closes), a writer logs its batch and syncs it
+//! itself.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
