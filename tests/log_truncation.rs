@@ -3,7 +3,10 @@
 //! exactly the records wholly before the cut, and `recovery_report().cut`
 //! names the segment, where it was cut and how many bytes went. A segment
 //! whose header was torn (a crash while it was being created) must not
-//! break later recoveries either.
+//! break later recoveries either. The cut logs are written under
+//! `Durability::Always` (a record per call) and under write-behind
+//! (`Durability::Interval`, synced after every call: a frame of states per
+//! call).
 
 use std::path::{Path, PathBuf};
 
@@ -145,7 +148,8 @@ fn record_ends(bytes: &[u8]) -> Vec<u64> {
     ends
 }
 
-/// A workload written with `Durability::Always` and crashed: the directory
+/// A workload written with `Durability::Always`, or with write-behind and a
+/// `sync` after each call, and crashed: the directory
 /// (one segment, no snapshot), the expected state after each prefix of the
 /// ops, and the issued token with the index of its op.
 struct Crashed {
@@ -159,10 +163,19 @@ struct Crashed {
     token_op: usize,
 }
 
-fn crashed_workload() -> Crashed {
+fn crashed_workload(write_behind: bool) -> Crashed {
     let ops = ops();
     let live = tempfile::tempdir().unwrap();
-    let engine = open(live.path());
+    let engine = if write_behind {
+        Tally::builder()
+            .clock(ManualClock::new(NOW))
+            .data_dir(live.path())
+            .durability(Durability::Interval(std::time::Duration::from_secs(3600)))
+            .build()
+            .unwrap()
+    } else {
+        open(live.path())
+    };
     let mirror = Tally::builder()
         .clock(ManualClock::new(NOW))
         .build()
@@ -173,6 +186,9 @@ fn crashed_workload() -> Crashed {
         if let Some(t) = apply(&engine, op) {
             token = Some((t, i));
         }
+        if write_behind {
+            engine.sync().unwrap();
+        }
         apply(&mirror, op);
         expected.push(state(&mirror));
     }
@@ -182,7 +198,22 @@ fn crashed_workload() -> Crashed {
     assert_eq!(segments.len(), 1, "{segments:?}");
     let bytes = std::fs::read(&segments[0]).unwrap();
     let ends = record_ends(&bytes);
-    // One record per call, after what the open itself logged (its system
+    let log = tally::inspect::inspect(dir.path())
+        .unwrap()
+        .files
+        .into_iter()
+        .find_map(|file| match file.kind {
+            tally::inspect::FileKind::Log(log) => Some(log),
+            _ => None,
+        });
+    let log = log.expect("a segment");
+    // Under write-behind the log holds states, never batches.
+    assert_eq!(
+        (log.increments == 0, log.state_records == 14),
+        (write_behind, write_behind),
+        "{log:?}"
+    );
+    // One frame per call, after what the open itself logged (its system
     // class roots: an empty registry record here).
     let opening = ends
         .len()
@@ -210,7 +241,17 @@ fn whole_records(ends: &[u64], cut: u64) -> (usize, u64) {
 
 #[test]
 fn a_log_cut_at_every_byte_of_its_last_records_recovers_the_whole_ones() {
-    let crashed = crashed_workload();
+    cut_at_every_byte_of_the_last_records(false);
+}
+
+#[test]
+fn a_write_behind_log_cut_at_every_byte_of_its_last_records_recovers_the_whole_ones() {
+    cut_at_every_byte_of_the_last_records(true);
+}
+
+/// Reopened under `Durability::Always`, whichever way the log was written.
+fn cut_at_every_byte_of_the_last_records(write_behind: bool) {
+    let crashed = crashed_workload(write_behind);
     let n = crashed.ends.len();
     let first = crashed.ends[n - 5]; // the start of the 4th-last record
     let len = crashed.bytes.len() as u64;
@@ -271,7 +312,7 @@ fn a_log_cut_at_every_byte_of_its_last_records_recovers_the_whole_ones() {
 
 #[test]
 fn garbage_after_the_last_record_is_cut_and_reported() {
-    let crashed = crashed_workload();
+    let crashed = crashed_workload(false);
     let n = crashed.ends.len();
     let last_frame = &crashed.bytes[crashed.ends[n - 2] as usize..];
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
