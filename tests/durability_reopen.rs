@@ -4,21 +4,15 @@
 
 use std::time::Duration;
 
-use tally::{Durability, Error, Increment, ManualClock, Selector, Tally};
+use tally::{Durability, Error, Increment, Selector, Tally};
 
 mod common;
 use common::copy_dir as crash_copy;
 
-const NOW: i64 = 1_795_780_800; // 2026-11-27 12:00:00 UTC
+use common::NOW;
 
 fn open(dir: &std::path::Path, durability: Durability) -> Tally {
-    Tally::builder()
-        .clock(ManualClock::new(NOW))
-        .system_classes(["_logins"])
-        .data_dir(dir)
-        .durability(durability)
-        .build()
-        .expect("open")
+    common::open_durable(dir, durability)
 }
 
 fn everything(engine: &Tally, uid: &str) -> Vec<tally::CounterRow> {

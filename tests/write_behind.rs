@@ -8,22 +8,16 @@
 use std::time::Duration;
 
 use tally::inspect::{FileKind, LogInspection};
-use tally::{Durability, Increment, ManualClock, Selector, Tally};
+use tally::{Durability, Increment, Selector, Tally};
 
 mod common;
 use common::copy_dir as crash_copy;
 
-const NOW: i64 = 1_795_780_800; // 2026-11-27 12:00:00 UTC
+use common::NOW;
 const UIDS: [&str; 3] = ["u1", "u2", "u3"];
 
 fn open(dir: &std::path::Path, durability: Durability) -> Tally {
-    Tally::builder()
-        .clock(ManualClock::new(NOW))
-        .system_classes(["_logins"])
-        .data_dir(dir)
-        .durability(durability)
-        .build()
-        .expect("open")
+    common::open_durable(dir, durability)
 }
 
 /// An interval that never fires during a test: write-backs happen only

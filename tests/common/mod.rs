@@ -4,7 +4,22 @@
 
 use std::path::Path;
 
-use tally::{CounterKey, Increment, Selector, Tally};
+use tally::{CounterKey, Durability, Increment, ManualClock, Selector, Tally};
+
+/// The clock of [`open_durable`]'s engines: 2026-11-27 12:00:00 UTC.
+pub const NOW: i64 = 1_795_780_800;
+
+/// An engine on `dir` with `durability`, its clock stopped at [`NOW`] and
+/// the system class `_logins` (what [`mixed_workload`] expects).
+pub fn open_durable(dir: &Path, durability: Durability) -> Tally {
+    Tally::builder()
+        .clock(ManualClock::new(NOW))
+        .system_classes(["_logins"])
+        .data_dir(dir)
+        .durability(durability)
+        .build()
+        .expect("open")
+}
 
 /// Copies a data directory's files, without its lock, into a fresh one:
 /// the directory as a crash leaves it, openable while the original is open.
