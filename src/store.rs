@@ -7,7 +7,10 @@
 //! readers see all of a batch or none of it, and incrementing an existing
 //! cell allocates nothing. There is no lock but the shard's. Each shard
 //! also remembers the last logged batch applied to it, which is how a
-//! snapshot says which batches it holds ([`HeldBatches`]).
+//! snapshot says which batches it holds ([`HeldBatches`]). Under
+//! write-behind (`Durability::Interval`) batches are not logged: each
+//! shard marks the subjects they change, and [`Store::write_back`] hands
+//! the log their states later.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
