@@ -62,10 +62,12 @@ pub(crate) enum ApplyError {
 /// writers rarely meet.
 const SHARDS: usize = 256;
 
-/// The most subjects one write-back record holds, so that a record of a
-/// shard holding millions of changed subjects stays well under the log's
-/// frame limit.
-pub(crate) const WRITE_BACK_CHUNK: usize = 4096;
+/// The most subjects one write-back record holds (and one write-back
+/// holds a shard's lock for), so that a record of a shard holding
+/// millions of changed subjects stays well under the log's frame limit,
+/// and its writers wait well under a millisecond. (Smaller in unit tests,
+/// so that they reach several chunks a shard.)
+pub(crate) const WRITE_BACK_CHUNK: usize = if cfg!(test) { 64 } else { 4096 };
 
 /// The hasher of subject keys: fast, and seeded per store (randomly) so
 /// that crafted UIDs cannot aim at one shard or bucket. The seed is saved
@@ -212,31 +214,31 @@ impl Store {
     }
 
     /// Writes back the subjects of shard `shard` changed since it was
-    /// last written back: under the shard's write lock, `log` records the
-    /// state of up to [`WRITE_BACK_CHUNK`] subjects at a time and returns
-    /// the record's sequence number, which the shard then holds. Returns
-    /// how many subjects were written. If `log` fails, the subjects stay
-    /// marked.
+    /// last written back, [`WRITE_BACK_CHUNK`] at a time, each chunk under
+    /// the shard's write lock (taken again for the next, so that writers
+    /// wait for one chunk at most): `log` records the chunk's states and
+    /// returns the record's sequence number, which the shard then holds.
+    /// Returns how many subjects were written. If `log` fails, the
+    /// chunk's subjects stay marked.
     pub(crate) fn write_back(
         &self,
         shard: usize,
         mut log: impl FnMut(&[(&str, CellsView<'_>)]) -> Result<u64, Error>,
     ) -> Result<usize, Error> {
-        let mut shard = self.shards[shard].write();
-        if !shard.has_changes() {
-            return Ok(0);
-        }
-        let mut last = 0;
-        let written = {
-            let changed = shard.changed_subjects();
-            for chunk in changed.chunks(WRITE_BACK_CHUNK) {
-                last = log(chunk)?;
+        let mut written = 0;
+        loop {
+            let mut shard = self.shards[shard].write();
+            let slots = shard.changed_slots(WRITE_BACK_CHUNK);
+            if slots.is_empty() {
+                return Ok(written);
             }
-            changed.len()
-        };
-        shard.clear_changes();
-        shard.last_lsn = shard.last_lsn.max(last);
-        Ok(written)
+            let states: Vec<_> = slots.iter().map(|&slot| shard.subject_in(slot)).collect();
+            let lsn = log(&states)?;
+            drop(states);
+            shard.unmark(&slots);
+            shard.last_lsn = shard.last_lsn.max(lsn);
+            written += slots.len();
+        }
     }
 
     /// Sets a subject's cells to a state written back (replacing what it
@@ -671,6 +673,40 @@ mod tests {
             store.apply(&uid, &[entry(&[0], 1)], &at(), no_log).unwrap();
         }
         assert_eq!(write_back_all(&store).0, ["marked"]);
+    }
+
+    #[test]
+    fn a_shard_with_many_changed_subjects_is_written_back_in_chunks() {
+        let store = Store::default();
+        store.set_write_behind(true);
+        let uids: Vec<String> = (0..40_000).map(|i| format!("s{i}")).collect();
+        for uid in &uids {
+            store.apply(uid, &[entry(&[0], 1)], &at(), no_log).unwrap();
+        }
+        let mut records = Vec::new();
+        for shard in 0..store.shard_count() {
+            let written = store
+                .write_back(shard, |subjects| {
+                    records.push(subjects.iter().map(|(uid, _)| uid.to_string()).collect());
+                    Ok(records.len() as u64)
+                })
+                .unwrap();
+            assert!(written > WRITE_BACK_CHUNK, "{written} in shard {shard}");
+        }
+        assert!(
+            records
+                .iter()
+                .all(|r: &Vec<String>| r.len() <= WRITE_BACK_CHUNK)
+        );
+        let mut written: Vec<String> = records.concat();
+        written.sort();
+        let mut expected = uids.clone();
+        expected.sort();
+        assert_eq!(written, expected, "each subject once");
+        assert_eq!(
+            shard_lsns(&store).iter().max(),
+            Some(&(records.len() as u64))
+        );
     }
 
     #[test]

@@ -168,7 +168,14 @@ impl Storage {
     ) -> Result<SnapshotSummary> {
         let _one_at_a_time = self.snapshot_lock.lock();
         let replay_from = match &self.wal {
-            Some(wal) => wal.rotate()?,
+            Some(wal) => {
+                // Under write-behind, the log gets what changed first, so
+                // that the log from an older snapshot on holds all this one
+                // holds (up to what changes while it is taken), should this
+                // one be damaged and recovery fall back.
+                wal.write_back(store)?;
+                wal.rotate()?
+            }
             // No log: number past every file, so that no leftover segment
             // is ever replayed on top of this snapshot.
             None => {

@@ -273,30 +273,30 @@ impl Shard {
         self.changed[word] |= 1 << (slot % 64);
     }
 
-    /// Whether a subject is marked changed.
-    pub(super) fn has_changes(&self) -> bool {
-        self.changed.iter().any(|&word| word != 0)
-    }
-
-    /// The subjects marked changed, with their cells; the marks stay until
-    /// [`Shard::clear_changes`].
-    pub(super) fn changed_subjects(&self) -> Vec<(&str, CellsView<'_>)> {
-        let mut subjects = Vec::new();
+    /// The index slots of up to `limit` subjects marked changed.
+    pub(super) fn changed_slots(&self, limit: usize) -> Vec<usize> {
+        let mut slots = Vec::new();
         for (at, &word) in self.changed.iter().enumerate() {
             let mut bits = word;
-            while bits != 0 {
-                let slot = at * 64 + bits.trailing_zeros() as usize;
+            while bits != 0 && slots.len() < limit {
+                slots.push(at * 64 + bits.trailing_zeros() as usize);
                 bits &= bits - 1;
-                let place = Place::decode(self.index.slots[slot] & 0x00ff_ffff);
-                subjects.push((self.uid_str(self.uid_at(place)), self.cells_at(place)));
             }
         }
-        subjects
+        slots
     }
 
-    /// Unmarks every subject.
-    pub(super) fn clear_changes(&mut self) {
-        self.changed.fill(0);
+    /// The UID and cells of the subject filed in index slot `slot`.
+    pub(super) fn subject_in(&self, slot: usize) -> (&str, CellsView<'_>) {
+        let place = Place::decode(self.index.slots[slot] & 0x00ff_ffff);
+        (self.uid_str(self.uid_at(place)), self.cells_at(place))
+    }
+
+    /// Unmarks the subjects in index slots `slots`.
+    pub(super) fn unmark(&mut self, slots: &[usize]) {
+        for &slot in slots {
+            self.changed[slot / 64] &= !(1 << (slot % 64));
+        }
     }
 
     /// Whether index slot `slot` is marked changed.
