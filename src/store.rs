@@ -220,18 +220,27 @@ impl Store {
     /// returns the record's sequence number, which the shard then holds.
     /// Returns how many subjects were written. If `log` fails, the
     /// chunk's subjects stay marked.
+    ///
+    /// It takes as many chunks as the subjects marked at the start fill,
+    /// and no more: a subject marked again meanwhile (by a writer hitting
+    /// the shard between two chunks) waits for the next write-back,
+    /// rather than keep this one going for as long as the writer does.
     pub(crate) fn write_back(
         &self,
         shard: usize,
         mut log: impl FnMut(&[(&str, CellsView<'_>)]) -> Result<u64, Error>,
     ) -> Result<usize, Error> {
         let mut written = 0;
+        let mut chunks_left = None;
         loop {
             let mut shard = self.shards[shard].write();
+            let chunks_left =
+                chunks_left.get_or_insert_with(|| shard.changed_count().div_ceil(WRITE_BACK_CHUNK));
             let slots = shard.changed_slots(WRITE_BACK_CHUNK);
-            if slots.is_empty() {
+            if slots.is_empty() || *chunks_left == 0 {
                 return Ok(written);
             }
+            *chunks_left -= 1;
             let states: Vec<_> = slots.iter().map(|&slot| shard.subject_in(slot)).collect();
             let lsn = log(&states)?;
             drop(states);
@@ -707,6 +716,55 @@ mod tests {
             shard_lsns(&store).iter().max(),
             Some(&(records.len() as u64))
         );
+    }
+
+    #[test]
+    fn a_write_back_ends_while_a_writer_keeps_marking_its_shard() {
+        let store = Store::default();
+        store.set_write_behind(true);
+        store
+            .apply("hot", &[entry(&[0], 1)], &at(), no_log)
+            .unwrap();
+        let shard = (0..store.shard_count())
+            .find(|&shard| {
+                let mut found = false;
+                store.for_each_in_shard(shard, |_, _| found = true);
+                found
+            })
+            .unwrap();
+        let stop = AtomicBool::new(false);
+        let writes = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    store
+                        .apply("hot", &[entry(&[0], 1)], &at(), no_log)
+                        .unwrap();
+                    writes.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            while writes.load(Ordering::Relaxed) < 10_000 {
+                std::hint::spin_loop();
+            }
+            // One subject marked at the start: one chunk, however often
+            // the writer marks it again meanwhile (a second one fails the
+            // write-back, rather than let it run on).
+            let outcomes: Vec<_> = (0..2_000)
+                .map(|_| {
+                    let mut records = 0;
+                    store.write_back(shard, |_| {
+                        records += 1;
+                        match records {
+                            1 => Ok(1),
+                            _ => Err(Error::Config("a second chunk".into())),
+                        }
+                    })
+                })
+                .collect();
+            stop.store(true, Ordering::Relaxed);
+            let longer = outcomes.iter().filter(|o| o.is_err()).count();
+            assert_eq!(longer, 0, "{longer} write-backs went on past one chunk");
+        });
     }
 
     #[test]

@@ -273,6 +273,14 @@ impl Shard {
         self.changed[word] |= 1 << (slot % 64);
     }
 
+    /// The number of subjects marked changed.
+    pub(super) fn changed_count(&self) -> usize {
+        self.changed
+            .iter()
+            .map(|word| word.count_ones() as usize)
+            .sum()
+    }
+
     /// The index slots of up to `limit` subjects marked changed.
     pub(super) fn changed_slots(&self, limit: usize) -> Vec<usize> {
         let mut slots = Vec::new();
