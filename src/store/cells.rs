@@ -140,32 +140,42 @@ impl<C: AsRef<[Cell]>> Cells<C> {
         Ok(())
     }
 
-    /// Finds the cell of each of `targets` (their indices into `found`) if
-    /// every one exists and holds just the buckets an increment at `at`
-    /// writes: then the entry is checked and written without planning.
+    /// For a single entry whose every target already has a cell holding
+    /// just the buckets an increment at `at` writes (this month's and
+    /// today's: the hot path), those cells' indices, each cell checked
+    /// against overflow in one pass; `Ok(None)` if any cell is missing or
+    /// holds other buckets (then nothing is decided).
     #[inline(always)]
-    fn locate_current(
+    fn check_current_cells(
         &self,
-        targets: &[CounterId],
+        entry: &ResolvedEntry<'_>,
         at: &EventTime,
-        found: &mut [usize; MAX_FUSED],
-    ) -> bool {
-        if !at.is_retained() {
-            return false;
+    ) -> Result<Option<[usize; MAX_FUSED]>, OverflowAt> {
+        if !at.is_retained() || entry.targets.len() > MAX_FUSED {
+            return Ok(None);
         }
         let cells = self.as_slice();
-        for (target, &counter) in targets.iter().enumerate() {
-            let at_cell = if cells.len() <= 4 {
+        let mut found = [0; MAX_FUSED];
+        for (slot, &counter) in found.iter_mut().zip(entry.targets) {
+            let at_cell = if cells.len() <= MAX_FUSED {
                 cells.iter().position(|cell| cell.counter() == counter)
             } else {
                 cells.binary_search_by_key(&counter, Cell::counter).ok()
             };
-            match at_cell {
-                Some(i) if cells[i].holds_current(at) => found[target] = i,
-                _ => return false,
+            let Some((i, cell)) = at_cell.and_then(|i| Some((i, cells.get(i)?))) else {
+                return Ok(None);
+            };
+            match cell.check_current(entry.amount, at) {
+                None => return Ok(None),
+                Some(checked) => checked.map_err(|field| OverflowAt {
+                    index: 0,
+                    counter,
+                    field,
+                })?,
             }
+            *slot = i;
         }
-        true
+        Ok(Some(found))
     }
 
     /// Locates every cell and bucket a single entry writes, checking each
@@ -238,29 +248,19 @@ impl<C: AsRef<[Cell]> + AsMut<[Cell]>> Cells<C> {
         L: FnOnce(&[ResolvedEntry<'_>]) -> Result<u64, Error>,
     {
         if let [entry] = entries
-            && entry.targets.len() <= MAX_FUSED
+            && let Some(found) = self
+                .check_current_cells(entry, at)
+                .map_err(ApplyError::Overflow)?
         {
             // The hot path: this month's and today's buckets in every cell.
-            let mut found = [0; MAX_FUSED];
-            if self.locate_current(entry.targets, at, &mut found) {
-                let found = &found[..entry.targets.len()];
-                let cells = self.as_mut_slice();
-                for &i in found {
-                    let cell = &cells[i];
-                    cell.check_current(entry.amount).map_err(|field| {
-                        ApplyError::Overflow(OverflowAt {
-                            index: 0,
-                            counter: cell.counter(),
-                            field,
-                        })
-                    })?;
+            let lsn = log(entries).map_err(ApplyError::Log)?;
+            let cells = self.as_mut_slice();
+            for &i in &found[..entry.targets.len()] {
+                if let Some(cell) = cells.get_mut(i) {
+                    cell.add_current(entry.amount, at);
                 }
-                let lsn = log(entries).map_err(ApplyError::Log)?;
-                for &i in found {
-                    cells[i].add_current(entry.amount, at);
-                }
-                return Ok(InPlace::Applied(lsn));
             }
+            return Ok(InPlace::Applied(lsn));
         }
         if !self.holds_targets_of(entries) {
             return Ok(InPlace::Grows(log));
