@@ -222,6 +222,16 @@ fn wrapping_add(a: Amount, b: Amount) -> Amount {
     }
 }
 
+/// Whether `delta` can be added to each of `amounts`, else the field of
+/// the first that would overflow.
+#[inline(always)]
+fn all_fit(amounts: [Amount; 3], delta: Amount) -> Result<(), AmountField> {
+    for amount in amounts {
+        amount.checked_add(delta)?;
+    }
+    Ok(())
+}
+
 /// An event time as stored in `lastUpdated` fields; event times are
 /// checked to fall in 2000..2100 before they reach a cell.
 #[inline]
@@ -288,10 +298,7 @@ impl Cell {
         at: &EventTime,
     ) -> Option<Result<(), AmountField>> {
         let [month, day] = self.current_buckets(at)?;
-        let checked = (self.total.checked_add(delta))
-            .and(month.amount.checked_add(delta))
-            .and(day.amount.checked_add(delta));
-        Some(checked.map(drop))
+        Some(all_fit([self.total, month.amount, day.amount], delta))
     }
 
     /// Writes an increment checked by [`Cell::check_current`].

@@ -140,22 +140,25 @@ impl<C: AsRef<[Cell]>> Cells<C> {
         Ok(())
     }
 
-    /// For a single entry whose every target already has a cell holding
+    /// Whether every target of a single entry already has a cell holding
     /// just the buckets an increment at `at` writes (this month's and
-    /// today's: the hot path), those cells' indices, each cell checked
-    /// against overflow in one pass; `Ok(None)` if any cell is missing or
-    /// holds other buckets (then nothing is decided).
+    /// today's: the hot path); if so, their indices are in `found`, and
+    /// each cell is checked against overflow in the same pass. `false` if
+    /// any cell is missing or holds other buckets (then nothing is decided).
+    ///
+    /// `found` is filled in place rather than returned: copying the array
+    /// out would read it back wider than it was written, which stalls.
     #[inline(always)]
     fn check_current_cells(
         &self,
         entry: &ResolvedEntry<'_>,
         at: &EventTime,
-    ) -> Result<Option<[usize; MAX_FUSED]>, OverflowAt> {
+        found: &mut [usize; MAX_FUSED],
+    ) -> Result<bool, OverflowAt> {
         if !at.is_retained() || entry.targets.len() > MAX_FUSED {
-            return Ok(None);
+            return Ok(false);
         }
         let cells = self.as_slice();
-        let mut found = [0; MAX_FUSED];
         for (slot, &counter) in found.iter_mut().zip(entry.targets) {
             let at_cell = if cells.len() <= MAX_FUSED {
                 cells.iter().position(|cell| cell.counter() == counter)
@@ -163,10 +166,10 @@ impl<C: AsRef<[Cell]>> Cells<C> {
                 cells.binary_search_by_key(&counter, Cell::counter).ok()
             };
             let Some((i, cell)) = at_cell.and_then(|i| Some((i, cells.get(i)?))) else {
-                return Ok(None);
+                return Ok(false);
             };
             match cell.check_current(entry.amount, at) {
-                None => return Ok(None),
+                None => return Ok(false),
                 Some(checked) => checked.map_err(|field| OverflowAt {
                     index: 0,
                     counter,
@@ -175,7 +178,7 @@ impl<C: AsRef<[Cell]>> Cells<C> {
             }
             *slot = i;
         }
-        Ok(Some(found))
+        Ok(true)
     }
 
     /// Locates every cell and bucket a single entry writes, checking each
@@ -247,9 +250,10 @@ impl<C: AsRef<[Cell]> + AsMut<[Cell]>> Cells<C> {
     where
         L: FnOnce(&[ResolvedEntry<'_>]) -> Result<u64, Error>,
     {
+        let mut found = [0; MAX_FUSED];
         if let [entry] = entries
-            && let Some(found) = self
-                .check_current_cells(entry, at)
+            && self
+                .check_current_cells(entry, at, &mut found)
                 .map_err(ApplyError::Overflow)?
         {
             // The hot path: this month's and today's buckets in every cell.
