@@ -275,6 +275,7 @@ impl Cell {
         self.current_buckets(at).is_some()
     }
 
+    /// This month's and today's buckets, if they are the cell's two inline ones.
     #[inline(always)]
     fn current_buckets(&self, at: &EventTime) -> Option<&[Bucket; 2]> {
         match &self.buckets {

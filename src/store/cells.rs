@@ -165,10 +165,10 @@ impl<C: AsRef<[Cell]>> Cells<C> {
             } else {
                 cells.binary_search_by_key(&counter, Cell::counter).ok()
             };
-            let Some((i, cell)) = at_cell.and_then(|i| Some((i, cells.get(i)?))) else {
+            let Some(i) = at_cell else {
                 return Ok(false);
             };
-            match cell.check_current(entry.amount, at) {
+            match cells[i].check_current(entry.amount, at) {
                 None => return Ok(false),
                 Some(checked) => checked.map_err(|field| OverflowAt {
                     index: 0,
