@@ -476,7 +476,9 @@ impl Tally {
         count: i64,
         value: i64,
     ) -> Result<()> {
-        let now = self.now_secs();
+        // The clock read here rather than through `now_secs`, which callers
+        // in other crates would call out of line.
+        let now = self.inner.clock.unix_secs();
         self.increment_handle(subject.into(), counter, Amount { count, value }, now, now)
     }
 
@@ -514,6 +516,7 @@ impl Tally {
         let uid = self.uid_of(subject, now_secs)?;
         check_event_time(at_unix_secs)?;
         let at = self.inner.retention.event_time(at_unix_secs, now_secs);
+        // Without a lock or a copy while the registry is unchanged.
         let current: Option<Targets> = self
             .inner
             .registry
@@ -628,6 +631,7 @@ fn amount_of(entry: &Increment<'_>) -> Amount {
     }
 }
 
+#[inline]
 fn check_event_time(at_unix_secs: i64) -> Result<()> {
     if (MIN_EVENT_SECS..END_EVENT_SECS).contains(&at_unix_secs) {
         Ok(())

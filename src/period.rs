@@ -159,17 +159,67 @@ impl<'de> Deserialize<'de> for Period {
 pub(crate) type Horizon = (MonthKey, DayKey);
 
 /// How long month and day buckets are kept, relative to the engine clock.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Retention {
     pub months: u32,
     pub days: u32,
 }
 
+/// The last event time a thread worked out, with what it was worked out
+/// from: increments come many to a second, and each asks again.
+#[derive(Clone, Copy)]
+struct LastEventTime {
+    at_secs: i64,
+    now_secs: i64,
+    retention: Retention,
+    event_time: EventTime,
+}
+
+thread_local! {
+    static LAST_EVENT_TIME: std::cell::Cell<LastEventTime> = const {
+        std::cell::Cell::new(LastEventTime {
+            // No event is dated before 2000 (`MIN_EVENT_SECS`): never a hit.
+            at_secs: i64::MIN,
+            now_secs: i64::MIN,
+            retention: Retention { months: 0, days: 0 },
+            event_time: EventTime {
+                secs: i64::MIN,
+                month: MonthKey(0),
+                day: DayKey(0),
+                horizon: (MonthKey(0), DayKey(0)),
+            },
+        })
+    };
+}
+
 impl Retention {
-    /// An event at `at_secs` seen when the clock reads `now_secs`; the
-    /// calendar is worked out once when both fall on the same day.
+    /// An event at `at_secs` seen when the clock reads `now_secs`: this
+    /// thread's last answer when asked the same again (the common case, as
+    /// increments are dated by the clock's cached second), else worked out.
     #[inline]
     pub(crate) fn event_time(&self, at_secs: i64, now_secs: i64) -> EventTime {
+        LAST_EVENT_TIME.with(|last| {
+            let cached = last.get();
+            if cached.at_secs == at_secs && cached.now_secs == now_secs && cached.retention == *self
+            {
+                return cached.event_time;
+            }
+            let event_time = self.work_out_event_time(at_secs, now_secs);
+            last.set(LastEventTime {
+                at_secs,
+                now_secs,
+                retention: *self,
+                event_time,
+            });
+            event_time
+        })
+    }
+
+    /// [`Retention::event_time`] worked out; the calendar once when the
+    /// event and the clock fall on the same day.
+    #[cold]
+    #[inline(never)]
+    fn work_out_event_time(&self, at_secs: i64, now_secs: i64) -> EventTime {
         let at = EventTime::new(at_secs, (MonthKey(0), DayKey(0)));
         let horizon = if at.day == DayKey::of(now_secs) {
             self.horizon_from(at.month, at.day)
@@ -194,7 +244,7 @@ impl Retention {
 
 /// An event time with its bucket keys and the retention horizon, worked
 /// out once per batch rather than once per cell.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct EventTime {
     secs: i64,
     month: MonthKey,
@@ -263,6 +313,30 @@ mod tests {
 
     fn amount(count: i64, value: i64) -> Amount {
         Amount { count, value }
+    }
+
+    #[test]
+    fn event_times_are_the_same_remembered_or_worked_out() {
+        let long = Retention {
+            months: 24,
+            days: 90,
+        };
+        let short = Retention { months: 1, days: 7 };
+        let day = 86_400;
+        let asks = [
+            (long, NOV_27_2026, NOV_27_2026),
+            (long, NOV_27_2026, NOV_27_2026),
+            (short, NOV_27_2026, NOV_27_2026),
+            (long, NOV_27_2026 - 40 * day, NOV_27_2026),
+            (long, NOV_27_2026 - 40 * day, NOV_27_2026 + 400 * day),
+            (short, NOV_27_2026 - 40 * day, NOV_27_2026 + 400 * day),
+            (short, NOV_27_2026 + 1, NOV_27_2026 + 1),
+            (long, NOV_27_2026 + 1, NOV_27_2026 + 1),
+        ];
+        for (retention, at, now) in asks {
+            let expected = EventTime::new(at, retention.horizon(now));
+            assert_eq!(retention.event_time(at, now), expected, "{at} {now}");
+        }
     }
 
     #[test]

@@ -173,6 +173,7 @@ impl Registry {
     }
 
     /// The current generation; it changes whenever any roll-up target may have.
+    #[inline]
     pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
@@ -361,14 +362,23 @@ impl Registry {
     /// The roll-up targets of a handle's counter: `None` means the handle's
     /// own are current (the registry is unchanged since it was made, and no
     /// lock was taken); otherwise the registry's present ones.
+    #[inline(always)]
     pub(crate) fn targets_of(&self, handle: &CounterHandle) -> Result<Option<Targets>> {
         if self.generation() == handle.generation {
             return Ok(None);
         }
+        self.current_targets_of(handle).map(Some)
+    }
+
+    /// The registry's present roll-up targets of a handle made before a
+    /// registration change: the rare case of [`Registry::targets_of`].
+    #[cold]
+    #[inline(never)]
+    fn current_targets_of(&self, handle: &CounterHandle) -> Result<Targets> {
         let state = self.state.read();
         let counter = &state.counters[handle.id as usize];
         match &counter.targets {
-            Some(targets) => Ok(Some(targets.clone())),
+            Some(targets) => Ok(targets.clone()),
             None => Err(state.rejection(counter)),
         }
     }

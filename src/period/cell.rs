@@ -222,6 +222,16 @@ fn wrapping_add(a: Amount, b: Amount) -> Amount {
     }
 }
 
+/// Whether `delta` can be added to each of `amounts`, else the field of
+/// the first that would overflow.
+#[inline(always)]
+fn all_fit(amounts: [Amount; 3], delta: Amount) -> Result<(), AmountField> {
+    for amount in amounts {
+        amount.checked_add(delta)?;
+    }
+    Ok(())
+}
+
 /// An event time as stored in `lastUpdated` fields; event times are
 /// checked to fall in 2000..2100 before they reach a cell.
 #[inline]
@@ -262,23 +272,34 @@ impl Cell {
     /// any search. `at` must be within retention ([`EventTime::is_retained`]).
     #[inline(always)]
     pub(crate) fn holds_current(&self, at: &EventTime) -> bool {
-        matches!(
-            &self.buckets,
-            Buckets::Inline { len: 2, items: [month, day] }
-                if month.key == at.month.0 | MONTH_TAG && day.key == at.day.0
-        )
+        self.current_buckets(at).is_some()
     }
 
-    /// Checks an increment of a cell that [`Cell::holds_current`]: total,
-    /// then month, then day; count before value.
+    /// This month's and today's buckets, if they are the cell's two inline ones.
     #[inline(always)]
-    pub(crate) fn check_current(&self, delta: Amount) -> Result<(), AmountField> {
-        self.total.checked_add(delta)?;
-        if let Buckets::Inline { items, .. } = &self.buckets {
-            items[0].amount.checked_add(delta)?;
-            items[1].amount.checked_add(delta)?;
+    fn current_buckets(&self, at: &EventTime) -> Option<&[Bucket; 2]> {
+        match &self.buckets {
+            Buckets::Inline { len: 2, items }
+                if items[0].key == at.month.0 | MONTH_TAG && items[1].key == at.day.0 =>
+            {
+                Some(items)
+            }
+            _ => None,
         }
-        Ok(())
+    }
+
+    /// Checks an increment of `delta` at `at` of a cell that
+    /// [`Cell::holds_current`] (else `None`, and nothing is checked):
+    /// total, then month, then day; count before value. One look at the
+    /// buckets both finds and checks them.
+    #[inline(always)]
+    pub(crate) fn check_current(
+        &self,
+        delta: Amount,
+        at: &EventTime,
+    ) -> Option<Result<(), AmountField>> {
+        let [month, day] = self.current_buckets(at)?;
+        Some(all_fit([self.total, month.amount, day.amount], delta))
     }
 
     /// Writes an increment checked by [`Cell::check_current`].

@@ -142,32 +142,45 @@ impl<C: AsRef<[Cell]>> Cells<C> {
         Ok(())
     }
 
-    /// Finds the cell of each of `targets` (their indices into `found`) if
-    /// every one exists and holds just the buckets an increment at `at`
-    /// writes: then the entry is checked and written without planning.
+    /// Whether every target of a single entry already has a cell holding
+    /// just the buckets an increment at `at` writes (this month's and
+    /// today's: the hot path); if so, their indices are in `found`, and
+    /// each cell is checked against overflow in the same pass. `false` if
+    /// any cell is missing or holds other buckets (then nothing is decided).
+    ///
+    /// `found` is filled in place rather than returned: copying the array
+    /// out would read it back wider than it was written, which stalls.
     #[inline(always)]
-    fn locate_current(
+    fn check_current_cells(
         &self,
-        targets: &[CounterId],
+        entry: &ResolvedEntry<'_>,
         at: &EventTime,
         found: &mut [usize; MAX_FUSED],
-    ) -> bool {
-        if !at.is_retained() {
-            return false;
+    ) -> Result<bool, OverflowAt> {
+        if !at.is_retained() || entry.targets.len() > MAX_FUSED {
+            return Ok(false);
         }
         let cells = self.as_slice();
-        for (target, &counter) in targets.iter().enumerate() {
-            let at_cell = if cells.len() <= 4 {
+        for (slot, &counter) in found.iter_mut().zip(entry.targets) {
+            let at_cell = if cells.len() <= MAX_FUSED {
                 cells.iter().position(|cell| cell.counter() == counter)
             } else {
                 cells.binary_search_by_key(&counter, Cell::counter).ok()
             };
-            match at_cell {
-                Some(i) if cells[i].holds_current(at) => found[target] = i,
-                _ => return false,
+            let Some(i) = at_cell else {
+                return Ok(false);
+            };
+            match cells[i].check_current(entry.amount, at) {
+                None => return Ok(false),
+                Some(checked) => checked.map_err(|field| OverflowAt {
+                    index: 0,
+                    counter,
+                    field,
+                })?,
             }
+            *slot = i;
         }
-        true
+        Ok(true)
     }
 
     /// Locates every cell and bucket a single entry writes, checking each
@@ -239,30 +252,21 @@ impl<C: AsRef<[Cell]> + AsMut<[Cell]>> Cells<C> {
     where
         L: FnOnce(&[ResolvedEntry<'_>]) -> Result<u64, Error>,
     {
+        let mut found = [0; MAX_FUSED];
         if let [entry] = entries
-            && entry.targets.len() <= MAX_FUSED
+            && self
+                .check_current_cells(entry, at, &mut found)
+                .map_err(ApplyError::Overflow)?
         {
             // The hot path: this month's and today's buckets in every cell.
-            let mut found = [0; MAX_FUSED];
-            if self.locate_current(entry.targets, at, &mut found) {
-                let found = &found[..entry.targets.len()];
-                let cells = self.as_mut_slice();
-                for &i in found {
-                    let cell = &cells[i];
-                    cell.check_current(entry.amount).map_err(|field| {
-                        ApplyError::Overflow(OverflowAt {
-                            index: 0,
-                            counter: cell.counter(),
-                            field,
-                        })
-                    })?;
+            let lsn = log(entries).map_err(ApplyError::Log)?;
+            let cells = self.as_mut_slice();
+            for &i in &found[..entry.targets.len()] {
+                if let Some(cell) = cells.get_mut(i) {
+                    cell.add_current(entry.amount, at);
                 }
-                let lsn = log(entries).map_err(ApplyError::Log)?;
-                for &i in found {
-                    cells[i].add_current(entry.amount, at);
-                }
-                return Ok(InPlace::Applied(lsn));
             }
+            return Ok(InPlace::Applied(lsn));
         }
         if !self.holds_targets_of(entries) {
             return Ok(InPlace::Grows(log));
