@@ -501,6 +501,14 @@ fn write_state(state: &StateSummary, dir: &Path, out: &mut impl Write) -> std::i
         report.batches_skipped,
         plural(report.other_records, "other record", "other records"),
     )?;
+    if report.states_replayed + report.states_skipped > 0 {
+        writeln!(
+            out,
+            "  write-backs   {} replayed, {} already in the snapshot",
+            plural(report.states_replayed, "subject state", "subject states"),
+            report.states_skipped,
+        )?;
+    }
     if let Some((file, offset, bytes)) = &report.cut {
         writeln!(
             out,
