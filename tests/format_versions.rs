@@ -20,6 +20,15 @@ const V1_FIXTURE: &str = "tests/fixtures/log-v1";
 /// The regToken [`workload`] issued for `u4` when the fixture was written.
 const V1_TOKEN: &str = "bde4907c43165028c0bce286d968fec3";
 
+/// A directory written by the second release (format version 2) the same
+/// way: `common::mixed_workload`, a snapshot, the regToken for `u4`, the
+/// rest of [`workload`], and a crash. The snapshot made the segment before
+/// it obsolete; a version-2 snapshot and a version-2 segment are left.
+const V2_FIXTURE: &str = "tests/fixtures/log-v2";
+
+/// The regToken issued for `u4` when the version-2 fixture was written.
+const V2_TOKEN: &str = "26765d467d9cda6b30c800d731b8eae7";
+
 const UIDS: [&str; 4] = ["u1", "u2", "u3", "u4"];
 
 fn builder() -> tally::Builder {
@@ -112,6 +121,41 @@ fn a_version_1_directory_opens_and_takes_current_log_segments() {
     assert_eq!(state(&reopened, &UIDS), expected(&[workload, more]));
     assert_eq!(
         reopened.resolve_uid(Subject::RegToken(V1_TOKEN)).unwrap(),
+        "u4"
+    );
+}
+
+#[test]
+fn a_version_2_directory_opens_and_takes_current_log_segments() {
+    let fixture = copy_dir(Path::new(V2_FIXTURE));
+    let engine = open(fixture.path());
+    let report = engine.recovery_report().unwrap().clone();
+    assert!(report.snapshot.is_some());
+    assert_eq!(report.batches_replayed, 2, "{report:?}");
+    assert_eq!(report.other_records, 2, "a registry record and a token");
+    assert_eq!(report.cut, None);
+    assert_eq!(state(&engine, &UIDS), expected(&[workload]));
+    assert_eq!(
+        engine.resolve_uid(Subject::RegToken(V2_TOKEN)).unwrap(),
+        "u4"
+    );
+
+    more(&engine);
+    let crashed = copy_dir(fixture.path());
+    let inspection = tally::inspect::inspect(crashed.path()).unwrap();
+    let versions: Vec<(u64, Option<u32>, u64)> = inspection
+        .files
+        .iter()
+        .filter_map(|file| match &file.kind {
+            FileKind::Log(log) => Some((log.number, log.format_version, log.increments)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(versions, [(2, Some(2), 2), (3, Some(3), 2)]);
+    let reopened = open(crashed.path());
+    assert_eq!(state(&reopened, &UIDS), expected(&[workload, more]));
+    assert_eq!(
+        reopened.resolve_uid(Subject::RegToken(V2_TOKEN)).unwrap(),
         "u4"
     );
 }
