@@ -85,6 +85,28 @@ fn expected(steps: &[fn(&Tally)]) -> State {
     state(&engine, &UIDS)
 }
 
+/// Each log segment's number, format version and increment batches.
+type SegmentVersions = Vec<(u64, Option<u32>, u64)>;
+
+/// Writes [`more`] with `engine`, open on `dir`, then copies `dir` as a
+/// crash leaves it. Returns the copy, each of its log segments' (number,
+/// format version, increment batches), and whether inspection could read
+/// its state.
+fn more_then_crash(engine: &Tally, dir: &Path) -> (tempfile::TempDir, SegmentVersions, bool) {
+    more(engine);
+    let crashed = copy_dir(dir);
+    let inspection = tally::inspect::inspect(crashed.path()).unwrap();
+    let versions = inspection
+        .files
+        .iter()
+        .filter_map(|file| match &file.kind {
+            FileKind::Log(log) => Some((log.number, log.format_version, log.increments)),
+            _ => None,
+        })
+        .collect();
+    (crashed, versions, inspection.state.is_ok())
+}
+
 #[test]
 fn a_version_1_directory_opens_and_takes_current_log_segments() {
     let fixture = copy_dir(Path::new(V1_FIXTURE));
@@ -103,19 +125,9 @@ fn a_version_1_directory_opens_and_takes_current_log_segments() {
 
     // Appending goes to a new segment in the current version; a crash
     // image of the mixed directory opens to the same state.
-    more(&engine);
-    let crashed = copy_dir(fixture.path());
-    let inspection = tally::inspect::inspect(crashed.path()).unwrap();
-    let versions: Vec<(u64, Option<u32>, u64)> = inspection
-        .files
-        .iter()
-        .filter_map(|file| match &file.kind {
-            FileKind::Log(log) => Some((log.number, log.format_version, log.increments)),
-            _ => None,
-        })
-        .collect();
+    let (crashed, versions, readable) = more_then_crash(&engine, fixture.path());
     assert_eq!(versions, [(2, Some(1), 8), (3, Some(3), 2)]);
-    assert!(inspection.state.is_ok());
+    assert!(readable);
     let reopened = open(crashed.path());
     assert_eq!(reopened.recovery_report().unwrap().batches_replayed, 10);
     assert_eq!(state(&reopened, &UIDS), expected(&[workload, more]));
@@ -140,18 +152,9 @@ fn a_version_2_directory_opens_and_takes_current_log_segments() {
         "u4"
     );
 
-    more(&engine);
-    let crashed = copy_dir(fixture.path());
-    let inspection = tally::inspect::inspect(crashed.path()).unwrap();
-    let versions: Vec<(u64, Option<u32>, u64)> = inspection
-        .files
-        .iter()
-        .filter_map(|file| match &file.kind {
-            FileKind::Log(log) => Some((log.number, log.format_version, log.increments)),
-            _ => None,
-        })
-        .collect();
+    let (crashed, versions, readable) = more_then_crash(&engine, fixture.path());
     assert_eq!(versions, [(2, Some(2), 2), (3, Some(3), 2)]);
+    assert!(readable);
     let reopened = open(crashed.path());
     assert_eq!(state(&reopened, &UIDS), expected(&[workload, more]));
     assert_eq!(
