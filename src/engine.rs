@@ -369,7 +369,7 @@ impl Tally {
             .map(|uid| uid.into_owned())
     }
 
-    #[inline]
+    #[inline(always)]
     fn uid_of<'a>(&self, subject: Subject<'a>, now_secs: i64) -> Result<std::borrow::Cow<'a, str>> {
         if let Subject::Uid(uid) = subject {
             // The common case, without a call out.
@@ -390,7 +390,8 @@ impl Tally {
         subject: impl Into<Subject<'s>>,
         entries: &[Increment<'_>],
     ) -> Result<()> {
-        let now = self.now_secs();
+        // The clock read inline, as in `increment_counter`.
+        let now = self.inner.clock.unix_secs();
         self.increment_batch(subject.into(), entries, now, now)
     }
 
@@ -450,20 +451,27 @@ impl Tally {
 
     /// The roll-up targets of (class, path), from this thread's memo while
     /// the registry is unchanged, else resolved (and validated) by the registry.
-    #[inline]
+    #[inline(always)]
     fn targets_by_name(&self, class: &str, path: &str) -> Result<TargetBuf> {
-        let engine = self.inner.id;
-        let registry = &self.inner.registry;
-        if let Some(targets) = names::lookup(engine, registry.generation(), class, path) {
-            return Ok(targets);
+        let generation = self.inner.registry.generation();
+        match names::lookup(self.inner.id, generation, class, path) {
+            Some(targets) => Ok(targets),
+            None => self.resolve_name(class, path),
         }
-        let (targets, generation) = registry.resolve_with(
+    }
+
+    /// [`Tally::targets_by_name`] for a name this thread's memo does not
+    /// hold (yet): resolved by the registry, then remembered.
+    #[cold]
+    #[inline(never)]
+    fn resolve_name(&self, class: &str, path: &str) -> Result<TargetBuf> {
+        let (targets, generation) = self.inner.registry.resolve_with(
             class,
             path,
             &|c| self.log_registry(c),
             |_, targets, generation| (TargetBuf::copy_of(targets), generation),
         )?;
-        names::remember(engine, generation, class, path, targets);
+        names::remember(self.inner.id, generation, class, path, targets);
         Ok(targets)
     }
 

@@ -8,43 +8,109 @@
 //! generation they were resolved at, and is used only while the
 //! registry's generation is still that one. A miss resolves through the
 //! registry as before and takes the slot over.
+//!
+//! A name is looked up by its [`Fingerprint`]: its length and two words
+//! loaded from its ends, which for a name of up to 16 bytes (the common
+//! case: `shares`, `/news/sport`) are all of it, so that a hit on short
+//! names costs a few word comparisons, no hashing of bytes and no call to
+//! `memcmp`. Longer names are also compared in full.
 
 use std::cell::RefCell;
-use std::hash::BuildHasher;
 
 use super::TargetBuf;
 
 /// Slots per thread; a name that collides with another merely resolves again.
 const SLOTS: usize = 64;
 
+/// Names of up to this many bytes are wholly held by their [`Fingerprint`].
+const SHORT: usize = 16;
+
+/// A name's length and the little-endian words at its start and its end
+/// (overlapping for 9 to 16 bytes; zero-padded below 8). Two names of up
+/// to [`SHORT`] bytes are equal exactly when their fingerprints are.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    len: usize,
+    head: u64,
+    tail: u64,
+}
+
+impl Fingerprint {
+    #[inline(always)]
+    fn of(name: &str) -> Fingerprint {
+        let bytes = name.as_bytes();
+        let len = bytes.len();
+        let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or_default());
+        let half = |at: usize| {
+            u64::from(u32::from_le_bytes(
+                bytes[at..at + 4].try_into().unwrap_or_default(),
+            ))
+        };
+        let (head, tail) = match len {
+            8.. => (word(0), word(len - 8)),
+            4..=7 => (half(0), half(len - 4)),
+            _ => (
+                bytes
+                    .iter()
+                    .enumerate()
+                    .fold(0, |word, (i, &byte)| word | u64::from(byte) << (8 * i)),
+                0,
+            ),
+        };
+        Fingerprint { len, head, tail }
+    }
+
+    /// A mix of the fingerprint's bits, for picking a slot.
+    #[inline(always)]
+    fn mix(self) -> u64 {
+        (self.head ^ self.tail.rotate_left(29) ^ self.len as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+}
+
 struct Slot {
     engine: u64,
     generation: u64,
-    class: String,
-    path: String,
+    class: Fingerprint,
+    path: Fingerprint,
+    /// The names in full, compared only when longer than [`SHORT`] bytes.
+    class_name: String,
+    path_name: String,
     targets: TargetBuf,
+}
+
+impl Slot {
+    /// Whether the slot holds (class, path), whose fingerprints are given.
+    #[inline(always)]
+    fn holds(&self, class: (&str, Fingerprint), path: (&str, Fingerprint)) -> bool {
+        self.class == class.1
+            && self.path == path.1
+            && (class.1.len <= SHORT || self.class_name == class.0)
+            && (path.1.len <= SHORT || self.path_name == path.0)
+    }
 }
 
 thread_local! {
     static MEMO: RefCell<Vec<Option<Slot>>> = const { RefCell::new(Vec::new()) };
 }
 
-fn slot_of(class: &str, path: &str) -> usize {
-    let hash = foldhash::fast::FixedState::default().hash_one((class, path));
-    (hash >> 32) as usize % SLOTS
+#[inline(always)]
+fn slot_of(class: Fingerprint, path: Fingerprint) -> usize {
+    ((class.mix() ^ path.mix().rotate_left(32)) >> 58) as usize % SLOTS
 }
 
 /// The targets remembered for (class, path) on `engine` at `generation`.
+#[inline]
 pub(super) fn lookup(engine: u64, generation: u64, class: &str, path: &str) -> Option<TargetBuf> {
-    let at = slot_of(class, path);
+    let (class_print, path_print) = (Fingerprint::of(class), Fingerprint::of(path));
+    let at = slot_of(class_print, path_print);
     MEMO.try_with(|memo| {
         let memo = memo.try_borrow().ok()?;
         let slot = memo.get(at)?.as_ref()?;
         (slot.engine == engine
             && slot.generation == generation
-            && slot.class == class
-            && slot.path == path)
-            .then_some(slot.targets)
+            && slot.holds((class, class_print), (path, path_print)))
+        .then_some(slot.targets)
     })
     .ok()
     .flatten()
@@ -52,7 +118,8 @@ pub(super) fn lookup(engine: u64, generation: u64, class: &str, path: &str) -> O
 
 /// Remembers the targets of (class, path) on `engine`, resolved at `generation`.
 pub(super) fn remember(engine: u64, generation: u64, class: &str, path: &str, targets: TargetBuf) {
-    let at = slot_of(class, path);
+    let (class_print, path_print) = (Fingerprint::of(class), Fingerprint::of(path));
+    let at = slot_of(class_print, path_print);
     // Without thread-local storage (a thread being torn down) nothing is remembered.
     let _ = MEMO.try_with(|memo| {
         let Ok(mut memo) = memo.try_borrow_mut() else {
@@ -65,18 +132,22 @@ pub(super) fn remember(engine: u64, generation: u64, class: &str, path: &str, ta
             Some(slot) => {
                 slot.engine = engine;
                 slot.generation = generation;
-                slot.class.clear();
-                slot.class.push_str(class);
-                slot.path.clear();
-                slot.path.push_str(path);
+                slot.class = class_print;
+                slot.path = path_print;
+                slot.class_name.clear();
+                slot.class_name.push_str(class);
+                slot.path_name.clear();
+                slot.path_name.push_str(path);
                 slot.targets = targets;
             }
             empty => {
                 *empty = Some(Slot {
                     engine,
                     generation,
-                    class: class.to_owned(),
-                    path: path.to_owned(),
+                    class: class_print,
+                    path: path_print,
+                    class_name: class.to_owned(),
+                    path_name: path.to_owned(),
                     targets,
                 });
             }
@@ -115,5 +186,44 @@ mod tests {
             .unwrap();
         assert!(!elsewhere);
         assert!(lookup(9, 1, "c", "/x").is_some());
+    }
+
+    #[test]
+    fn long_names_that_differ_between_their_end_words_are_told_apart() {
+        // 17 bytes: byte 8 is in neither the head word (0..8) nor the tail (9..17).
+        let (first, second) = ("aaaaaaaaXaaaaaaaa", "aaaaaaaaYaaaaaaaa");
+        assert!(Fingerprint::of(first) == Fingerprint::of(second));
+        remember(3, 1, first, "/p", targets(&[1]));
+        assert!(lookup(3, 1, second, "/p").is_none());
+        assert!(lookup(3, 1, "c", first).is_none());
+        remember(3, 1, "c", first, targets(&[2]));
+        assert!(lookup(3, 1, "c", second).is_none());
+        assert_eq!(lookup(3, 1, "c", first).unwrap().as_slice(), [2]);
+    }
+
+    #[test]
+    fn short_names_have_equal_fingerprints_only_when_equal() {
+        let names: Vec<String> = (0..=SHORT)
+            .flat_map(|len| {
+                (0..len.max(1)).flat_map(move |at| {
+                    [b'a', b'b', 0].map(|byte| {
+                        let mut name = vec![b'a'; len];
+                        if at < len {
+                            name[at] = byte;
+                        }
+                        String::from_utf8(name).unwrap()
+                    })
+                })
+            })
+            .collect();
+        for a in &names {
+            for b in &names {
+                assert_eq!(
+                    Fingerprint::of(a) == Fingerprint::of(b),
+                    a == b,
+                    "{a:?} {b:?}"
+                );
+            }
+        }
     }
 }
