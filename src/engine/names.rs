@@ -15,7 +15,7 @@
 //! names costs a few word comparisons, no hashing of bytes and no call to
 //! `memcmp`. Longer names are also compared in full.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use super::TargetBuf;
 
@@ -68,30 +68,46 @@ impl Fingerprint {
     }
 }
 
-struct Slot {
+/// Which name a slot remembers: for which engine, registry generation and
+/// names. Slots are `Copy`, so that the thread-local table needs no
+/// destructor, borrow flag or lazy initialisation to be read; the targets
+/// are kept apart, and copied out only on a match.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Key {
     engine: u64,
     generation: u64,
     class: Fingerprint,
     path: Fingerprint,
-    /// The names in full, compared only when longer than [`SHORT`] bytes.
-    class_name: String,
-    path_name: String,
-    targets: TargetBuf,
 }
 
-impl Slot {
-    /// Whether the slot holds (class, path), whose fingerprints are given.
-    #[inline(always)]
-    fn holds(&self, class: (&str, Fingerprint), path: (&str, Fingerprint)) -> bool {
-        self.class == class.1
-            && self.path == path.1
-            && (class.1.len <= SHORT || self.class_name == class.0)
-            && (path.1.len <= SHORT || self.path_name == path.0)
-    }
-}
+/// A key no lookup matches: engine ids start at 1.
+const EMPTY: Key = Key {
+    engine: 0,
+    generation: 0,
+    class: Fingerprint {
+        len: 0,
+        head: 0,
+        tail: 0,
+    },
+    path: Fingerprint {
+        len: 0,
+        head: 0,
+        tail: 0,
+    },
+};
+
+/// The targets of an empty slot.
+const NO_TARGETS: TargetBuf = TargetBuf {
+    len: 0,
+    ids: [0; super::MAX_TARGETS],
+};
 
 thread_local! {
-    static MEMO: RefCell<Vec<Option<Slot>>> = const { RefCell::new(Vec::new()) };
+    static KEYS: [Cell<Key>; SLOTS] = const { [const { Cell::new(EMPTY) }; SLOTS] };
+    static TARGETS: [Cell<TargetBuf>; SLOTS] = const { [const { Cell::new(NO_TARGETS) }; SLOTS] };
+    /// The full names of the slots whose class or path is longer than
+    /// [`SHORT`] bytes (their fingerprints do not hold all of them).
+    static LONG_NAMES: RefCell<Vec<(String, String)>> = const { RefCell::new(Vec::new()) };
 }
 
 #[inline(always)]
@@ -99,60 +115,84 @@ fn slot_of(class: Fingerprint, path: Fingerprint) -> usize {
     ((class.mix() ^ path.mix().rotate_left(32)) >> 58) as usize % SLOTS
 }
 
+/// Whether (class, path) is long enough to need [`LONG_NAMES`].
+#[inline(always)]
+fn is_long(class: Fingerprint, path: Fingerprint) -> bool {
+    class.len > SHORT || path.len > SHORT
+}
+
 /// The targets remembered for (class, path) on `engine` at `generation`.
 #[inline]
 pub(super) fn lookup(engine: u64, generation: u64, class: &str, path: &str) -> Option<TargetBuf> {
     let (class_print, path_print) = (Fingerprint::of(class), Fingerprint::of(path));
     let at = slot_of(class_print, path_print);
-    MEMO.try_with(|memo| {
-        let memo = memo.try_borrow().ok()?;
-        let slot = memo.get(at)?.as_ref()?;
-        (slot.engine == engine
-            && slot.generation == generation
-            && slot.holds((class, class_print), (path, path_print)))
-        .then_some(slot.targets)
-    })
-    .ok()
-    .flatten()
+    let wanted = Key {
+        engine,
+        generation,
+        class: class_print,
+        path: path_print,
+    };
+    if KEYS.try_with(|keys| keys[at].get()).ok()? != wanted {
+        return None;
+    }
+    if is_long(class_print, path_print) && !long_names_match(at, class, path) {
+        return None;
+    }
+    TARGETS.try_with(|targets| targets[at].get()).ok()
+}
+
+/// Whether slot `at`'s full names are (class, path).
+#[cold]
+fn long_names_match(at: usize, class: &str, path: &str) -> bool {
+    LONG_NAMES
+        .try_with(|names| {
+            names
+                .try_borrow()
+                .ok()
+                .and_then(|names| names.get(at).map(|(c, p)| c == class && p == path))
+                .unwrap_or(false)
+        })
+        .unwrap_or(false)
 }
 
 /// Remembers the targets of (class, path) on `engine`, resolved at `generation`.
 pub(super) fn remember(engine: u64, generation: u64, class: &str, path: &str, targets: TargetBuf) {
     let (class_print, path_print) = (Fingerprint::of(class), Fingerprint::of(path));
     let at = slot_of(class_print, path_print);
+    // The slot is emptied first, so that it never pairs the fingerprints
+    // and targets of one name with the full names of another.
     // Without thread-local storage (a thread being torn down) nothing is remembered.
-    let _ = MEMO.try_with(|memo| {
-        let Ok(mut memo) = memo.try_borrow_mut() else {
+    if KEYS.try_with(|keys| keys[at].set(EMPTY)).is_err() {
+        return;
+    }
+    if is_long(class_print, path_print) {
+        let kept = LONG_NAMES.try_with(|names| {
+            let Ok(mut names) = names.try_borrow_mut() else {
+                return false;
+            };
+            if names.is_empty() {
+                names.resize_with(SLOTS, Default::default);
+            }
+            let (c, p) = &mut names[at];
+            c.clear();
+            c.push_str(class);
+            p.clear();
+            p.push_str(path);
+            true
+        });
+        if kept != Ok(true) {
             return;
+        }
+    }
+    if TARGETS.try_with(|slots| slots[at].set(targets)).is_ok() {
+        let key = Key {
+            engine,
+            generation,
+            class: class_print,
+            path: path_print,
         };
-        if memo.is_empty() {
-            memo.resize_with(SLOTS, || None);
-        }
-        match &mut memo[at] {
-            Some(slot) => {
-                slot.engine = engine;
-                slot.generation = generation;
-                slot.class = class_print;
-                slot.path = path_print;
-                slot.class_name.clear();
-                slot.class_name.push_str(class);
-                slot.path_name.clear();
-                slot.path_name.push_str(path);
-                slot.targets = targets;
-            }
-            empty => {
-                *empty = Some(Slot {
-                    engine,
-                    generation,
-                    class: class_print,
-                    path: path_print,
-                    class_name: class.to_owned(),
-                    path_name: path.to_owned(),
-                    targets,
-                });
-            }
-        }
-    });
+        let _ = KEYS.try_with(|keys| keys[at].set(key));
+    }
 }
 
 #[cfg(test)]
