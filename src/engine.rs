@@ -10,7 +10,7 @@ use crate::config::{Builder, Config};
 use crate::counter::CounterKey;
 use crate::error::{Error, Result};
 use crate::period::{Amount, EventTime, Retention};
-use crate::persist::{RecordRef, RecoveryReport, SnapshotSummary, Storage};
+use crate::persist::{RecordRef, RecoveryReport, SnapshotSummary, Storage, Wal};
 use crate::query::{CompiledSelector, CounterRow, Selector, read_rows};
 use crate::registry::{CounterHandle, CounterId, Registry, RegistryChange, Targets};
 use crate::store::{ApplyError, OverflowAt, ResolvedEntry, Store};
@@ -559,18 +559,10 @@ impl Tally {
         // The batch is appended under the subject's lock (so the log holds
         // each subject's batches in order), but synced after it is released.
         let mut logged_end = None;
+        // In memory the closure is `Ok(0)`, inlined; appending stays out of line.
         let log = |entries: &[ResolvedEntry<'_>]| match wal {
             None => Ok(0),
-            Some(wal) => {
-                let (lsn, end) = wal.append(|lsn| RecordRef::Increment {
-                    lsn,
-                    uid,
-                    at: at.secs(),
-                    entries,
-                })?;
-                logged_end = Some(end);
-                Ok(lsn)
-            }
+            Some(wal) => append_increment(wal, uid, entries, at, &mut logged_end),
         };
         self.inner
             .store
@@ -637,6 +629,26 @@ fn amount_of(entry: &Increment<'_>) -> Amount {
         count: entry.count,
         value: entry.value,
     }
+}
+
+/// Appends an increment batch to the log; returns its sequence number and
+/// keeps where its record ends, for the sync after the subject's lock.
+#[inline(never)]
+fn append_increment(
+    wal: &Wal,
+    uid: &str,
+    entries: &[ResolvedEntry<'_>],
+    at: &EventTime,
+    logged_end: &mut Option<u64>,
+) -> Result<u64> {
+    let (lsn, end) = wal.append(|lsn| RecordRef::Increment {
+        lsn,
+        uid,
+        at: at.secs(),
+        entries,
+    })?;
+    *logged_end = Some(end);
+    Ok(lsn)
 }
 
 #[inline]
