@@ -64,7 +64,7 @@ impl<'a> Increment<'a> {
 }
 
 /// The most cells one entry can land in: itself, 15 ancestors and the root.
-pub(crate) const MAX_TARGETS: usize = 17;
+const MAX_TARGETS: usize = 17;
 
 /// A copy of an entry's roll-up targets, on the stack.
 #[derive(Clone, Copy)]
