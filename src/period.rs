@@ -303,6 +303,17 @@ impl Amount {
                 .ok_or(crate::error::AmountField::Value)?,
         })
     }
+
+    /// `self + other` for amounts already checked against overflow (or
+    /// sums of additions each checked: the wrapped sum then adds up to
+    /// exactly the checked result).
+    #[inline]
+    pub(crate) fn wrapping_add(self, other: Amount) -> Amount {
+        Amount {
+            count: self.count.wrapping_add(other.count),
+            value: self.value.wrapping_add(other.value),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,10 @@
 //! one bad entry (unregistered, too deep, unknown class, overflow) is
 //! rejected naming that entry and changes nothing; (e) any sequence of
 //! register / unregister / increment / batch / handle operations over
-//! several subjects matches a HashMap model, rejections included.
+//! several subjects matches a HashMap model, rejections included; (f) a
+//! batch of many entries over many cells, duplicates and overflows by
+//! accumulation included, does exactly what its entries do one by one, or
+//! (refused at the entry that would overflow) nothing.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -393,6 +396,74 @@ proptest! {
         }
         for (uid, name) in UIDS.iter().enumerate() {
             prop_assert_eq!(totals(&engine, name), model.totals(uid), "subject {}", name);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- (f)
+
+/// Counts and values small and large: three large ones of a sign overflow.
+fn wide_amount() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        4 => amount(),
+        1 => Just(i64::MAX / 3),
+        1 => Just(i64::MIN / 3),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn a_batch_does_what_its_entries_do_one_by_one(
+        seeded in prop::collection::vec((0..40usize, wide_amount()), 0..40),
+        entries in prop::collection::vec((0..40usize, wide_amount(), wide_amount()), 1..60),
+        days_ago in 0i64..3,
+        every_cell_exists in prop::bool::weighted(0.75),
+    ) {
+        // Forty counters: a batch reaches more distinct cells (and has more
+        // entries) than are kept on the stack.
+        let paths: Vec<String> = (0..40).map(|i| format!("/p{i}")).collect();
+        let (batched, one_by_one) = (engine(), engine());
+        for engine in [&batched, &one_by_one] {
+            engine.register(paths.iter().map(|p| ("c", p.as_str()))).unwrap();
+            if every_cell_exists {
+                // The batch then writes its cells in place, else it creates some.
+                for path in &paths {
+                    engine.increment("u", &[Increment::new("c", path)]).unwrap();
+                }
+            }
+            for &(p, count) in &seeded {
+                // Seeding may overflow too: the same in both engines.
+                let _ = engine.increment("u", &[Increment::new("c", &paths[p]).count(count)]);
+            }
+        }
+        let at = NOW - days_ago * DAY;
+        let batch: Vec<Increment<'_>> = entries
+            .iter()
+            .map(|&(p, c, v)| Increment::new("c", &paths[p]).count(c).value(v))
+            .collect();
+        let everything = [Selector::class("regex('')").period("regex('')")];
+        let before = batched.get("u", &everything).unwrap();
+
+        let result = batched.increment_at("u", &batch, at);
+        let refused_at = batch
+            .iter()
+            .position(|entry| one_by_one.increment_at("u", std::slice::from_ref(entry), at).is_err());
+        match refused_at {
+            None => {
+                prop_assert!(result.is_ok(), "{:?}", result);
+                prop_assert_eq!(
+                    batched.get("u", &everything).unwrap(),
+                    one_by_one.get("u", &everything).unwrap()
+                );
+            }
+            Some(index) => {
+                let err = result.unwrap_err();
+                prop_assert!(matches!(err, Error::Entry { index: i, .. } if i == index), "{:?}", err);
+                prop_assert!(matches!(err.root(), Error::Overflow { .. }), "{:?}", err);
+                prop_assert_eq!(batched.get("u", &everything).unwrap(), before);
+            }
         }
     }
 }

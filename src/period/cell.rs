@@ -191,7 +191,7 @@ pub(crate) struct PeriodReading {
 
 /// What an increment would make of a cell's amounts: used to check a batch
 /// of several entries against overflow before anything is applied.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Projection {
     pub(super) total: Amount,
     pub(super) month: Option<Amount>,
@@ -210,15 +210,6 @@ impl Projection {
         };
         *self = next;
         Ok(())
-    }
-}
-
-/// `a + b` for amounts already checked against overflow.
-#[inline]
-fn wrapping_add(a: Amount, b: Amount) -> Amount {
-    Amount {
-        count: a.count.wrapping_add(b.count),
-        value: a.value.wrapping_add(b.value),
     }
 }
 
@@ -306,11 +297,11 @@ impl Cell {
     #[inline(always)]
     pub(crate) fn add_current(&mut self, delta: Amount, at: &EventTime) {
         let secs = stored_secs(at);
-        self.total = wrapping_add(self.total, delta);
+        self.total = self.total.wrapping_add(delta);
         self.last_updated = self.last_updated.max(secs);
         if let Buckets::Inline { items, .. } = &mut self.buckets {
             for bucket in items {
-                bucket.amount = wrapping_add(bucket.amount, delta);
+                bucket.amount = bucket.amount.wrapping_add(delta);
                 bucket.last_updated = bucket.last_updated.max(secs);
             }
         }
@@ -391,7 +382,7 @@ impl Cell {
     /// Creating a bucket drops those that fell out of retention.
     #[inline]
     pub(crate) fn commit(&mut self, spot: CellSpot, delta: Amount, at: &EventTime) {
-        self.total = wrapping_add(self.total, delta);
+        self.total = self.total.wrapping_add(delta);
         let secs = stored_secs(at);
         self.last_updated = self.last_updated.max(secs);
         // The day bucket sits after the month bucket: writing it first keeps
@@ -410,7 +401,7 @@ impl Cell {
             BucketSpot::Skip => false,
             BucketSpot::At(i) => {
                 let bucket = &mut self.buckets.as_mut_slice()[i as usize];
-                bucket.amount = wrapping_add(bucket.amount, delta);
+                bucket.amount = bucket.amount.wrapping_add(delta);
                 bucket.last_updated = bucket.last_updated.max(secs);
                 false
             }

@@ -7,12 +7,17 @@
 //! ([`Cells::check_log_apply_in_place`]); one that creates a cell is applied
 //! to the owned form ([`SubjectCells::check_log_apply`]), after which the
 //! store files the subject in its new size class.
+//!
+//! A batch of several entries in place locates each distinct cell once,
+//! carries its additions in entry order (checking each against overflow),
+//! and writes each cell once with their sum: on the stack unless it
+//! reaches more than [`CARRIED_ON_STACK`] cells.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{ApplyError, OverflowAt, ResolvedEntry};
 use crate::error::Error;
-use crate::period::{Cell, CellSpot, EventTime, Projection};
+use crate::period::{Amount, Cell, CellSpot, EventTime, Projection};
 use crate::registry::CounterId;
 
 /// The most cells a single-entry batch plans on the stack: a counter, its
@@ -57,6 +62,85 @@ pub(super) enum InPlace<L> {
 /// Where a single-entry batch writes: for each target, the index of its
 /// cell and the buckets in it.
 type Plan = [(usize, CellSpot); MAX_FUSED];
+
+/// The most distinct cells a batch carries on the stack
+/// ([`CarriedCells`]); a batch reaching more moves them to the heap.
+const CARRIED_ON_STACK: usize = 16;
+
+/// What a batch carries to one of its cells: the cell's index, its
+/// amounts with the batch's additions so far, and their sum.
+#[derive(Clone, Copy, Debug, Default)]
+struct Carried {
+    cell: usize,
+    projection: Projection,
+    sum: Amount,
+}
+
+/// The distinct cells a batch reaches, in the order it first reaches them:
+/// up to [`CARRIED_ON_STACK`] on the stack, searched in turn; beyond, on
+/// the heap, found through a map from cell index to place.
+#[derive(Default)]
+struct CarriedCells {
+    on_stack: [Carried; CARRIED_ON_STACK],
+    len: usize,
+    on_heap: Vec<Carried>,
+    /// For each of the subject's cells, its place in `on_heap` (`usize::MAX`: none).
+    place_of: Vec<usize>,
+}
+
+impl CarriedCells {
+    fn as_slice(&self) -> &[Carried] {
+        if self.on_heap.is_empty() {
+            &self.on_stack[..self.len]
+        } else {
+            &self.on_heap
+        }
+    }
+
+    /// What the batch carries to cell `cell` (of `cells`), starting from
+    /// `projection()` if the batch has not reached it before.
+    fn of(
+        &mut self,
+        cell: usize,
+        cells: usize,
+        projection: impl FnOnce() -> Projection,
+    ) -> &mut Carried {
+        let known = if self.on_heap.is_empty() {
+            self.on_stack[..self.len]
+                .iter()
+                .position(|c| c.cell == cell)
+        } else {
+            Some(self.place_of[cell]).filter(|&place| place != usize::MAX)
+        };
+        let place = known.unwrap_or_else(|| {
+            let new = Carried {
+                cell,
+                projection: projection(),
+                sum: Amount::default(),
+            };
+            if self.on_heap.is_empty() && self.len < CARRIED_ON_STACK {
+                self.on_stack[self.len] = new;
+                self.len += 1;
+                return self.len - 1;
+            }
+            if self.on_heap.is_empty() {
+                self.on_heap.extend_from_slice(&self.on_stack);
+                self.place_of = vec![usize::MAX; cells];
+                for (place, carried) in self.on_heap.iter().enumerate() {
+                    self.place_of[carried.cell] = place;
+                }
+            }
+            self.place_of[cell] = self.on_heap.len();
+            self.on_heap.push(new);
+            self.on_heap.len() - 1
+        });
+        if self.on_heap.is_empty() {
+            &mut self.on_stack[place]
+        } else {
+            &mut self.on_heap[place]
+        }
+    }
+}
 
 impl<C: AsRef<[Cell]>> Cells<C> {
     #[inline(always)]
@@ -268,12 +352,27 @@ impl<C: AsRef<[Cell]> + AsMut<[Cell]>> Cells<C> {
             }
             return Ok(InPlace::Applied(lsn));
         }
-        if !self.holds_targets_of(entries) {
-            return Ok(InPlace::Grows(log));
-        }
+        self.check_log_apply_off_hot_path(entries, at, log)
+    }
+
+    /// [`Cells::check_log_apply_in_place`] for every batch but the hot
+    /// path's. Out of line, so that the hot path is compiled on its own.
+    #[inline(never)]
+    fn check_log_apply_off_hot_path<L>(
+        &mut self,
+        entries: &[ResolvedEntry<'_>],
+        at: &EventTime,
+        log: L,
+    ) -> Result<InPlace<L>, ApplyError>
+    where
+        L: FnOnce(&[ResolvedEntry<'_>]) -> Result<u64, Error>,
+    {
         match entries {
             // One entry: its cells and buckets located once.
             [entry] if entry.targets.len() <= MAX_FUSED => {
+                if !self.holds_targets_of(entries) {
+                    return Ok(InPlace::Grows(log));
+                }
                 let mut plan = [(0, CellSpot::default()); MAX_FUSED];
                 self.plan(entry, at, &mut plan)
                     .map_err(ApplyError::Overflow)?;
@@ -281,20 +380,51 @@ impl<C: AsRef<[Cell]> + AsMut<[Cell]>> Cells<C> {
                 self.commit(entry, &plan, at);
                 Ok(InPlace::Applied(lsn))
             }
-            _ => {
-                self.check(entries, at).map_err(ApplyError::Overflow)?;
-                let lsn = log(entries).map_err(ApplyError::Log)?;
-                let cells = self.as_mut_slice();
-                for entry in entries {
-                    for &counter in entry.targets {
-                        if let Ok(i) = cells.binary_search_by_key(&counter, Cell::counter) {
-                            cells[i].add(entry.amount, at);
-                        }
-                    }
-                }
-                Ok(InPlace::Applied(lsn))
+            _ => self.check_log_apply_batch_in_place(entries, at, log),
+        }
+    }
+
+    /// [`Cells::check_log_apply_in_place`] for several entries (or one
+    /// with more targets than [`MAX_FUSED`]): each distinct cell is
+    /// located once, every addition to it checked in entry order on top of
+    /// those before it (so the first entry that would overflow is the one
+    /// named), and the cell then written once, with their sum. Nothing is
+    /// allocated unless the batch reaches more than [`CARRIED_ON_STACK`]
+    /// distinct cells.
+    fn check_log_apply_batch_in_place<L>(
+        &mut self,
+        entries: &[ResolvedEntry<'_>],
+        at: &EventTime,
+        log: L,
+    ) -> Result<InPlace<L>, ApplyError>
+    where
+        L: FnOnce(&[ResolvedEntry<'_>]) -> Result<u64, Error>,
+    {
+        let mut carried = CarriedCells::default();
+        for (index, entry) in entries.iter().enumerate() {
+            for &counter in entry.targets {
+                let Ok(cell) = self.find(counter) else {
+                    return Ok(InPlace::Grows(log));
+                };
+                let to_cell = carried.of(cell, self.as_slice().len(), || {
+                    self.as_slice()[cell].projection(at)
+                });
+                to_cell.projection.add(entry.amount).map_err(|field| {
+                    ApplyError::Overflow(OverflowAt {
+                        index,
+                        counter,
+                        field,
+                    })
+                })?;
+                to_cell.sum = to_cell.sum.wrapping_add(entry.amount);
             }
         }
+        let lsn = log(entries).map_err(ApplyError::Log)?;
+        let cells = self.as_mut_slice();
+        for to_cell in carried.as_slice() {
+            cells[to_cell.cell].add(to_cell.sum, at);
+        }
+        Ok(InPlace::Applied(lsn))
     }
 }
 
