@@ -66,6 +66,11 @@ impl<'a> Increment<'a> {
 /// The most cells one entry can land in: itself, 15 ancestors and the root.
 const MAX_TARGETS: usize = 17;
 
+/// The most entries of a batch resolved on the stack: a longer batch
+/// allocates its resolved entries (one vector each for their targets and
+/// for the entries).
+const BATCH_ON_STACK: usize = 16;
+
 /// A copy of an entry's roll-up targets, on the stack.
 #[derive(Clone, Copy)]
 struct TargetBuf {
@@ -74,6 +79,12 @@ struct TargetBuf {
 }
 
 impl TargetBuf {
+    /// No targets: a slot yet to be filled.
+    const EMPTY: TargetBuf = TargetBuf {
+        len: 0,
+        ids: [0; MAX_TARGETS],
+    };
+
     fn copy_of(targets: &[CounterId]) -> Self {
         let mut buf = TargetBuf {
             len: targets.len(),
@@ -433,20 +444,43 @@ impl Tally {
             }];
             return self.apply(&uid, &resolved, &at);
         }
-        let targets: Vec<TargetBuf> = entries
-            .iter()
-            .enumerate()
-            .map(resolve)
-            .collect::<Result<_>>()?;
-        let resolved: Vec<ResolvedEntry<'_>> = targets
-            .iter()
-            .zip(entries)
-            .map(|(targets, entry)| ResolvedEntry {
+        self.apply_batch(&uid, entries, &at)
+    }
+
+    /// Resolves the targets of a batch of several entries, then applies
+    /// it: on the stack for up to [`BATCH_ON_STACK`] entries.
+    #[inline(never)]
+    fn apply_batch(&self, uid: &str, entries: &[Increment<'_>], at: &EventTime) -> Result<()> {
+        let mut on_stack = [TargetBuf::EMPTY; BATCH_ON_STACK];
+        let mut on_heap = Vec::new();
+        let targets = if entries.len() <= BATCH_ON_STACK {
+            &mut on_stack[..entries.len()]
+        } else {
+            on_heap.resize(entries.len(), TargetBuf::EMPTY);
+            &mut on_heap[..]
+        };
+        for (index, (targets, entry)) in targets.iter_mut().zip(entries).enumerate() {
+            *targets = self
+                .targets_by_name(entry.class, entry.path)
+                .map_err(|e| e.at_entry(index))?;
+        }
+        fn resolve<'t>((targets, entry): (&'t TargetBuf, &Increment<'_>)) -> ResolvedEntry<'t> {
+            ResolvedEntry {
                 targets: targets.as_slice(),
                 amount: amount_of(entry),
-            })
-            .collect();
-        self.apply(&uid, &resolved, &at)
+            }
+        }
+        if entries.len() <= BATCH_ON_STACK {
+            let mut resolved = [ResolvedEntry::default(); BATCH_ON_STACK];
+            for (slot, entry) in resolved.iter_mut().zip(targets.iter().zip(entries)) {
+                *slot = resolve(entry);
+            }
+            self.apply(uid, &resolved[..entries.len()], at)
+        } else {
+            let resolved: Vec<ResolvedEntry<'_>> =
+                targets.iter().zip(entries).map(resolve).collect();
+            self.apply(uid, &resolved, at)
+        }
     }
 
     /// The roll-up targets of (class, path), from this thread's memo while

@@ -31,7 +31,7 @@ pub(crate) use cells::{CellsView, SubjectCells};
 use shard::Shard;
 
 /// One accepted entry of a batch, resolved to the cells it lands in.
-#[derive(Clone, Copy, Debug, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub(crate) struct ResolvedEntry<'a> {
     /// The counter itself, its registered ancestors and the class root.
     pub targets: &'a [CounterId],
