@@ -231,18 +231,34 @@ fn stored_secs(at: &EventTime) -> u32 {
 }
 
 impl Cell {
-    /// A new cell of `counter` holding one increment.
+    /// A new cell of `counter` holding one increment: what [`Cell::add`]
+    /// makes of an empty cell, built directly (its buckets, this month's
+    /// and today's unless out of retention, inline).
     pub(crate) fn new(counter: CounterId, delta: Amount, at: &EventTime) -> Cell {
-        let mut cell = Cell::empty(counter);
-        cell.add(delta, at);
-        cell
-    }
-
-    /// A cell of `counter` holding nothing yet.
-    pub(crate) fn empty(counter: CounterId) -> Cell {
+        let secs = stored_secs(at);
+        let bucket = |key| Bucket {
+            key,
+            last_updated: secs,
+            amount: delta,
+        };
+        let mut items = [NO_BUCKET; 2];
+        let mut len = 0;
+        if at.month >= at.horizon.0 {
+            items[len] = bucket(at.month.0 | MONTH_TAG);
+            len += 1;
+        }
+        if at.day >= at.horizon.1 {
+            items[len] = bucket(at.day.0);
+            len += 1;
+        }
         Cell {
             counter,
-            ..Cell::default()
+            last_updated: secs,
+            total: delta,
+            buckets: Buckets::Inline {
+                len: len as u8,
+                items,
+            },
         }
     }
 
@@ -623,6 +639,29 @@ mod tests {
             .collect();
         assert_eq!(keys, ["total", "2611", "261127", "261126"]);
         assert_eq!(cell.total, amount(3, 4));
+    }
+
+    #[test]
+    fn a_new_cell_is_an_empty_one_incremented() {
+        let horizon = |days| Retention { months: 2, days }.horizon(NOV_27_2026);
+        let times = [
+            // This month and today, both kept.
+            EventTime::new(NOV_27_2026 + 5, horizon(7)),
+            // Ten days ago: its day is out of a 7-day retention, its month kept.
+            EventTime::new(NOV_27_2026 - 10 * DAY, horizon(7)),
+            // Its day kept (90 days), its month out of a 2-month retention.
+            EventTime::new(NOV_27_2026 - 70 * DAY, horizon(90)),
+            // A year ago: both out.
+            EventTime::new(NOV_27_2026 - 365 * DAY, horizon(90)),
+        ];
+        for at in &times {
+            let mut added = Cell::default().of_counter(3);
+            added.add(amount(2, -7), at);
+            assert_eq!(Cell::new(3, amount(2, -7), at), added, "{at:?}");
+            assert!(Cell::new(3, amount(2, -7), at).is_well_formed());
+        }
+        let kept = |at: &EventTime| Cell::new(0, amount(1, 0), at).periods(at.horizon).count();
+        assert_eq!(times.iter().map(kept).collect::<Vec<_>>(), [3, 2, 2, 1]);
     }
 
     #[test]

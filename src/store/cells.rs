@@ -187,9 +187,13 @@ impl<C: AsRef<[Cell]>> Cells<C> {
         {
             // One entry with distinct targets (the registry makes them so;
             // a damaged log might not): each cell takes one addition,
-            // checked on its own, without the carrying below.
+            // checked on its own, without the carrying below. A cell yet
+            // to be created takes it whole, which cannot overflow.
             for &counter in entry.targets {
-                projection(counter)
+                let Some(cell) = self.cell(counter) else {
+                    continue;
+                };
+                cell.projection(at)
                     .add(entry.amount)
                     .map_err(|field| OverflowAt {
                         index: 0,
