@@ -50,11 +50,10 @@ impl Place {
     }
 
     fn decode(bits: u32) -> Place {
-        let class = match bits >> POSITION_BITS & 0b11 {
-            0 => Class::One,
-            1 => Class::Two,
-            _ => Class::Spilled,
-        };
+        // A table rather than a `match`, which compiles to a few
+        // comparisons and conditional moves on every lookup.
+        const CLASSES: [Class; 4] = [Class::One, Class::Two, Class::Spilled, Class::Spilled];
+        let class = CLASSES[(bits >> POSITION_BITS & 0b11) as usize];
         let at = (bits & ((1 << POSITION_BITS) - 1)) as usize - 1;
         Place { class, at }
     }
