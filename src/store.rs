@@ -194,8 +194,7 @@ impl Store {
                 (found.slot, lsn)
             }
             None => {
-                let targets = entries.iter().map(|entry| entry.targets.len()).sum();
-                let mut cells = SubjectCells::new(Vec::with_capacity(targets));
+                let mut cells = shard.spare_cells();
                 let lsn = cells.check_log_apply(entries, at, log)?;
                 (shard.insert(&self.hasher, hash, uid, cells), lsn)
             }
