@@ -194,7 +194,8 @@ impl Store {
                 (found.slot, lsn)
             }
             None => {
-                let mut cells = shard.spare_cells();
+                let targets = entries.iter().map(|entry| entry.targets.len()).sum();
+                let mut cells = SubjectCells::new(Vec::with_capacity(targets));
                 let lsn = cells.check_log_apply(entries, at, log)?;
                 (shard.insert(&self.hasher, hash, uid, cells), lsn)
             }

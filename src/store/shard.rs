@@ -245,15 +245,7 @@ pub(super) struct Shard {
     /// last written to the log (write-behind, see `Store::write_back`).
     /// Empty until a subject is marked.
     changed: Vec<u64>,
-    /// An empty vector whose buffer the next record built from owned cells
-    /// reuses ([`Shard::spare_cells`]): a subject of one or two cells is
-    /// built in it and then moved inline, so that creating one, or adding
-    /// a cell to one, allocates nothing but its class vector's growth.
-    spare: Vec<Cell>,
 }
-
-/// The most cells a spare vector's buffer is kept for.
-const SPARE_CELLS: usize = 16;
 
 impl Shard {
     /// The subject `uid`, whose hash is `hash`.
@@ -411,54 +403,33 @@ impl Shard {
         self.index.put(hash, place)
     }
 
-    /// An empty vector of cells to build a record in, reusing the buffer
-    /// of the last one moved inline.
-    pub(super) fn spare_cells(&mut self) -> SubjectCells {
-        SubjectCells::new(std::mem::take(&mut self.spare))
-    }
-
-    /// Keeps `cells`, emptied, as the spare vector, unless its buffer is large.
-    fn keep_spare(&mut self, mut cells: Vec<Cell>) {
-        if cells.capacity() <= SPARE_CELLS {
-            cells.clear();
-            self.spare = cells;
-        }
-    }
-
-    /// Stores a record in the class its number of cells picks; one of one
-    /// or two cells leaves the vector spare.
-    fn push(&mut self, uid: Uid, mut cells: Vec<Cell>) -> Place {
-        let place = match (cells.len(), cells.pop()) {
-            (1, Some(only)) => {
-                self.keep_spare(cells);
-                self.ones.push(Packed { uid, cells: [only] });
+    /// Stores a record in the class its number of cells picks.
+    fn push(&mut self, uid: Uid, cells: Vec<Cell>) -> Place {
+        let place = match <[Cell; 1]>::try_from(cells) {
+            Ok(cells) => {
+                self.ones.push(Packed { uid, cells });
                 Place {
                     class: Class::One,
                     at: self.ones.len() - 1,
                 }
             }
-            (2, Some(second)) => {
-                let first = cells.pop();
-                self.keep_spare(cells);
-                self.twos.push(Packed {
-                    uid,
-                    cells: [first.unwrap_or_default(), second],
-                });
-                Place {
-                    class: Class::Two,
-                    at: self.twos.len() - 1,
+            Err(cells) => match <[Cell; 2]>::try_from(cells) {
+                Ok(cells) => {
+                    self.twos.push(Packed { uid, cells });
+                    Place {
+                        class: Class::Two,
+                        at: self.twos.len() - 1,
+                    }
                 }
-            }
-            (_, last) => {
-                // None, or three or more: the vector is the record's.
-                cells.extend(last);
-                cells.shrink_to_fit();
-                self.spilled.push(Spilled { uid, cells });
-                Place {
-                    class: Class::Spilled,
-                    at: self.spilled.len() - 1,
+                Err(mut cells) => {
+                    cells.shrink_to_fit();
+                    self.spilled.push(Spilled { uid, cells });
+                    Place {
+                        class: Class::Spilled,
+                        at: self.spilled.len() - 1,
+                    }
                 }
-            }
+            },
         };
         assert!(
             place.at < MAX_RECORDS,
@@ -494,16 +465,12 @@ impl Shard {
             Class::One => {
                 let last = self.ones.len() - 1;
                 let r = self.ones.swap_remove(place.at);
-                let mut cells = std::mem::take(&mut self.spare);
-                cells.extend(r.cells);
-                ((r.uid, cells), last)
+                ((r.uid, Vec::from(r.cells)), last)
             }
             Class::Two => {
                 let last = self.twos.len() - 1;
                 let r = self.twos.swap_remove(place.at);
-                let mut cells = std::mem::take(&mut self.spare);
-                cells.extend(r.cells);
-                ((r.uid, cells), last)
+                ((r.uid, Vec::from(r.cells)), last)
             }
             Class::Spilled => {
                 let last = self.spilled.len() - 1;
