@@ -13,6 +13,8 @@
 //! and writes each cell once with their sum: on the stack unless it
 //! reaches more than [`CARRIED_ON_STACK`] cells.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{ApplyError, OverflowAt, ResolvedEntry};
@@ -67,25 +69,26 @@ type Plan = [(usize, CellSpot); MAX_FUSED];
 /// ([`CarriedCells`]); a batch reaching more moves them to the heap.
 const CARRIED_ON_STACK: usize = 16;
 
-/// What a batch carries to one of its cells: the cell's index, its
-/// amounts with the batch's additions so far, and their sum.
+/// What a batch carries to one of its cells: the counter, the cell's
+/// index if the subject has it, its amounts with the batch's additions so
+/// far, and their sum.
 #[derive(Clone, Copy, Debug, Default)]
 struct Carried {
-    cell: usize,
+    counter: CounterId,
+    cell: Option<usize>,
     projection: Projection,
     sum: Amount,
 }
 
 /// The distinct cells a batch reaches, in the order it first reaches them:
 /// up to [`CARRIED_ON_STACK`] on the stack, searched in turn; beyond, on
-/// the heap, found through a map from cell index to place.
+/// the heap, found through a map from counter to place.
 #[derive(Default)]
 struct CarriedCells {
     on_stack: [Carried; CARRIED_ON_STACK],
     len: usize,
     on_heap: Vec<Carried>,
-    /// For each of the subject's cells, its place in `on_heap` (`usize::MAX`: none).
-    place_of: Vec<usize>,
+    place_of: HashMap<CounterId, usize>,
 }
 
 impl CarriedCells {
@@ -97,25 +100,26 @@ impl CarriedCells {
         }
     }
 
-    /// What the batch carries to cell `cell` (of `cells`), starting from
-    /// `projection()` if the batch has not reached it before.
+    /// What the batch carries to the cell of `counter`, starting from
+    /// `first()` (its index and amounts) if the batch has not reached it before.
     fn of(
         &mut self,
-        cell: usize,
-        cells: usize,
-        projection: impl FnOnce() -> Projection,
+        counter: CounterId,
+        first: impl FnOnce() -> (Option<usize>, Projection),
     ) -> &mut Carried {
         let known = if self.on_heap.is_empty() {
             self.on_stack[..self.len]
                 .iter()
-                .position(|c| c.cell == cell)
+                .position(|c| c.counter == counter)
         } else {
-            Some(self.place_of[cell]).filter(|&place| place != usize::MAX)
+            self.place_of.get(&counter).copied()
         };
         let place = known.unwrap_or_else(|| {
+            let (cell, projection) = first();
             let new = Carried {
+                counter,
                 cell,
-                projection: projection(),
+                projection,
                 sum: Amount::default(),
             };
             if self.on_heap.is_empty() && self.len < CARRIED_ON_STACK {
@@ -125,12 +129,11 @@ impl CarriedCells {
             }
             if self.on_heap.is_empty() {
                 self.on_heap.extend_from_slice(&self.on_stack);
-                self.place_of = vec![usize::MAX; cells];
                 for (place, carried) in self.on_heap.iter().enumerate() {
-                    self.place_of[carried.cell] = place;
+                    self.place_of.insert(carried.counter, place);
                 }
             }
-            self.place_of[cell] = self.on_heap.len();
+            self.place_of.insert(counter, self.on_heap.len());
             self.on_heap.push(new);
             self.on_heap.len() - 1
         });
@@ -178,8 +181,6 @@ impl<C: AsRef<[Cell]>> Cells<C> {
         entries: &[ResolvedEntry<'_>],
         at: &EventTime,
     ) -> Result<(), OverflowAt> {
-        let empty = Cell::default();
-        let projection = |counter| self.cell(counter).unwrap_or(&empty).projection(at);
         let distinct =
             |targets: &[CounterId]| (1..targets.len()).all(|i| !targets[..i].contains(&targets[i]));
         if let [entry] = entries
@@ -187,7 +188,7 @@ impl<C: AsRef<[Cell]>> Cells<C> {
         {
             // One entry with distinct targets (the registry makes them so;
             // a damaged log might not): each cell takes one addition,
-            // checked on its own, without the carrying below. A cell yet
+            // checked on its own, without carrying. A cell yet
             // to be created takes it whole, which cannot overflow.
             for &counter in entry.targets {
                 let Some(cell) = self.cell(counter) else {
@@ -203,31 +204,43 @@ impl<C: AsRef<[Cell]>> Cells<C> {
             }
             return Ok(());
         }
-        // Several entries may land in the same cells: carry each cell's
-        // amounts from entry to entry, so that entry `i` is checked on top
-        // of entries 0..i, exactly as they will be applied.
-        let targets = entries.iter().map(|entry| entry.targets.len()).sum();
-        let mut projected: Vec<(CounterId, Projection)> = Vec::with_capacity(targets);
+        self.carry(entries, at).map(drop)
+    }
+
+    /// Carries a batch's additions to each distinct cell it reaches, in
+    /// entry order, checking each on top of those before it, so that entry
+    /// `i` is checked exactly as it will be applied and the first entry
+    /// that would overflow is the one named. A cell the subject lacks
+    /// starts empty. Nothing is allocated unless the batch reaches more
+    /// than [`CARRIED_ON_STACK`] distinct cells.
+    fn carry(
+        &self,
+        entries: &[ResolvedEntry<'_>],
+        at: &EventTime,
+    ) -> Result<CarriedCells, OverflowAt> {
+        let mut carried = CarriedCells::default();
         for (index, entry) in entries.iter().enumerate() {
             for &counter in entry.targets {
-                let slot = match projected.iter().position(|(id, _)| *id == counter) {
-                    Some(slot) => slot,
-                    None => {
-                        projected.push((counter, projection(counter)));
-                        projected.len() - 1
-                    }
-                };
-                projected[slot]
-                    .1
+                let to_cell = carried.of(counter, || {
+                    let cell = self.find(counter).ok();
+                    let projection = match cell {
+                        Some(i) => self.as_slice()[i].projection(at),
+                        None => Cell::default().projection(at),
+                    };
+                    (cell, projection)
+                });
+                to_cell
+                    .projection
                     .add(entry.amount)
                     .map_err(|field| OverflowAt {
                         index,
                         counter,
                         field,
                     })?;
+                to_cell.sum = to_cell.sum.wrapping_add(entry.amount);
             }
         }
-        Ok(())
+        Ok(carried)
     }
 
     /// Whether every target of a single entry already has a cell holding
@@ -392,9 +405,8 @@ impl<C: AsRef<[Cell]> + AsMut<[Cell]>> Cells<C> {
     /// with more targets than [`MAX_FUSED`]): each distinct cell is
     /// located once, every addition to it checked in entry order on top of
     /// those before it (so the first entry that would overflow is the one
-    /// named), and the cell then written once, with their sum. Nothing is
-    /// allocated unless the batch reaches more than [`CARRIED_ON_STACK`]
-    /// distinct cells.
+    /// named; [`Cells::carry`]), and the cell then written once, with
+    /// their sum.
     fn check_log_apply_batch_in_place<L>(
         &mut self,
         entries: &[ResolvedEntry<'_>],
@@ -404,29 +416,20 @@ impl<C: AsRef<[Cell]> + AsMut<[Cell]>> Cells<C> {
     where
         L: FnOnce(&[ResolvedEntry<'_>]) -> Result<u64, Error>,
     {
-        let mut carried = CarriedCells::default();
-        for (index, entry) in entries.iter().enumerate() {
-            for &counter in entry.targets {
-                let Ok(cell) = self.find(counter) else {
-                    return Ok(InPlace::Grows(log));
-                };
-                let to_cell = carried.of(cell, self.as_slice().len(), || {
-                    self.as_slice()[cell].projection(at)
-                });
-                to_cell.projection.add(entry.amount).map_err(|field| {
-                    ApplyError::Overflow(OverflowAt {
-                        index,
-                        counter,
-                        field,
-                    })
-                })?;
-                to_cell.sum = to_cell.sum.wrapping_add(entry.amount);
-            }
+        let carried = self.carry(entries, at).map_err(ApplyError::Overflow)?;
+        if carried
+            .as_slice()
+            .iter()
+            .any(|to_cell| to_cell.cell.is_none())
+        {
+            return Ok(InPlace::Grows(log));
         }
         let lsn = log(entries).map_err(ApplyError::Log)?;
         let cells = self.as_mut_slice();
         for to_cell in carried.as_slice() {
-            cells[to_cell.cell].add(to_cell.sum, at);
+            if let Some(i) = to_cell.cell {
+                cells[i].add(to_cell.sum, at);
+            }
         }
         Ok(InPlace::Applied(lsn))
     }
