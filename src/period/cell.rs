@@ -701,19 +701,19 @@ mod tests {
 
     #[test]
     fn decoding_checks_last_updated() {
+        use crate::persist::{decode_record, write_record};
         let cell = Cell::new(0, amount(1, 0), &at(NOV_27_2026, 90));
-        let bytes = bincode::serde::encode_to_vec(&cell, bincode::config::standard()).unwrap();
-        let (back, _): (Cell, usize) =
-            bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
-        assert_eq!(back, cell);
+        let mut bytes = Vec::new();
+        write_record(&mut bytes, &cell);
+        assert_eq!(decode_record::<Cell>(&bytes).unwrap(), cell);
         let bad = CellRef {
             total: Amount::default(),
             last_updated: END_EVENT_SECS,
             buckets: &[],
         };
-        let bytes = bincode::serde::encode_to_vec(&bad, bincode::config::standard()).unwrap();
-        let decoded: Result<(Cell, usize), _> =
-            bincode::serde::decode_from_slice(&bytes, bincode::config::standard());
+        let mut bytes = Vec::new();
+        write_record(&mut bytes, &bad);
+        let decoded = decode_record::<Cell>(&bytes);
         assert!(decoded.is_err());
     }
 }

@@ -20,6 +20,10 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+/// The record encoding, for other modules' tests of their stored forms
+/// (bincode stays inside `persist`).
+#[cfg(test)]
+pub(crate) use format::{decode as decode_record, write_record};
 pub use recovery::RecoveryReport;
 pub(crate) use recovery::{Recovered, recover};
 pub use snapshot::SnapshotSummary;
