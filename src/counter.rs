@@ -35,7 +35,7 @@ impl<C: Into<String>, P: Into<String>> From<(C, P)> for CounterKey {
     }
 }
 
-/// Checks a class name: 1..=100 bytes, no whitespace or control characters,
+/// Checks a class name: 1..=100 bytes, no whitespace or ASCII control characters,
 /// not starting with `regex(`.
 pub fn validate_class(class: &str) -> Result<()> {
     let invalid = |reason| Error::InvalidClass {
@@ -48,9 +48,14 @@ pub fn validate_class(class: &str) -> Result<()> {
     if class.len() > MAX_CLASS_BYTES {
         return Err(invalid("a class must be at most 100 bytes"));
     }
-    if class.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    // SPEC §3: whitespace (Unicode's) and ASCII control characters; other
+    // characters, C1 controls among them, are allowed.
+    if class
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_ascii_control())
+    {
         return Err(invalid(
-            "a class must not contain whitespace or control characters",
+            "a class must not contain whitespace or ASCII control characters",
         ));
     }
     if class.starts_with(REGEX_PREFIX) {

@@ -44,7 +44,8 @@
 //! - Rows are sorted by class, then path, then the period's text.
 //! - Unregistering a pair that is not registered is not an error.
 //! - Retention is measured from the engine clock: a backfilled increment
-//!   older than the retention lands in `total` only.
+//!   older than the daily retention lands in `total` and its month, one
+//!   older than the monthly retention in `total` only.
 //! - Expired regTokens are remembered for a day after expiry, so callers
 //!   hear "expired" rather than "unknown".
 //! - [`SystemClock`] dates increments with a second cached by one

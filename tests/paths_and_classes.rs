@@ -5,7 +5,7 @@
 //! empty segments other than the last are invalid; the depth limit is 2 by
 //! default and configurable 1..=16 with `max_path_depth`; paths are at most
 //! 512 bytes with no ASCII control characters; classes are 1..=100 bytes,
-//! without whitespace or control characters, not starting with `regex(`.
+//! without whitespace or ASCII control characters, not starting with `regex(`.
 //! Each violation maps to its error variant and to code 400006.
 
 use tally::{Error, Increment, ManualClock, Selector, Tally, validate_class, validate_path};
@@ -206,7 +206,13 @@ fn class_rules() {
     validate_class(&"x".repeat(100)).unwrap();
     validate_class("regex").unwrap();
     validate_class("my-regex(").unwrap();
+    // Only ASCII controls are excluded (SPEC §3): a C1 control is allowed,
+    // but U+0085 is also whitespace, and Unicode whitespace is not.
+    validate_class("a\u{80}b").unwrap();
+    validate_class("a\u{9f}").unwrap();
     let bad = [
+        "a\u{85}b".into(),
+        "a\u{2003}b".into(),
         String::new(),
         "x".repeat(101),
         "a b".into(),

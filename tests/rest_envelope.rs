@@ -11,7 +11,7 @@ use rest_support::{NOW, assert_error, assert_ok, call_json, engine, json};
 use serde_json::Value;
 use tally::rest::call;
 
-const JS: &str = "application/javascript; charset=utf-8";
+const JS: &str = "application/javascript";
 const JSON: &str = "application/json; charset=utf-8";
 
 /// The JSON inside `callback(<json>);`.

@@ -298,6 +298,34 @@ fn sdk_parameters_are_ignored() {
 }
 
 #[test]
+fn a_parameter_repeated_with_the_same_value_is_that_value() {
+    let (engine, _) = engine();
+    register(&engine, r#"[{"class":"c","path":"/a"}]"#);
+    let counters = r#"[{"class":"c","path":"/a","count":2}]"#;
+    let params = [
+        ("format", "json"),
+        ("UID", "u"),
+        ("counters", counters),
+        ("format", "json"),
+        ("UID", "u"),
+        ("counters", counters),
+    ];
+    assert_ok(&call_json(&engine, "accounts.incrementCounters", &params));
+    // Applied once: the parameter's value, not two batches.
+    assert_eq!(
+        totals(&engine, "u"),
+        rows(&[("c", "/", 2, 0), ("c", "/a", 2, 0)])
+    );
+    let conflicting = [("UID", "u"), ("UID", "v"), ("counters", counters)];
+    let body = call_json(&engine, "accounts.incrementCounters", &conflicting);
+    rest_support::assert_error(&body, 400_006, "UID");
+    assert_eq!(
+        totals(&engine, "u"),
+        rows(&[("c", "/", 2, 0), ("c", "/a", 2, 0)])
+    );
+}
+
+#[test]
 fn registration_methods_ignore_the_subject() {
     let (engine, _) = engine();
     let body = call_json(

@@ -59,9 +59,11 @@
 //!   `true`/`false` in any case, and `1`/`0`.
 //! - An empty parameter counts as absent (`UID=` is a missing UID, `format=`
 //!   is JSON, `context=` is not echoed).
-//! - A parameter the call uses, given twice, is 400006 even with equal
-//!   values. `callback` is used only with `format=jsonp`; `UID` and
-//!   `regToken` are not used by the registration methods.
+//! - A parameter the call uses, given twice with different values, is
+//!   400006; repeated with the same value, it is that value (the HTTP
+//!   server merges the query and a form body, and an SDK may put
+//!   `format=json` in both). `callback` is used only with `format=jsonp`;
+//!   `UID` and `regToken` are not used by the registration methods.
 //! - Checks run in this order, the first failure answering: `format` and
 //!   `callback`, `httpStatusCodes`, `context`, the method name, the
 //!   subject (missing or both), the shape of `counters` (valid JSON, an
@@ -101,8 +103,9 @@ use response::{Data, Envelope};
 
 /// The content type of a JSON response.
 pub const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
-/// The content type of a JSONP response.
-pub const JAVASCRIPT_CONTENT_TYPE: &str = "application/javascript; charset=utf-8";
+/// The content type of a JSONP response, exactly as SPEC §11 gives it
+/// (the body is UTF-8, as every response's is).
+pub const JAVASCRIPT_CONTENT_TYPE: &str = "application/javascript";
 /// The longest accepted JSONP `callback`, in bytes.
 pub const MAX_CALLBACK_BYTES: usize = 128;
 
@@ -120,7 +123,7 @@ pub const METHODS: [&str; 5] = [
 pub struct Response {
     /// The HTTP status: 200 unless `httpStatusCodes=true`, then the body's `statusCode`.
     pub status: u16,
-    /// `application/json; charset=utf-8`, or `application/javascript; charset=utf-8` for JSONP.
+    /// `application/json; charset=utf-8`, or `application/javascript` for JSONP.
     pub content_type: String,
     /// The JSON body, or `callback(<json>);` for JSONP.
     pub body: String,

@@ -22,15 +22,17 @@ impl<'a> Params<'a> {
     }
 
     /// The value of a parameter the method uses: `None` when absent or
-    /// empty, an error when it is given more than once.
+    /// empty, an error when it is given more than once with different
+    /// values (a repeat of the same value, as an SDK adding `format=json`
+    /// to a query that already has it sends, is that value).
     pub(super) fn get(&self, name: &str) -> Result<Option<&'a str>> {
         let mut found = None;
         for &(key, value) in self.pairs {
             if key == name {
-                if found.is_some() {
+                if found.is_some_and(|first| first != value) {
                     return Err(Error::InvalidValue {
                         name: name.to_owned(),
-                        reason: "given more than once".to_owned(),
+                        reason: "given more than once, with different values".to_owned(),
                     });
                 }
                 found = Some(value);
@@ -236,12 +238,20 @@ mod tests {
     }
 
     #[test]
-    fn get_treats_empty_as_missing_and_rejects_duplicates() {
-        let pairs = [("UID", ""), ("a", "1"), ("b", "2"), ("b", "3")];
+    fn get_treats_empty_as_missing_and_rejects_conflicting_repeats() {
+        let pairs = [
+            ("UID", ""),
+            ("a", "1"),
+            ("b", "2"),
+            ("b", "3"),
+            ("f", "json"),
+            ("f", "json"),
+        ];
         let params = Params::new(&pairs);
         assert_eq!(params.get("UID").unwrap(), None);
         assert_eq!(params.get("a").unwrap(), Some("1"));
         assert_eq!(params.get("c").unwrap(), None);
+        assert_eq!(params.get("f").unwrap(), Some("json"));
         let (code, details) = code_of(params.get("b"));
         assert_eq!(code, 400_006);
         assert!(details.contains("`b`"), "{details}");

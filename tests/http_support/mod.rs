@@ -109,10 +109,7 @@ impl Reply {
 
     /// The JSON inside a `callback(<json>);` body.
     pub fn jsonp(&self, callback: &str) -> Value {
-        assert_eq!(
-            self.content_type, "application/javascript; charset=utf-8",
-            "{self:?}"
-        );
+        assert_eq!(self.content_type, "application/javascript", "{self:?}");
         let inner = self
             .body
             .strip_prefix(&format!("{callback}("))
