@@ -406,6 +406,39 @@ impl Tally {
         self.increment_batch(subject.into(), entries, now, now)
     }
 
+    /// Validates a batch as [`Tally::increment`] would, applying nothing:
+    /// for the REST layer, which parses entries in order and, on a bad
+    /// one, must still name any earlier entry the engine would reject.
+    pub(crate) fn check_increment(
+        &self,
+        subject: Subject<'_>,
+        entries: &[Increment<'_>],
+    ) -> Result<()> {
+        let now = self.now_secs();
+        let uid = self.uid_of(subject, now)?;
+        let at = self.inner.retention.event_time(now, now);
+        let mut targets = Vec::with_capacity(entries.len());
+        for (index, entry) in entries.iter().enumerate() {
+            match self.targets_by_name(entry.class, entry.path) {
+                Ok(found) => targets.push(found),
+                Err(error) => {
+                    return Err(self.first_bad_entry(
+                        &uid,
+                        &targets,
+                        entries,
+                        &at,
+                        error.at_entry(index),
+                    ));
+                }
+            }
+        }
+        let resolved: Vec<ResolvedEntry<'_>> = targets.iter().zip(entries).map(resolve).collect();
+        self.inner
+            .store
+            .check(&uid, &resolved, &at)
+            .map_err(|overflow| self.overflow_error(overflow))
+    }
+
     /// Increments a batch dated `at_unix_secs` (backfill and replay).
     ///
     /// The whole batch is validated first — subject, size, every entry's
@@ -459,15 +492,19 @@ impl Tally {
             on_heap.resize(entries.len(), TargetBuf::EMPTY);
             &mut on_heap[..]
         };
-        for (index, (targets, entry)) in targets.iter_mut().zip(entries).enumerate() {
-            *targets = self
-                .targets_by_name(entry.class, entry.path)
-                .map_err(|e| e.at_entry(index))?;
-        }
-        fn resolve<'t>((targets, entry): (&'t TargetBuf, &Increment<'_>)) -> ResolvedEntry<'t> {
-            ResolvedEntry {
-                targets: targets.as_slice(),
-                amount: amount_of(entry),
+        for (index, entry) in entries.iter().enumerate() {
+            match self.targets_by_name(entry.class, entry.path) {
+                Ok(found) => targets[index] = found,
+                Err(error) => {
+                    let before = &targets[..index];
+                    return Err(self.first_bad_entry(
+                        uid,
+                        before,
+                        entries,
+                        at,
+                        error.at_entry(index),
+                    ));
+                }
             }
         }
         if entries.len() <= BATCH_ON_STACK {
@@ -480,6 +517,27 @@ impl Tally {
             let resolved: Vec<ResolvedEntry<'_>> =
                 targets.iter().zip(entries).map(resolve).collect();
             self.apply(uid, &resolved, at)
+        }
+    }
+
+    /// The error of a batch whose entry `resolved.len()` did not resolve
+    /// (`error`): that one, unless an entry before it would overflow, which
+    /// is then the first bad entry (SPEC §5). `resolved` holds the targets
+    /// of the entries before it.
+    #[cold]
+    #[inline(never)]
+    fn first_bad_entry(
+        &self,
+        uid: &str,
+        resolved: &[TargetBuf],
+        entries: &[Increment<'_>],
+        at: &EventTime,
+        error: Error,
+    ) -> Error {
+        let before: Vec<ResolvedEntry<'_>> = resolved.iter().zip(entries).map(resolve).collect();
+        match self.inner.store.check(uid, &before, at) {
+            Err(overflow) => self.overflow_error(overflow),
+            Ok(()) => error,
         }
     }
 
@@ -692,6 +750,14 @@ fn append_increment(
     })?;
     *logged_end = Some(end);
     Ok(lsn)
+}
+
+/// An entry with its resolved targets, as the store takes it.
+fn resolve<'t>((targets, entry): (&'t TargetBuf, &Increment<'_>)) -> ResolvedEntry<'t> {
+    ResolvedEntry {
+        targets: targets.as_slice(),
+        amount: amount_of(entry),
+    }
 }
 
 #[inline]

@@ -207,6 +207,19 @@ impl Store {
         Ok(())
     }
 
+    /// Checks `entries` against overflow on the subject's cells (none if
+    /// it has none), changing nothing: for a batch rejected at a later
+    /// entry, whose error must name an earlier one that would overflow.
+    pub(crate) fn check(
+        &self,
+        uid: &str,
+        entries: &[ResolvedEntry<'_>],
+        at: &EventTime,
+    ) -> Result<(), OverflowAt> {
+        self.read(uid, |cells| cells.check(entries, at))
+            .unwrap_or_else(|| SubjectCells::default().check(entries, at))
+    }
+
     /// Turns write-behind on or off (see [`Store::write_back`]). Whoever
     /// turns it off must then write back every shard.
     pub(crate) fn set_write_behind(&self, on: bool) {

@@ -140,6 +140,52 @@ fn overflow_rejects_the_batch_with_nothing_applied() {
 }
 
 #[test]
+fn the_first_bad_entry_is_named_whichever_check_finds_it() {
+    let engine = engine();
+    engine
+        .increment("u", &[Increment::new("c", "/a").count(i64::MAX)])
+        .unwrap();
+    let before = everything(&engine, "u");
+    let entry_of = |batch: &[Increment<'_>]| match engine.increment("u", batch).unwrap_err() {
+        Error::Entry { index, source } => (index, source.code().number()),
+        other => panic!("not an entry error: {other:?}"),
+    };
+    // Entry 0 overflows `/a`; entry 1 names an unregistered path, found
+    // while resolving names, before any overflow check: entry 0 is named.
+    let overflowing = Increment::new("c", "/a");
+    assert_eq!(
+        entry_of(&[overflowing, Increment::new("c", "/nope")]),
+        (0, 400_006)
+    );
+    assert_eq!(
+        entry_of(&[overflowing, Increment::new("c", "bad")]),
+        (0, 400_006)
+    );
+    // The other way round, the unregistered entry comes first.
+    assert_eq!(
+        entry_of(&[Increment::new("c", "/nope"), overflowing]),
+        (0, 409_011)
+    );
+    // A fitting entry (adding nothing: `/` is at the maximum too), then an
+    // unregistered one, then an overflowing one: the unregistered one is first.
+    let fitting = Increment::new("c", "/x").count(0);
+    assert_eq!(
+        entry_of(&[fitting, Increment::new("c", "/nope"), overflowing]),
+        (1, 409_011)
+    );
+    // Overflow by accumulation before the unregistered entry, on a subject
+    // that has no cells yet.
+    let half = Increment::new("c", "/x").count(i64::MAX / 2 + 1);
+    let err = engine
+        .increment("fresh", &[half, half, Increment::new("c", "/nope")])
+        .unwrap_err();
+    assert!(matches!(err, Error::Entry { index: 1, .. }), "{err:?}");
+    assert!(matches!(err.root(), Error::Overflow { .. }), "{err:?}");
+    assert_eq!(everything(&engine, "u"), before);
+    assert!(engine.get("fresh", &[]).unwrap().is_empty());
+}
+
+#[test]
 fn overflow_names_the_value_field_and_the_rolled_up_cell() {
     let engine = engine();
     engine

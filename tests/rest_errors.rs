@@ -279,6 +279,61 @@ fn overflow_is_400006_and_changes_nothing() {
 }
 
 #[test]
+fn the_first_bad_entry_is_named_whether_its_fields_or_the_engine_reject_it() {
+    let (engine, _) = engine();
+    register(&engine, r#"[{"class":"c","path":"/a"}]"#);
+    let max = format!(r#"[{{"class":"c","path":"/a","count":"{}"}}]"#, i64::MAX);
+    assert_ok(&call_json(
+        &engine,
+        INC,
+        &[("UID", "u"), ("counters", &max)],
+    ));
+    let before = totals(&engine, "u");
+    let cases: [(&str, &str, u32, &str); 6] = [
+        // The engine rejects entry 0; entry 1's fields are bad.
+        (
+            "u",
+            r#"[{"class":"c","path":"/nope"},{"class":"c","path":"/","count":"abc"}]"#,
+            409_011,
+            "entry 0",
+        ),
+        (
+            "u",
+            r#"[{"class":"bad class","path":"/"},{"class":"c"}]"#,
+            400_006,
+            "entry 0",
+        ),
+        (
+            "u",
+            r#"[{"class":"c","path":"/a"},{"class":"c","path":"/a","value":true}]"#,
+            400_006,
+            "overflow",
+        ),
+        // Entry 0 is good: entry 1's fields are named, as before.
+        (
+            "u",
+            r#"[{"class":"c","path":"/a","count":0},{"class":"c"}]"#,
+            400_002,
+            "`counters[1].path`",
+        ),
+        // The engine rejects entry 1; entry 0's fields are bad.
+        (
+            "u",
+            r#"[{"class":"c","path":"/a","count":1.5},{"class":"c","path":"/nope"}]"#,
+            400_006,
+            "`counters[0].count`",
+        ),
+        // The subject's value is checked before the entries.
+        ("u\u{1}", r#"[{"class":"c"}]"#, 400_006, "UID"),
+    ];
+    for (uid, counters, code, mentions) in cases {
+        let body = call_json(&engine, INC, &[("UID", uid), ("counters", counters)]);
+        assert_error(&body, code, mentions);
+        assert_eq!(totals(&engine, "u"), before, "{counters}");
+    }
+}
+
+#[test]
 fn unregistered_counters_are_409011() {
     let (engine, _) = engine();
     register(&engine, r#"[{"class":"c","path":"/a"}]"#);
@@ -327,24 +382,26 @@ fn unknown_and_expired_reg_tokens_are_400006() {
 }
 
 #[test]
-fn duplicate_parameters_are_400006() {
+fn conflicting_duplicate_parameters_are_400006() {
+    // (A parameter repeated with the same value is that value: rest_methods.rs.)
     let (engine, _) = engine();
     register(&engine, r#"[{"class":"c","path":"/a"}]"#);
     let entry = r#"[{"class":"c","path":"/a"}]"#;
+    let other = r#"[{"class":"c","path":"/"}]"#;
     let cases: Vec<Case<'_>> = vec![
         (
             INC,
-            vec![("UID", "u"), ("UID", "u"), ("counters", entry)],
+            vec![("UID", "u"), ("UID", "v"), ("counters", entry)],
             "`UID`",
         ),
         (
             INC,
-            vec![("UID", "u"), ("counters", entry), ("counters", entry)],
+            vec![("UID", "u"), ("counters", entry), ("counters", other)],
             "`counters`",
         ),
         (
             INC,
-            vec![("regToken", "t"), ("regToken", "t"), ("counters", entry)],
+            vec![("regToken", "t"), ("regToken", "t2"), ("counters", entry)],
             "`regToken`",
         ),
         (
@@ -359,7 +416,7 @@ fn duplicate_parameters_are_400006() {
         ),
         (
             "accounts.getRegisteredCounters",
-            vec![("format", "json"), ("format", "json")],
+            vec![("format", "json"), ("format", "jsonp"), ("callback", "cb")],
             "`format`",
         ),
         (
@@ -368,7 +425,7 @@ fn duplicate_parameters_are_400006() {
                 ("UID", "u"),
                 ("counters", entry),
                 ("httpStatusCodes", "true"),
-                ("httpStatusCodes", "true"),
+                ("httpStatusCodes", "false"),
             ],
             "`httpStatusCodes`",
         ),

@@ -67,9 +67,13 @@
 //! - Checks run in this order, the first failure answering: `format` and
 //!   `callback`, `httpStatusCodes`, `context`, the method name, the
 //!   subject (missing or both), the shape of `counters` (valid JSON, an
-//!   array, every element an object: 400004), each entry's fields in
-//!   order, and then the engine's own checks. Nothing is applied unless all
-//!   pass.
+//!   array, every element an object: 400004; for incrementCounters, at
+//!   most `max_batch` elements), the subject's value (UID syntax,
+//!   regToken), and then the entries in order: the error names the first
+//!   bad entry (SPEC §5), whether its fields are bad (missing, of the
+//!   wrong type) or the engine rejects it (class or path syntax,
+//!   registration, overflow of the additions up to it). Nothing is
+//!   applied unless all pass.
 //! - A bad `format`, `callback` or `httpStatusCodes` answers plain JSON; a
 //!   bad `httpStatusCodes` answers HTTP 200. Errors of a valid JSONP request
 //!   are wrapped in the callback like successes.
@@ -157,16 +161,19 @@ fn dispatch(engine: &Tally, method: &str, params: &Params<'_>) -> Result<Data> {
         "accounts.getRegisteredCounters" => Ok(Data::Registered(engine.registered())),
         "accounts.incrementCounters" => {
             let subject = params.subject()?;
-            let entries = params.increments(engine.config().max_batch)?;
-            let increments: Vec<Increment<'_>> = entries
-                .iter()
-                .map(|e| {
-                    Increment::new(&e.class, &e.path)
-                        .count(e.count)
-                        .value(e.value)
-                })
-                .collect();
-            engine.increment(subject, &increments)?;
+            let entries = match params.increments(engine.config().max_batch) {
+                Ok(entries) => entries,
+                Err(bad) => {
+                    // The engine's checks of the subject and of the
+                    // entries before come first: an earlier entry it
+                    // rejects is the first bad one.
+                    if let Some(before) = &bad.before {
+                        engine.check_increment(subject, &as_increments(before))?;
+                    }
+                    return Err(bad.error);
+                }
+            };
+            engine.increment(subject, &as_increments(&entries))?;
             Ok(Data::Nothing)
         }
         "accounts.getCounters" => {
@@ -183,6 +190,18 @@ fn dispatch(engine: &Tally, method: &str, params: &Params<'_>) -> Result<Data> {
             ),
         }),
     }
+}
+
+/// Parsed incrementCounters entries as the engine takes them.
+fn as_increments(entries: &[params::IncrementEntry]) -> Vec<Increment<'_>> {
+    entries
+        .iter()
+        .map(|e| {
+            Increment::new(&e.class, &e.path)
+                .count(e.count)
+                .value(e.value)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -65,29 +65,40 @@ impl<'a> Params<'a> {
             .collect()
     }
 
-    /// The entries of incrementCounters.
-    /// The increment entries; a batch longer than `max_batch` is rejected
-    /// before any entry is looked at.
-    pub(super) fn increments(&self, max_batch: usize) -> Result<Vec<IncrementEntry>> {
+    /// The entries of incrementCounters, parsed in order; a batch longer
+    /// than `max_batch` is rejected before any entry is looked at. An entry
+    /// whose fields are bad is returned with the entries before it, which
+    /// the engine must check first (SPEC §5: the first bad entry is named).
+    pub(super) fn increments(&self, max_batch: usize) -> Result<Vec<IncrementEntry>, BadEntry> {
         let entries = self.required_counters()?;
         if entries.len() > max_batch {
             return Err(Error::BatchTooLarge {
                 len: entries.len(),
                 max: max_batch,
-            });
+            }
+            .into());
         }
-        entries
-            .into_iter()
-            .enumerate()
-            .map(|(i, mut entry)| {
+        let mut parsed = Vec::with_capacity(entries.len());
+        for (i, mut entry) in entries.into_iter().enumerate() {
+            let fields = (|| {
                 Ok(IncrementEntry {
                     class: required_string(&mut entry, i, "class")?,
                     path: required_string(&mut entry, i, "path")?,
                     count: amount(&mut entry, i, "count", 1)?,
                     value: amount(&mut entry, i, "value", 0)?,
                 })
-            })
-            .collect()
+            })();
+            match fields {
+                Ok(fields) => parsed.push(fields),
+                Err(error) => {
+                    return Err(BadEntry {
+                        before: Some(parsed),
+                        error,
+                    });
+                }
+            }
+        }
+        Ok(parsed)
     }
 
     /// The selectors of getCounters; none (read everything) when `counters`
@@ -116,6 +127,24 @@ impl<'a> Params<'a> {
             return Err(missing("counters"));
         }
         Ok(entries)
+    }
+}
+
+/// Why incrementCounters' entries could not be parsed: `error`, at the
+/// entry after those in `before`; `before` is `None` when the error is
+/// not an entry's (`counters` missing, malformed, too long).
+#[derive(Debug)]
+pub(super) struct BadEntry {
+    pub before: Option<Vec<IncrementEntry>>,
+    pub error: Error,
+}
+
+impl From<Error> for BadEntry {
+    fn from(error: Error) -> Self {
+        BadEntry {
+            before: None,
+            error,
+        }
     }
 }
 
@@ -299,7 +328,11 @@ mod tests {
             let counters =
                 format!(r#"[{{"class":"c","path":"/"}},{{"class":"c","path":"/","count":{bad}}}]"#);
             let pairs = [("counters", counters.as_str())];
-            let (code, details) = code_of(Params::new(&pairs).increments(1000));
+            let (code, details) = code_of(
+                Params::new(&pairs)
+                    .increments(1000)
+                    .map_err(|bad| bad.error),
+            );
             assert_eq!(code, 400_006, "{bad}");
             assert!(details.contains("`counters[1].count`"), "{details}");
         }
