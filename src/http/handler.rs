@@ -34,7 +34,7 @@ pub(super) async fn handle(State(state): State<Arc<AppState>>, request: Request)
     let query = parts.uri.query().unwrap_or_default();
     let mut params = match form::decode(query.as_bytes(), Source::Query) {
         Ok(params) => params,
-        Err(error) => return reply(&state, &[], &error, None),
+        Err(error) => return reply(&state, &[], &error),
     };
     let is_post = parts.method == Method::POST;
     if !is_post && parts.method != Method::GET {
@@ -42,12 +42,7 @@ pub(super) async fn handle(State(state): State<Arc<AppState>>, request: Request)
             name: "HTTP method".into(),
             reason: format!("{} is not supported: send GET or POST", parts.method),
         };
-        let mut response = reply(
-            &state,
-            &params,
-            &error,
-            Some(StatusCode::METHOD_NOT_ALLOWED),
-        );
+        let mut response = reply(&state, &params, &error);
         response
             .headers_mut()
             .insert(header::ALLOW, header::HeaderValue::from_static("GET, POST"));
@@ -56,7 +51,7 @@ pub(super) async fn handle(State(state): State<Arc<AppState>>, request: Request)
     if is_post {
         match read_form(&state.options, &parts.headers, body).await {
             Ok(body_params) => params.extend(body_params),
-            Err((error, status)) => return reply(&state, &params, &error, status),
+            Err(error) => return reply(&state, &params, &error),
         }
     }
     if let Some(auth) = &state.options.auth {
@@ -72,24 +67,24 @@ pub(super) async fn handle(State(state): State<Arc<AppState>>, request: Request)
             now_ms: state.engine.now_millis(),
         };
         if let Err(error) = auth.check(&info, &borrowed(&params)) {
-            return reply(&state, &params, &error, None);
+            return reply(&state, &params, &error);
         }
     }
     let method = path.strip_prefix('/').unwrap_or(&path).to_owned();
     if !state.options.blocking_pool {
-        return into_http(rest::call(&state.engine, &method, &borrowed(&params)), None);
+        return into_http(rest::call(&state.engine, &method, &borrowed(&params)));
     }
     let engine = state.engine.clone();
     let answer =
         tokio::task::spawn_blocking(move || rest::call(&engine, &method, &borrowed(&params))).await;
     match answer {
-        Ok(response) => into_http(response, None),
+        Ok(response) => into_http(response),
         Err(_) => {
             let error = Error::io(
                 "answering the request",
                 std::io::Error::other("the request handler panicked"),
             );
-            reply(&state, &[], &error, None)
+            reply(&state, &[], &error)
         }
     }
 }
@@ -103,13 +98,8 @@ pub(super) async fn healthz() -> Response {
         .into_response()
 }
 
-/// The parameters of a form-encoded body, or the error (and the HTTP
-/// status it forces, if any) that stops the request.
-async fn read_form(
-    options: &Options,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Params, (Error, Option<StatusCode>)> {
+/// The parameters of a form-encoded body, or the error that stops the request.
+async fn read_form(options: &Options, headers: &HeaderMap, body: Body) -> Result<Params, Error> {
     if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
         let text = content_type.to_str().unwrap_or_default();
         let essence = text.split(';').next().unwrap_or_default().trim();
@@ -121,7 +111,7 @@ async fn read_form(
                     limited(text)
                 ),
             };
-            return Err((error, None));
+            return Err(error);
         }
     }
     let too_large = || {
@@ -132,7 +122,7 @@ async fn read_form(
                 options.body_limit
             ),
         };
-        (error, Some(StatusCode::PAYLOAD_TOO_LARGE))
+        error
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -149,30 +139,20 @@ async fn read_form(
                 name: "body".into(),
                 reason: format!("the request body could not be read: {error}"),
             };
-            return Err((error, Some(StatusCode::BAD_REQUEST)));
+            return Err(error);
         }
     };
-    form::decode(&bytes, Source::Body).map_err(|error| (error, None))
+    form::decode(&bytes, Source::Body)
 }
 
-/// The envelope for an error the HTTP layer raises, with `status` forced
-/// when the failure is below the platform's parameters (405, 413).
-fn reply(
-    state: &AppState,
-    params: &[(String, String)],
-    error: &Error,
-    status: Option<StatusCode>,
-) -> Response {
-    into_http(
-        error_response(&state.engine, &borrowed(params), error),
-        status,
-    )
+/// The envelope for an error the HTTP layer raises, answered like the
+/// REST layer's own (SPEC §11: HTTP 200 unless `httpStatusCodes=true`).
+fn reply(state: &AppState, params: &[(String, String)], error: &Error) -> Response {
+    into_http(error_response(&state.engine, &borrowed(params), error))
 }
 
-fn into_http(response: rest::Response, status: Option<StatusCode>) -> Response {
-    let status = status.unwrap_or_else(|| {
-        StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-    });
+fn into_http(response: rest::Response) -> Response {
+    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (
         status,
         [(header::CONTENT_TYPE, response.content_type)],

@@ -30,7 +30,8 @@
 //! ## Decisions where the specification is silent
 //!
 //! - Query and body parameters are merged, query first; a parameter given
-//!   in both is a duplicate (the REST layer's 400006 where it is used).
+//!   in both with different values is a conflicting duplicate (the REST
+//!   layer's 400006 where it is used); with the same value, it is that value.
 //! - A `POST` body is read as a form when its `Content-Type` is
 //!   `application/x-www-form-urlencoded` (any parameters) or absent; any
 //!   other type is 400006. A `GET` body is not read.
@@ -39,11 +40,11 @@
 //! - Errors raised here, before the REST layer (authorization, the body,
 //!   the content type), are platform envelopes following the REST
 //!   layer's rules with the parameters that could be read (`format`,
-//!   `callback`, `httpStatusCodes`, `context`). Two answer a forced HTTP
-//!   status because the request is refused below the platform's
-//!   parameters: a body over the limit is `413`, a method other than
-//!   `GET` and `POST` is `405` with `Allow: GET, POST`; both carry a
-//!   400006 envelope.
+//!   `callback`, `httpStatusCodes`, `context`), HTTP status included:
+//!   200 unless `httpStatusCodes=true` (SPEC §11: "always 200"). So a
+//!   body over the limit and a method other than `GET` and `POST` are
+//!   400006 envelopes like any other error (the latter with
+//!   `Allow: GET, POST`), not 413 or 405.
 //! - Any other path is passed to the REST layer as a method name (`/x`
 //!   is method `x`), so it gets the REST layer's "unknown method" 400006,
 //!   after authorization. Paths are matched as sent, not percent-decoded.
