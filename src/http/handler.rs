@@ -114,15 +114,12 @@ async fn read_form(options: &Options, headers: &HeaderMap, body: Body) -> Result
             return Err(error);
         }
     }
-    let too_large = || {
-        let error = Error::InvalidValue {
-            name: "body".into(),
-            reason: format!(
-                "the request body exceeds the limit of {} bytes",
-                options.body_limit
-            ),
-        };
-        error
+    let too_large = || Error::InvalidValue {
+        name: "body".into(),
+        reason: format!(
+            "the request body exceeds the limit of {} bytes",
+            options.body_limit
+        ),
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
