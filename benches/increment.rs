@@ -9,10 +9,8 @@
 //! - `floor`: one `AtomicI64::fetch_add` at a random index of a preallocated vector.
 //!
 //! Populations: 1,000 hot subjects, and 1,000,000 subjects (cache-missing).
-//! The benchmarks whose ratios are targets (by handle, naive, by name)
-//! are measured interleaved: each one's timed chunks of 1,024 calls
-//! alternate with as many calls of the other two, so that the shared
-//! host's drift reaches all three alike (see `interleaved`).
+//! The benchmarks whose ratios are targets run next to each other (by
+//! handle, naive, by name), so that the host's drift between them is small.
 //! Run with `cargo bench --bench increment`.
 
 use std::hint::black_box;
@@ -56,39 +54,6 @@ fn engine_with(uids: &[String]) -> Tally {
     engine
 }
 
-/// Calls in one timed chunk of [`interleaved`].
-const CHUNK: u64 = 1024;
-
-/// Times `iters` calls of `timed`, in chunks of [`CHUNK`], running as many
-/// calls of each of `others` (untimed) before each chunk. The benchmarks
-/// whose ratios are targets measure one another this way: run one after
-/// the other, each for seconds, their medians moved apart with the shared
-/// host's drift (a sixth or more between runs); interleaved every few
-/// microseconds, they share it.
-fn interleaved(
-    iters: u64,
-    timed: &mut impl FnMut(),
-    mut others: [&mut dyn FnMut(); 2],
-) -> Duration {
-    let mut elapsed = Duration::ZERO;
-    let mut left = iters;
-    while left > 0 {
-        let chunk = left.min(CHUNK);
-        for other in &mut others {
-            for _ in 0..chunk {
-                other();
-            }
-        }
-        let start = Instant::now();
-        for _ in 0..chunk {
-            timed();
-        }
-        elapsed += start.elapsed();
-        left -= chunk;
-    }
-    elapsed
-}
-
 fn population(c: &mut Criterion, label: &str, subjects: usize) {
     let uids = uids(subjects);
     let engine = engine_with(&uids);
@@ -108,45 +73,30 @@ fn population(c: &mut Criterion, label: &str, subjects: usize) {
     group
         .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_secs(1));
-    // The three benchmarks whose ratios are targets, interleaved (see
-    // `interleaved`): each gets its own generator, so each draws the same
-    // subjects whatever runs between its chunks.
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
-    let mut by_handle_rng = XorShift(0x9E37_79B9_7F4A_7C15);
-    let mut by_handle = || {
-        let uid = &uids[by_handle_rng.next(subjects)];
-        engine
-            .increment_counter(uid.as_str(), &handle, 1, 7)
-            .expect("increment");
-    };
-    let mut naive_rng = XorShift(0x9E37_79B9_7F4A_7C15);
-    let mut naive_increment = || {
-        let uid = &uids[naive_rng.next(subjects)];
-        let key = (uid.clone(), CLASS.to_owned(), PATH.to_owned());
-        let mut cell = naive.entry(key).or_insert((0, 0));
-        cell.0 += 1;
-        cell.1 += 7;
-    };
-    let mut by_name_rng = XorShift(0x9E37_79B9_7F4A_7C15);
-    let mut by_name = || {
-        let uid = &uids[by_name_rng.next(subjects)];
-        engine
-            .increment(uid.as_str(), &[Increment::new(CLASS, PATH).value(7)])
-            .expect("increment");
-    };
     group.bench_function("tally/handle", |b| {
-        b.iter_custom(|iters| {
-            interleaved(iters, &mut by_handle, [&mut naive_increment, &mut by_name])
+        b.iter(|| {
+            let uid = &uids[rng.next(subjects)];
+            engine
+                .increment_counter(uid.as_str(), &handle, 1, 7)
+                .expect("increment");
         })
     });
     group.bench_function("naive", |b| {
-        b.iter_custom(|iters| {
-            interleaved(iters, &mut naive_increment, [&mut by_handle, &mut by_name])
+        b.iter(|| {
+            let uid = &uids[rng.next(subjects)];
+            let key = (uid.clone(), CLASS.to_owned(), PATH.to_owned());
+            let mut cell = naive.entry(key).or_insert((0, 0));
+            cell.0 += 1;
+            cell.1 += 7;
         })
     });
     group.bench_function("tally/name", |b| {
-        b.iter_custom(|iters| {
-            interleaved(iters, &mut by_name, [&mut by_handle, &mut naive_increment])
+        b.iter(|| {
+            let uid = &uids[rng.next(subjects)];
+            engine
+                .increment(uid.as_str(), &[Increment::new(CLASS, PATH).value(7)])
+                .expect("increment");
         })
     });
     group.bench_function("tally/batch10", |b| {
