@@ -46,8 +46,9 @@
 //! - Retention is measured from the engine clock: a backfilled increment
 //!   older than the daily retention lands in `total` and its month, one
 //!   older than the monthly retention in `total` only.
-//! - Expired regTokens are remembered for a day after expiry, so callers
-//!   hear "expired" rather than "unknown".
+//! - Expired regTokens are remembered (without their UIDs; the latest
+//!   100,000 to expire, in memory and in snapshots), so callers hear
+//!   "expired" rather than "unknown" however late they come.
 //! - [`SystemClock`] dates increments with a second cached by one
 //!   process-wide thread that moves it at each second boundary: it can lag
 //!   the system clock by that thread's wake-up delay, never lead it.

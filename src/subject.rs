@@ -142,9 +142,10 @@ fn has_ascii_control(bytes: &[u8]) -> bool {
     }
 }
 
-/// Expired tokens are remembered this long, so that a late caller hears
-/// "expired" rather than "unknown".
-const EXPIRED_GRACE_SECS: i64 = 24 * 3600;
+/// The most expired tokens remembered, so that a late caller hears
+/// "expired" rather than "unknown" (SPEC §8): the latest to expire are
+/// kept, without their UIDs, about 100 bytes each.
+const MAX_EXPIRED_KEPT: usize = 100_000;
 
 /// Sweep expired tokens after this many issues.
 const SWEEP_EVERY: u64 = 1024;
@@ -161,6 +162,7 @@ pub(crate) struct TokenStore {
     tokens: DashMap<Box<str>, IssuedToken>,
     ttl_secs: i64,
     issued: AtomicU64,
+    max_expired: usize,
 }
 
 impl TokenStore {
@@ -169,6 +171,7 @@ impl TokenStore {
             tokens: DashMap::new(),
             ttl_secs: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
             issued: AtomicU64::new(0),
+            max_expired: MAX_EXPIRED_KEPT,
         }
     }
 
@@ -197,10 +200,29 @@ impl TokenStore {
             return Err(error);
         }
         if self.issued.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            self.tokens
-                .retain(|_, t| t.expires_at.saturating_add(EXPIRED_GRACE_SECS) > now_secs);
+            self.sweep(now_secs);
         }
         Ok(RegToken(text))
+    }
+
+    /// Drops the UIDs of the tokens expired at `now_secs`, and the tokens
+    /// themselves beyond the latest [`MAX_EXPIRED_KEPT`] to expire.
+    fn sweep(&self, now_secs: i64) {
+        let mut expiries = Vec::new();
+        for mut token in self.tokens.iter_mut() {
+            if token.expires_at <= now_secs {
+                if !token.uid.is_empty() {
+                    token.uid = String::new();
+                }
+                expiries.push(token.expires_at);
+            }
+        }
+        if expiries.len() > self.max_expired {
+            let dropped = expiries.len() - self.max_expired;
+            let (_, &mut oldest_kept, _) = expiries.select_nth_unstable(dropped);
+            self.tokens
+                .retain(|_, t| t.expires_at > now_secs || t.expires_at >= oldest_kept);
+        }
     }
 
     /// Puts back a token issued before a restart.
@@ -208,11 +230,12 @@ impl TokenStore {
         self.tokens.insert(token.into(), issued);
     }
 
-    /// The tokens still worth keeping at `now_secs`, for a snapshot.
-    pub(crate) fn image(&self, now_secs: i64) -> Vec<(String, IssuedToken)> {
+    /// Every token kept, for a snapshot: live ones, and expired ones
+    /// (whose UIDs a sweep may have dropped), so that "expired" survives
+    /// a restart too.
+    pub(crate) fn image(&self) -> Vec<(String, IssuedToken)> {
         self.tokens
             .iter()
-            .filter(|t| t.expires_at.saturating_add(EXPIRED_GRACE_SECS) > now_secs)
             .map(|t| (t.key().to_string(), t.value().clone()))
             .collect()
     }
@@ -319,6 +342,54 @@ mod tests {
             Err(Error::UnknownRegToken)
         ));
         assert_ne!(store.issue("uid-1", 1000, |_, _| Ok(())).unwrap(), token);
+    }
+
+    fn resolved_at(store: &TokenStore, token: &RegToken, now_secs: i64) -> Result<String> {
+        resolve_subject(Subject::from(token), store, None, now_secs).map(Cow::into_owned)
+    }
+
+    #[test]
+    fn expired_tokens_stay_expired_until_the_latest_kept_crowd_them_out() {
+        let mut store = TokenStore::new(Duration::from_secs(3600));
+        store.max_expired = 500;
+        let issue = |store: &TokenStore, uid, now| store.issue(uid, now, |_, _| Ok(())).unwrap();
+        let first = issue(&store, "uid-1", 1000);
+        // A year on, after a sweep (every 1024 issues): still "expired",
+        // its UID dropped, and in the snapshot image.
+        let year = 1000 + 365 * 86_400;
+        let later: Vec<RegToken> = (0..SWEEP_EVERY as i64)
+            .map(|i| issue(&store, "uid-2", year + i))
+            .collect();
+        assert!(matches!(
+            resolved_at(&store, &first, year + 2000),
+            Err(Error::ExpiredRegToken { expired_at: 4600 })
+        ));
+        assert_eq!(store.tokens.get(first.as_str()).unwrap().uid, "");
+        assert!(store.image().iter().any(|(t, _)| t == first.as_str()));
+        assert_eq!(
+            resolved_at(&store, &later[1023], year + 2000).unwrap(),
+            "uid-2"
+        );
+        // Ten days on, 1,025 tokens have expired: the latest 500 to expire
+        // are kept, and the earlier ones are forgotten.
+        let then = year + 10 * 86_400;
+        for i in 0..SWEEP_EVERY as i64 {
+            issue(&store, "uid-3", then + i);
+        }
+        assert!(matches!(
+            resolved_at(&store, &first, then),
+            Err(Error::UnknownRegToken)
+        ));
+        assert!(matches!(
+            resolved_at(&store, &later[0], then),
+            Err(Error::UnknownRegToken)
+        ));
+        assert!(matches!(
+            resolved_at(&store, &later[1023], then),
+            Err(Error::ExpiredRegToken { .. })
+        ));
+        let expired_kept = store.tokens.iter().filter(|t| t.expires_at <= then).count();
+        assert_eq!(expired_kept, 500);
     }
 
     #[test]

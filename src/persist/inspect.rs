@@ -178,7 +178,7 @@ pub struct StateSummary {
     pub counters: u64,
     /// Counters registered.
     pub registrations: u64,
-    /// regTokens remembered (including recently expired ones).
+    /// regTokens remembered (including expired ones).
     pub tokens: u64,
     /// The log sequence number the next batch would get.
     pub next_lsn: u64,
@@ -343,7 +343,7 @@ fn summarize(recovered: &Recovered) -> StateSummary {
         cells,
         counters: recovered.registry.counter_count() as u64,
         registrations: recovered.registry.registered().len() as u64,
-        tokens: recovered.tokens.image(i64::MIN).len() as u64,
+        tokens: recovered.tokens.image().len() as u64,
         next_lsn: recovered.next_lsn,
     }
 }

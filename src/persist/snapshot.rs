@@ -208,7 +208,7 @@ pub(crate) fn write(
         hash_seed: store.seed(),
     })
     .map_err(io("writing"))?;
-    let token_image = tokens.image(created_millis.div_euclid(1000));
+    let token_image = tokens.image();
     body.frame(&SnapshotRecordRef::Tokens(&token_image))
         .map_err(io("writing"))?;
     // Each shard's subjects are copied under its read lock, then encoded
