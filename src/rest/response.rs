@@ -32,18 +32,21 @@ enum Counters {
     Rows(Vec<CounterRow>),
 }
 
-/// A response body, fields in the platform's order.
+/// A response body, fields in the order of the platform's documented
+/// example (`statusCode`, `errorCode`, `statusReason`, `callId`, `time`;
+/// the seed page), an error's message and details after its code, the
+/// method's data last.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Body<'a> {
-    call_id: &'a str,
+    status_code: u16,
     error_code: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     error_message: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error_details: Option<String>,
-    status_code: u16,
     status_reason: &'static str,
+    call_id: &'a str,
     time: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     context: Option<&'a str>,
