@@ -12,7 +12,10 @@
 //! several subjects matches a HashMap model, rejections included; (f) a
 //! batch of many entries over many cells, duplicates and overflows by
 //! accumulation included, does exactly what its entries do one by one, or
-//! (refused at the entry that would overflow) nothing.
+//! (refused at the entry that would overflow) nothing; (g) with several
+//! bad entries of different kinds in one batch (unregistered, bad syntax,
+//! too deep, unknown class, overflow by accumulation), the error names
+//! the first entry that one-by-one application refuses, with its error.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -462,6 +465,87 @@ proptest! {
                 let err = result.unwrap_err();
                 prop_assert!(matches!(err, Error::Entry { index: i, .. } if i == index), "{:?}", err);
                 prop_assert!(matches!(err.root(), Error::Overflow { .. }), "{:?}", err);
+                prop_assert_eq!(batched.get("u", &everything).unwrap(), before);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- (g)
+
+/// An entry of a batch with several bad entries: good ones of twelve
+/// registered counters (amounts large enough to overflow by accumulation),
+/// and each kind of entry the engine rejects.
+#[derive(Clone, Debug)]
+enum MixedEntry {
+    Good(usize, i64),
+    Unregistered,
+    BadPath,
+    TooDeep,
+    UnknownClass,
+}
+
+fn mixed_entry() -> impl Strategy<Value = MixedEntry> {
+    prop_oneof![
+        12 => (0..12usize, wide_amount()).prop_map(|(p, c)| MixedEntry::Good(p, c)),
+        1 => Just(MixedEntry::Unregistered),
+        1 => Just(MixedEntry::BadPath),
+        1 => Just(MixedEntry::TooDeep),
+        1 => Just(MixedEntry::UnknownClass),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// SPEC §5, "the error names the index of the first bad entry": with
+    /// entries of several kinds of badness in one batch, found by
+    /// different checks (names resolved first, overflow after), the error
+    /// names the first entry that applying the batch's entries one by one
+    /// refuses, with that entry's error, and the batch changes nothing.
+    #[test]
+    fn the_error_names_the_first_entry_one_by_one_application_refuses(
+        seeded in prop::collection::vec((0..12usize, wide_amount()), 0..12),
+        entries in prop::collection::vec(mixed_entry(), 1..30),
+    ) {
+        let paths: Vec<String> = (0..12).map(|i| format!("/p{i}")).collect();
+        let (batched, one_by_one) = (engine(), engine());
+        for engine in [&batched, &one_by_one] {
+            engine.register(paths.iter().map(|p| ("c", p.as_str()))).unwrap();
+            for &(p, count) in &seeded {
+                let _ = engine.increment("u", &[Increment::new("c", &paths[p]).count(count)]);
+            }
+        }
+        let batch: Vec<Increment<'_>> = entries
+            .iter()
+            .map(|entry| match *entry {
+                MixedEntry::Good(p, count) => Increment::new("c", &paths[p]).count(count),
+                MixedEntry::Unregistered => Increment::new("c", "/q"),
+                MixedEntry::BadPath => Increment::new("c", "p0"),
+                MixedEntry::TooDeep => Increment::new("c", "/p0/x/y"),
+                MixedEntry::UnknownClass => Increment::new("nope", "/"),
+            })
+            .collect();
+        let everything = [Selector::class("regex('')").period("regex('')")];
+        let before = batched.get("u", &everything).unwrap();
+
+        let result = batched.increment("u", &batch);
+        let refused = batch.iter().enumerate().find_map(|(index, entry)| {
+            one_by_one
+                .increment("u", std::slice::from_ref(entry))
+                .err()
+                .map(|err| (index, err))
+        });
+        match refused {
+            None => prop_assert!(result.is_ok(), "{:?}", result),
+            Some((index, alone)) => {
+                let err = result.unwrap_err();
+                prop_assert!(matches!(err, Error::Entry { index: i, .. } if i == index), "{:?}", err);
+                prop_assert_eq!(
+                    std::mem::discriminant(err.root()),
+                    std::mem::discriminant(alone.root()),
+                    "{:?} against {:?}", err, alone
+                );
                 prop_assert_eq!(batched.get("u", &everything).unwrap(), before);
             }
         }
