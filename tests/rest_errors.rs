@@ -96,9 +96,12 @@ fn malformed_counters_are_400004() {
         ("null", "`counters`"),
         ("[{\"class\":\"c\",\"path\":\"/a\"}, 5]", "`counters[1]`"),
         ("[[\"c\", \"/a\"]]", "`counters[0]`"),
+        // Valid JSON beyond what serde_json holds, where an array or an
+        // object must be.
+        ("1e400", "`counters`"),
         (
-            "[{\"class\":\"c\",\"path\":\"/a\",\"count\":1e400}]",
-            "`counters`",
+            "[{\"class\":\"c\",\"path\":\"/a\"}, -1e400]",
+            "`counters[1]`",
         ),
     ] {
         let body = call_json(&engine, INC, &[("UID", "u"), ("counters", counters)]);
@@ -143,6 +146,10 @@ fn bad_count_or_value_is_400006_and_changes_nothing() {
         "12345678901234567890",
         "-9223372036854775809",
         "\"99999999999999999999\"",
+        // Valid JSON, beyond even f64: the field is named, not `counters`.
+        "1e400",
+        "-1e400",
+        "[1e400]",
     ] {
         for field in ["count", "value"] {
             let counters = format!(r#"[{good},{{"class":"c","path":"/a","{field}":{bad}}}]"#);
@@ -477,13 +484,16 @@ fn hostile_inputs_never_panic() {
         r#"[{{"class":"c","path":"/","count":{}}}]"#,
         "9".repeat(10_000)
     );
-    for counters in [
-        deep.as_str(),
-        huge.as_str(),
-        "\u{0}",
-        "[{\"class\":\"\\ud800\"}]",
-        "[{}]",
-    ] {
+    // A 10,000-digit count is a bad value where it is read, and an
+    // ignored field where it is not (selectors, registration).
+    let body = call_json(&engine, INC, &[("UID", "u"), ("counters", &huge)]);
+    assert_error(&body, 400_006, "`counters[0].count`");
+    assert!(body["errorDetails"].as_str().unwrap().len() < 1_000);
+    for method in ["accounts.getCounters", "accounts.registerCounters"] {
+        let body = call_json(&engine, method, &[("UID", "u"), ("counters", &huge)]);
+        assert_eq!(body["errorCode"], 0, "{body}");
+    }
+    for counters in [deep.as_str(), "\u{0}", "[{\"class\":\"\\ud800\"}]", "[{}]"] {
         for method in [
             "accounts.registerCounters",
             "accounts.unregisterCounters",

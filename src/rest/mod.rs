@@ -82,8 +82,9 @@
 //!   Unknown entry fields are ignored.
 //! - `count` and `value` are JSON integers or strings holding a decimal
 //!   integer (optional sign, no spaces), in the signed 64-bit range; `5.0`,
-//!   `"5.0"`, `""` and `true` are 400006. A number JSON cannot hold, such
-//!   as `1e400`, makes `counters` unparseable: 400004.
+//!   `"5.0"`, `""` and `true` are 400006, and so is a valid JSON number
+//!   beyond even `f64`, such as `1e400` (the field is named; where an
+//!   array or an object must be, it is 400004 like any other shape error).
 //! - `counters` of `[]` is 400002 for the methods that need entries; for
 //!   `getCounters` it reads everything, as an absent `counters` does.
 //! - A missing subject's `errorDetails` names `UID`.

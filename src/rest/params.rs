@@ -1,6 +1,9 @@
 //! Request parameters: looking them up, the subject, and the `counters` JSON.
 
-use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::counter::CounterKey;
 use crate::error::{Error, Result};
@@ -120,7 +123,7 @@ impl<'a> Params<'a> {
             .collect()
     }
 
-    fn required_counters(&self) -> Result<Vec<Map<String, Value>>> {
+    fn required_counters(&self) -> Result<Vec<Entry>> {
         let raw = self.get("counters")?.ok_or_else(|| missing("counters"))?;
         let entries = counter_objects(raw)?;
         if entries.is_empty() {
@@ -165,70 +168,118 @@ fn field_name(index: usize, field: &str) -> String {
     format!("counters[{index}].{field}")
 }
 
+/// One element of `counters`: its fields by name.
+type Entry = HashMap<String, Field>;
+
+/// A field of a `counters` element.
+enum Field {
+    /// A value `serde_json` holds.
+    Json(Value),
+    /// Valid JSON it cannot hold, such as the number `1e400` (beyond
+    /// `f64`): kept as its text, so that the field, not `counters`, is
+    /// what the error names.
+    Unrepresentable(Box<str>),
+}
+
+impl Field {
+    fn of(raw: &RawValue) -> Field {
+        match serde_json::from_str(raw.get()) {
+            Ok(value) => Field::Json(value),
+            Err(_) => Field::Unrepresentable(raw.get().into()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Field::Json(value) => describe(value),
+            Field::Unrepresentable(text) => describe_raw(text),
+        }
+    }
+}
+
 /// `counters` as a JSON array of objects (SPEC §9: otherwise 400004).
-fn counter_objects(raw: &str) -> Result<Vec<Map<String, Value>>> {
+/// Parsed as raw JSON first, then field by field, so that a valid number
+/// out of `serde_json`'s range is a bad field value (400006), not
+/// malformed JSON.
+fn counter_objects(raw: &str) -> Result<Vec<Entry>> {
     let invalid = |name: String, reason: String| Error::InvalidFormat { name, reason };
-    let value: Value = serde_json::from_str(raw)
+    let whole: Box<RawValue> = serde_json::from_str(raw)
         .map_err(|e| invalid("counters".to_owned(), format!("not valid JSON: {e}")))?;
-    let Value::Array(items) = value else {
+    let Ok(items) = serde_json::from_str::<Vec<Box<RawValue>>>(whole.get()) else {
         return Err(invalid(
             "counters".to_owned(),
             format!(
                 "expected a JSON array of objects, found {}",
-                describe(&value)
+                describe_raw(whole.get())
             ),
         ));
     };
     items
         .into_iter()
         .enumerate()
-        .map(|(i, item)| match item {
-            Value::Object(entry) => Ok(entry),
-            other => Err(invalid(
-                format!("counters[{i}]"),
-                format!("expected a JSON object, found {}", describe(&other)),
-            )),
-        })
+        .map(
+            |(i, item)| match serde_json::from_str::<HashMap<String, Box<RawValue>>>(item.get()) {
+                Ok(fields) => Ok(fields
+                    .into_iter()
+                    .map(|(name, raw)| (name, Field::of(&raw)))
+                    .collect()),
+                Err(_) => Err(invalid(
+                    format!("counters[{i}]"),
+                    format!("expected a JSON object, found {}", describe_raw(item.get())),
+                )),
+            },
+        )
         .collect()
 }
 
 /// A string field; absent and `null` are `None`, any other non-string is 400006.
-fn optional_string(
-    entry: &mut Map<String, Value>,
-    index: usize,
-    field: &str,
-) -> Result<Option<String>> {
+fn optional_string(entry: &mut Entry, index: usize, field: &str) -> Result<Option<String>> {
     match entry.remove(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) => Ok(Some(text)),
+        None | Some(Field::Json(Value::Null)) => Ok(None),
+        Some(Field::Json(Value::String(text))) => Ok(Some(text)),
         Some(other) => Err(Error::InvalidValue {
             name: field_name(index, field),
-            reason: format!("expected a string, found {}", describe(&other)),
+            reason: format!("expected a string, found {}", other.describe()),
         }),
     }
 }
 
 /// A string field that must be present and not `null` (else 400002).
-fn required_string(entry: &mut Map<String, Value>, index: usize, field: &str) -> Result<String> {
+fn required_string(entry: &mut Entry, index: usize, field: &str) -> Result<String> {
     optional_string(entry, index, field)?.ok_or_else(|| missing(field_name(index, field)))
 }
 
 /// `count` or `value`: a JSON integer or a string holding one, in the i64
 /// range; absent and `null` give `default`.
-fn amount(entry: &mut Map<String, Value>, index: usize, field: &str, default: i64) -> Result<i64> {
+fn amount(entry: &mut Entry, index: usize, field: &str, default: i64) -> Result<i64> {
     let parsed = match entry.remove(field) {
-        None | Some(Value::Null) => return Ok(default),
-        Some(Value::Number(n)) => n.as_i64().ok_or(Value::Number(n)),
-        Some(Value::String(text)) => text.parse::<i64>().map_err(|_| Value::String(text)),
+        None | Some(Field::Json(Value::Null)) => return Ok(default),
+        Some(Field::Json(Value::Number(n))) => n.as_i64().ok_or(Field::Json(Value::Number(n))),
+        Some(Field::Json(Value::String(text))) => text
+            .parse::<i64>()
+            .map_err(|_| Field::Json(Value::String(text))),
         Some(other) => Err(other),
     };
     parsed.map_err(|bad| Error::InvalidValue {
         name: field_name(index, field),
         reason: format!(
             "expected an integer in the signed 64-bit range (a JSON number or a string holding one), found {}",
-            describe(&bad)
+            bad.describe()
         ),
     })
+}
+
+/// A short description of valid JSON text, for error messages.
+fn describe_raw(text: &str) -> String {
+    match serde_json::from_str(text) {
+        Ok(value) => describe(&value),
+        // Only numbers (bare or nested) are valid JSON that `Value` cannot
+        // hold.
+        Err(_) if text.starts_with(['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']) => {
+            format!("the number {}", quote_limited(text))
+        }
+        Err(_) => format!("the JSON {}", quote_limited(text)),
+    }
 }
 
 /// A short description of a JSON value, for error messages.
@@ -349,6 +400,11 @@ mod tests {
                 "`counters[1]`",
             ),
             ("1e400", 400_004, "`counters`"),
+            (
+                "[{\"class\":1e400,\"path\":\"/\"}]",
+                400_006,
+                "`counters[0].class`",
+            ),
             ("[]", 400_002, "`counters`"),
             ("[{\"path\":\"/\"}]", 400_002, "`counters[0].class`"),
             (
