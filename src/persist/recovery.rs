@@ -2,7 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::format::{FormatError, HEADER_BYTES, Header, LOG_MAGIC, is_torn_tail, read_frame};
+use super::format::{
+    FormatError, FormatVersion, HEADER_BYTES, Header, LOG_MAGIC, is_torn_tail, read_frame,
+    split_first_lsn,
+};
 use super::snapshot::{self, snapshot_number};
 use super::wal::{LogRecord, decode_log_frame, segment_number};
 use crate::calendar::{END_EVENT_SECS, MIN_EVENT_SECS};
@@ -141,6 +144,7 @@ fn recover_files(
         }
     };
     let mut max_lsn = held.as_ref().map_or(0, HeldBatches::max_lsn);
+    let mut last_record_lsn = None;
     let segments: Vec<&(u64, PathBuf)> = listing
         .segments
         .iter()
@@ -164,6 +168,7 @@ fn recover_files(
             horizon,
             report: &mut report,
             max_lsn: &mut max_lsn,
+            last_record_lsn: &mut last_record_lsn,
         };
         replayer.segment(path, last, cut_files)?;
         report.segments.push(path.clone());
@@ -178,7 +183,9 @@ fn recover_files(
         tokens,
         report,
         next_segment: last_segment.max(replay_from.saturating_sub(1)) + 1,
-        next_lsn: max_lsn + 1,
+        // After every record read, registry and regToken records
+        // included, so that sequence numbers never repeat.
+        next_lsn: max_lsn.max(last_record_lsn.unwrap_or(0)) + 1,
     })
 }
 
@@ -191,6 +198,11 @@ struct Replayer<'a> {
     horizon: Horizon,
     report: &'a mut RecoveryReport,
     max_lsn: &'a mut u64,
+    /// The sequence number of the last record read (version 2 and later,
+    /// where every record has one, each frame's following on from the
+    /// frame before), across segments: a frame that starts further on
+    /// means records are missing, as in a segment emptied or cut short.
+    last_record_lsn: &'a mut Option<u64>,
 }
 
 impl Replayer<'_> {
@@ -243,6 +255,10 @@ impl Replayer<'_> {
                         FormatError::Truncated => corrupt(offset, "truncated record".into()),
                         FormatError::Corrupt(reason) => corrupt(offset, reason),
                     })?;
+                    if version != FormatVersion::V1 {
+                        self.follow_on(payload, records.len())
+                            .map_err(|reason| corrupt(offset, reason))?;
+                    }
                     for record in records {
                         self.apply(record)
                             .map_err(|reason| corrupt(offset, reason))?;
@@ -264,6 +280,29 @@ impl Replayer<'_> {
             }
         }
         Ok(None)
+    }
+
+    /// Checks that a frame of `records` records (`payload`, version 2 or
+    /// later) starts right after the last record read, if any, and moves
+    /// that on. A frame may start earlier, never later: an engine of an
+    /// earlier version, reopening, numbered on from its last increment, so
+    /// registry and regToken records logged after that were numbered again.
+    fn follow_on(&mut self, payload: &[u8], records: usize) -> std::result::Result<(), String> {
+        let (first, _) = split_first_lsn(payload).map_err(|e| format!("{e:?}"))?;
+        if let Some(last) = *self.last_record_lsn
+            && first > last.saturating_add(1)
+        {
+            return Err(format!(
+                "log records {} to {} are missing: a segment before this one was emptied, cut short or removed",
+                last + 1,
+                first - 1
+            ));
+        }
+        let last = first
+            .checked_add(records.saturating_sub(1) as u64)
+            .ok_or("LSN overflow")?;
+        *self.last_record_lsn = Some(last);
+        Ok(())
     }
 
     fn apply(&mut self, record: LogRecord) -> std::result::Result<(), String> {
@@ -363,6 +402,7 @@ pub(crate) fn replay_segment_bytes(
 ) -> Result<Option<usize>> {
     let mut report = RecoveryReport::default();
     let mut max_lsn = 0;
+    let mut last_record_lsn = None;
     let mut replayer = Replayer {
         registry: &parts.0,
         store: &parts.1,
@@ -371,6 +411,7 @@ pub(crate) fn replay_segment_bytes(
         horizon,
         report: &mut report,
         max_lsn: &mut max_lsn,
+        last_record_lsn: &mut last_record_lsn,
     };
     replayer.segment_bytes(Path::new("<bytes>"), bytes, true)
 }
