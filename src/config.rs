@@ -9,6 +9,9 @@ use crate::error::{Error, Result};
 use crate::persist::Durability;
 use crate::subject::RegTokenResolver;
 
+/// The deepest `max_path_depth` a configuration may set.
+pub(crate) const MAX_PATH_DEPTH: usize = 16;
+
 /// The engine's limits and retention; every field has the SPEC default.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -45,7 +48,7 @@ impl Default for Config {
 impl Config {
     /// Checks every limit; the builder calls this.
     pub fn validate(&self) -> Result<()> {
-        if !(1..=16).contains(&self.max_path_depth) {
+        if !(1..=MAX_PATH_DEPTH).contains(&self.max_path_depth) {
             return Err(Error::Config(format!(
                 "max_path_depth must be 1..=16, got {}",
                 self.max_path_depth

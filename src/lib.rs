@@ -46,6 +46,10 @@
 //! - Retention is measured from the engine clock: a backfilled increment
 //!   older than the daily retention lands in `total` and its month, one
 //!   older than the monthly retention in `total` only.
+//! - A data directory reopened with a smaller `max_path_depth` than its
+//!   counters were created under opens: those counters keep their data
+//!   and are read through their class; new registrations, increments and
+//!   exact selectors are held to the smaller depth.
 //! - Expired regTokens are remembered (without their UIDs; the latest
 //!   100,000 to expire, in memory and in snapshots), so callers hear
 //!   "expired" rather than "unknown" however late they come.

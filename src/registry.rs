@@ -251,11 +251,16 @@ impl Registry {
     }
 
     /// Replays logged or snapshotted changes; they must fit the registry
-    /// as it stands (ids in sequence), else the input is corrupt.
+    /// as it stands (ids in sequence), else the input is corrupt. Paths are
+    /// checked against the deepest depth any configuration allows, not
+    /// this engine's: counters created under a larger `max_path_depth` stay
+    /// readable after a reopen with a smaller one (new registrations and
+    /// increments are held to the smaller one), rather than make the
+    /// directory look corrupt.
     pub(crate) fn replay(&self, changes: &[RegistryChange]) -> std::result::Result<(), String> {
         let mut state = self.state.write();
         for change in changes {
-            state.replay(change, self.max_depth)?;
+            state.replay(change, crate::config::MAX_PATH_DEPTH)?;
         }
         self.refresh_all(&mut state);
         Ok(())

@@ -304,3 +304,52 @@ fn increments_after_close_are_still_durable() {
         .unwrap();
     assert_eq!(rows.first().map(|row| row.count), Some(5));
 }
+
+/// Pins a bug where reopening a directory with a smaller
+/// `max_path_depth` than its counters were created under failed as
+/// `Error::Corrupt` (and recovery listed intact snapshots as damaged):
+/// a configuration change is not corruption.
+#[test]
+fn a_smaller_max_path_depth_on_reopen_keeps_deeper_counters_readable() {
+    let with_depth = |dir: &std::path::Path, depth| {
+        Tally::builder()
+            .clock(tally::ManualClock::new(NOW))
+            .data_dir(dir)
+            .durability(Durability::Always)
+            .max_path_depth(depth)
+            .build()
+    };
+    for snapshot in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = with_depth(dir.path(), 3).unwrap();
+        engine.register([("c", "/a/b/c")]).unwrap();
+        engine
+            .increment("u", &[Increment::new("c", "/a/b/c").count(4)])
+            .unwrap();
+        if snapshot {
+            engine.snapshot().unwrap();
+        }
+        std::mem::forget(engine);
+        let dir = crash_copy(dir.path());
+        let engine = match with_depth(dir.path(), 2) {
+            Ok(engine) => engine,
+            Err(e) => panic!("snapshot {snapshot}: reopening at depth 2 fails: {e}"),
+        };
+        let report = engine.recovery_report().unwrap();
+        assert!(report.skipped_snapshots.is_empty(), "{report:?}");
+        // Read through the class (an exact selector path is held to the
+        // depth too).
+        let rows = engine.get("u", &[Selector::class("c")]).unwrap();
+        let deep: Vec<i64> = rows
+            .iter()
+            .filter(|r| r.path == "/a/b/c")
+            .map(|r| r.count)
+            .collect();
+        assert_eq!(deep, [4], "{rows:?}");
+        // The smaller depth holds for what comes next.
+        let err = engine
+            .increment("u", &[Increment::new("c", "/a/b/c")])
+            .unwrap_err();
+        assert!(matches!(err.root(), Error::PathTooDeep { .. }), "{err:?}");
+    }
+}
