@@ -330,6 +330,51 @@ fn a_damaged_newest_snapshot_falls_back_to_the_older_one_exactly() {
     }
 }
 
+/// Pins a bug where, after falling back from a damaged newest snapshot,
+/// the next snapshot kept the damaged one as one of the two it keeps and
+/// deleted the valid one recovery had fallen back to (and the log it
+/// needed): one more damaged snapshot then made the directory unopenable.
+#[test]
+fn after_a_fallback_the_next_snapshot_keeps_the_valid_one_it_fell_back_to() {
+    let fixture = fixture(2);
+    let snapshots = named(&fixture.files, "snapshot-");
+    let (older, newest) = (&snapshots[0], &snapshots[1]);
+    let mut damaged = fixture.files.clone();
+    damaged.get_mut(newest).unwrap()[HEADER_BYTES + 3] ^= 0x10;
+    let dir = tempfile::tempdir().unwrap();
+    write_files(dir.path(), &damaged);
+    let engine = open(dir.path()).unwrap();
+    assert_eq!(
+        engine.recovery_report().unwrap().snapshot,
+        Some(dir.path().join(older))
+    );
+    engine.snapshot().unwrap();
+    assert!(
+        dir.path().join(older).exists(),
+        "the valid fallback was deleted"
+    );
+    std::mem::forget(engine);
+    let crashed = common::copy_dir(dir.path());
+    // Damage the fresh snapshot too: the older valid one still opens it.
+    let fresh = named(&files(crashed.path()), "snapshot-")
+        .into_iter()
+        .max()
+        .unwrap();
+    assert!(fresh > *newest);
+    let path = crashed.path().join(&fresh);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[HEADER_BYTES + 3] ^= 0x10;
+    std::fs::write(&path, bytes).unwrap();
+    let engine = open(crashed.path()).unwrap_or_else(|e| panic!("{e}"));
+    let report = engine.recovery_report().unwrap();
+    assert_eq!(
+        report.snapshot,
+        Some(crashed.path().join(older)),
+        "{report:?}"
+    );
+    assert_eq!(state(&engine), fixture.expected);
+}
+
 #[test]
 fn both_snapshots_damaged_is_an_error() {
     let fixture = fixture(2);

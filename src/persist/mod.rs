@@ -193,14 +193,33 @@ impl Storage {
         Ok(summary)
     }
 
+    /// Removes the snapshots older than the [`SNAPSHOTS_KEPT`] newest
+    /// valid ones, and the log segments only they needed. A snapshot
+    /// recovery found damaged does not count as kept (else, after a
+    /// fallback, the next snapshot would delete the valid one recovery
+    /// fell back to and keep the damaged one); it is left in place, never
+    /// loaded while a newer valid one exists.
     fn remove_obsolete(&self) -> Result<()> {
         let listing = recovery::list(&self.dir)?;
-        let keep_from = listing.snapshots.len().saturating_sub(SNAPSHOTS_KEPT);
-        let Some((oldest_kept, _)) = listing.snapshots.get(keep_from) else {
+        let damaged = |path: &PathBuf| {
+            self.report
+                .skipped_snapshots
+                .iter()
+                .any(|(skipped, _)| skipped == path)
+        };
+        let valid: Vec<&(u64, PathBuf)> = listing
+            .snapshots
+            .iter()
+            .filter(|(_, path)| !damaged(path))
+            .collect();
+        let Some(&&(oldest_kept, _)) = valid.get(valid.len().saturating_sub(SNAPSHOTS_KEPT)) else {
             return Ok(());
         };
-        let stale_snapshots = listing.snapshots[..keep_from].iter();
-        let stale_segments = listing.segments.iter().filter(|(n, _)| n < oldest_kept);
+        let stale_snapshots = listing
+            .snapshots
+            .iter()
+            .filter(|(n, path)| *n < oldest_kept && !damaged(path));
+        let stale_segments = listing.segments.iter().filter(|(n, _)| *n < oldest_kept);
         for (_, path) in stale_snapshots.chain(stale_segments) {
             std::fs::remove_file(path)
                 .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
