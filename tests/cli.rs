@@ -274,6 +274,9 @@ fn the_tool_changes_nothing_even_on_a_torn_tail() {
         if args[0] == "dump" {
             let rows: Vec<CounterRow> = serde_json::from_slice(&output.stdout).unwrap();
             assert_eq!(rows, expected);
+            // The rows leave the torn tail out, and say so on stderr.
+            let warning = String::from_utf8_lossy(&output.stderr);
+            assert!(warning.contains("torn tail"), "{warning}");
         }
     }
     assert_eq!(image(torn.path()), before);

@@ -219,6 +219,22 @@ fn verify(args: &VerifyArgs, out: &mut impl Write) -> Result<ExitCode, Failure> 
 
 fn dump(args: &DumpArgs, out: &mut impl Write) -> Result<ExitCode, Failure> {
     let rows = tally::inspect::dump(&args.dir, &args.uid)?;
+    // What recovery skipped or would cut, on stderr: the rows are then
+    // those of an older snapshot, or of the log short of its tail.
+    if let Ok(Ok(state)) = tally::inspect::inspect(&args.dir).map(|i| i.state) {
+        for (path, why) in &state.report.skipped_snapshots {
+            eprintln!(
+                "tally dump: skipped damaged snapshot {}: {why}",
+                path.display()
+            );
+        }
+        if let Some((path, offset, bytes)) = &state.report.cut {
+            eprintln!(
+                "tally dump: torn tail of {} at byte {offset} ({bytes} bytes) left out",
+                path.display()
+            );
+        }
+    }
     serde_json::to_writer_pretty(&mut *out, &rows)?;
     writeln!(out)?;
     Ok(ExitCode::SUCCESS)
