@@ -417,21 +417,8 @@ impl Tally {
         let now = self.now_secs();
         let uid = self.uid_of(subject, now)?;
         let at = self.inner.retention.event_time(now, now);
-        let mut targets = Vec::with_capacity(entries.len());
-        for (index, entry) in entries.iter().enumerate() {
-            match self.targets_by_name(entry.class, entry.path) {
-                Ok(found) => targets.push(found),
-                Err(error) => {
-                    return Err(self.first_bad_entry(
-                        &uid,
-                        &targets,
-                        entries,
-                        &at,
-                        error.at_entry(index),
-                    ));
-                }
-            }
-        }
+        let mut targets = vec![TargetBuf::EMPTY; entries.len()];
+        self.resolve_targets(&uid, entries, &at, &mut targets)?;
         let resolved: Vec<ResolvedEntry<'_>> = targets.iter().zip(entries).map(resolve).collect();
         self.inner
             .store
@@ -492,6 +479,32 @@ impl Tally {
             on_heap.resize(entries.len(), TargetBuf::EMPTY);
             &mut on_heap[..]
         };
+        self.resolve_targets(uid, entries, at, targets)?;
+        if entries.len() <= BATCH_ON_STACK {
+            let mut resolved = [ResolvedEntry::default(); BATCH_ON_STACK];
+            for (slot, entry) in resolved.iter_mut().zip(targets.iter().zip(entries)) {
+                *slot = resolve(entry);
+            }
+            self.apply(uid, &resolved[..entries.len()], at)
+        } else {
+            let resolved: Vec<ResolvedEntry<'_>> =
+                targets.iter().zip(entries).map(resolve).collect();
+            self.apply(uid, &resolved, at)
+        }
+    }
+
+    /// Resolves each entry's targets into `targets` (as long as
+    /// `entries`), in order; an entry that does not resolve is the
+    /// batch's error, unless one before it would overflow (see
+    /// [`Tally::first_bad_entry`]).
+    #[inline(always)]
+    fn resolve_targets(
+        &self,
+        uid: &str,
+        entries: &[Increment<'_>],
+        at: &EventTime,
+        targets: &mut [TargetBuf],
+    ) -> Result<()> {
         for (index, entry) in entries.iter().enumerate() {
             match self.targets_by_name(entry.class, entry.path) {
                 Ok(found) => targets[index] = found,
@@ -507,17 +520,7 @@ impl Tally {
                 }
             }
         }
-        if entries.len() <= BATCH_ON_STACK {
-            let mut resolved = [ResolvedEntry::default(); BATCH_ON_STACK];
-            for (slot, entry) in resolved.iter_mut().zip(targets.iter().zip(entries)) {
-                *slot = resolve(entry);
-            }
-            self.apply(uid, &resolved[..entries.len()], at)
-        } else {
-            let resolved: Vec<ResolvedEntry<'_>> =
-                targets.iter().zip(entries).map(resolve).collect();
-            self.apply(uid, &resolved, at)
-        }
+        Ok(())
     }
 
     /// The error of a batch whose entry `resolved.len()` did not resolve
