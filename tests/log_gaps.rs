@@ -6,11 +6,12 @@
 //! log record has a sequence number and each frame follows on from the
 //! one before, so a frame that starts further on is `Error::Corrupt`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tally::{Durability, Error, Increment, ManualClock, Selector, Tally};
 
 mod common;
+use common::segments;
 
 const NOW: i64 = 1_795_780_800; // 2026-11-27 12:00:00 UTC
 const HEADER_BYTES: usize = 32;
@@ -30,16 +31,6 @@ fn total(engine: &Tally) -> i64 {
         .iter()
         .map(|row| row.count)
         .sum()
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "tlog"))
-        .collect();
-    segments.sort();
-    segments
 }
 
 /// Three sessions of five acknowledged increments each, every one ended

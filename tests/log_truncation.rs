@@ -8,13 +8,13 @@
 //! (`Durability::Interval`, synced after every call: a frame of states per
 //! call).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tally::{Durability, Error, Increment, ManualClock, Tally};
 
 mod common;
 use common::State;
-use common::copy_dir;
+use common::{copy_dir, segments};
 
 const NOW: i64 = 1_795_780_800; // 2026-11-27 12:00:00 UTC
 const DAY: i64 = 86_400;
@@ -121,16 +121,6 @@ fn crash(engine: Tally) -> tempfile::TempDir {
     let dir = engine.data_dir().unwrap().to_owned();
     std::mem::forget(engine);
     copy_dir(&dir)
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "tlog"))
-        .collect();
-    segments.sort();
-    segments
 }
 
 /// The end offset of every frame of a log segment (after its 32-byte

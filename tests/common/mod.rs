@@ -100,3 +100,14 @@ pub fn mixed_workload(engine: &Tally, now: i64) {
         .increment("u1", &[Increment::new("shares", "/news/sport")])
         .unwrap();
 }
+
+/// A data directory's log segments, oldest first.
+pub fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut segments: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "tlog"))
+        .collect();
+    segments.sort();
+    segments
+}
