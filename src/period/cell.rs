@@ -4,8 +4,11 @@
 //! - Only buckets that received data are stored, sorted by key, newest
 //!   first (months, whose keys carry [`MONTH_TAG`], before days), so the
 //!   current month and day are found at the front.
-//! - A fresh cell's two buckets (this month, today) live inline in the
-//!   cell; a third bucket moves them to the heap.
+//! - A cell's buckets are packed into the cell while they are up to two
+//!   in a shape [`Packed`] holds (this month and a day of it, the shape
+//!   of every cell written in one day; or one month; or one day): their
+//!   keys and `lastUpdated` values in one word, beside their amounts, so
+//!   that a cell is 64 bytes. Any other buckets live on the heap.
 //! - An increment locates its buckets once ([`Cell::plan`], which also
 //!   checks every addition against overflow) and then writes them
 //!   ([`Cell::commit`]) without searching again.
@@ -17,7 +20,9 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{Amount, DayKey, EventTime, Horizon, MonthKey, Period};
-use crate::calendar::END_EVENT_SECS;
+use std::num::NonZeroU64;
+
+use crate::calendar::{END_EVENT_SECS, month_of_day};
 use crate::error::AmountField;
 use crate::registry::CounterId;
 
@@ -40,101 +45,253 @@ const NO_BUCKET: Bucket = Bucket {
     amount: Amount { count: 0, value: 0 },
 };
 
-/// A cell's buckets, sorted by key, strictly descending: up to two inline,
-/// more on the heap.
+const SECS_PER_DAY: i64 = 86_400;
+
+/// The shapes of up to two buckets that [`Packed`] holds: the top 3 bits
+/// of its word (never 0, which leaves [`Buckets`] a niche for its tag).
+mod shape {
+    pub(super) const EMPTY: u64 = 1;
+    /// One month bucket: its month index (bits 32..48) and `lastUpdated`
+    /// (bits 0..32).
+    pub(super) const MONTH: u64 = 2;
+    /// One day bucket: its day number (bits 32..48) and `lastUpdated`.
+    pub(super) const DAY: u64 = 3;
+    /// A month bucket and a day bucket of that month, the common shape:
+    /// the day number (bits 40..56), the month's `lastUpdated` as an
+    /// offset from the day's start, biased by [`super::MONTH_OFFSET_BIAS`]
+    /// (bits 17..40), and the day's as seconds into it (bits 0..17). The
+    /// month is the day's.
+    pub(super) const MONTH_DAY: u64 = 4;
+    pub(super) const SHIFT: u32 = 61;
+}
+
+/// Added to a month's `lastUpdated` offset from a day of it (within 31
+/// days either way) to store it in 23 bits.
+const MONTH_OFFSET_BIAS: i64 = 1 << 22;
+
+/// Up to two buckets in one word beside their amounts: a cell's buckets
+/// in the shapes of [`shape`], which are those of every cell written in
+/// one day, and of most others. Their keys and `lastUpdated` values are
+/// thus 8 bytes where two [`Bucket`]s spend 16, and a cell is 64 bytes.
+#[derive(Clone, Copy, Debug)]
+struct Packed {
+    word: NonZeroU64,
+    amounts: [Amount; 2],
+}
+
+/// The word of a packed shape: never 0, as every shape is.
+fn packed_word(shape: u64, fields: u64) -> NonZeroU64 {
+    NonZeroU64::new(shape << shape::SHIFT | fields).unwrap_or(NonZeroU64::MIN)
+}
+
+impl Packed {
+    const EMPTY: Packed = Packed {
+        word: NonZeroU64::new(shape::EMPTY << shape::SHIFT).unwrap(),
+        amounts: [Amount { count: 0, value: 0 }; 2],
+    };
+
+    fn shape(&self) -> u64 {
+        self.word.get() >> shape::SHIFT
+    }
+
+    /// The day of a [`shape::MONTH_DAY`] word.
+    #[inline(always)]
+    fn day(&self) -> u32 {
+        (self.word.get() >> 40 & 0xffff) as u32
+    }
+
+    /// `buckets` packed, if they have one of the shapes.
+    fn pack(buckets: &[Bucket]) -> Option<Packed> {
+        let is_month = |b: &Bucket| b.key & MONTH_TAG != 0;
+        let (shape, fields) = match buckets {
+            [] => (shape::EMPTY, 0),
+            [one] => {
+                let key = u64::from(one.key & !MONTH_TAG);
+                if key > 0xffff {
+                    return None;
+                }
+                let shape = if is_month(one) {
+                    shape::MONTH
+                } else {
+                    shape::DAY
+                };
+                (shape, key << 32 | u64::from(one.last_updated))
+            }
+            [month, day] if is_month(month) && !is_month(day) => {
+                if day.key > 0xffff || month_of_day(i64::from(day.key)) != month.key & !MONTH_TAG {
+                    return None;
+                }
+                let day_start = i64::from(day.key) * SECS_PER_DAY;
+                let month_offset = i64::from(month.last_updated) - day_start + MONTH_OFFSET_BIAS;
+                let day_offset = i64::from(day.last_updated) - day_start;
+                if !(0..1 << 23).contains(&month_offset) || !(0..1 << 17).contains(&day_offset) {
+                    return None;
+                }
+                let fields =
+                    u64::from(day.key) << 40 | (month_offset as u64) << 17 | day_offset as u64;
+                (shape::MONTH_DAY, fields)
+            }
+            _ => return None,
+        };
+        let mut amounts = [Amount::default(); 2];
+        for (amount, bucket) in amounts.iter_mut().zip(buckets) {
+            *amount = bucket.amount;
+        }
+        Some(Packed {
+            word: packed_word(shape, fields),
+            amounts,
+        })
+    }
+
+    /// The buckets, and how many there are.
+    fn unpack(&self) -> ([Bucket; 2], usize) {
+        let word = self.word.get();
+        let key = (word >> 32 & 0xffff) as u32;
+        let low = word as u32;
+        let bucket = |key, last_updated, amount| Bucket {
+            key,
+            last_updated,
+            amount,
+        };
+        let [first, second] = self.amounts;
+        match self.shape() {
+            shape::MONTH => ([bucket(key | MONTH_TAG, low, first), NO_BUCKET], 1),
+            shape::DAY => ([bucket(key, low, first), NO_BUCKET], 1),
+            shape::MONTH_DAY => {
+                let day = self.day();
+                let day_start = i64::from(day) * SECS_PER_DAY;
+                let month_offset = (word >> 17 & ((1 << 23) - 1)) as i64 - MONTH_OFFSET_BIAS;
+                let month_secs = u32::try_from(day_start + month_offset).unwrap_or_default();
+                let day_secs =
+                    u32::try_from(day_start + (word & ((1 << 17) - 1)) as i64).unwrap_or_default();
+                let month = month_of_day(i64::from(day)) | MONTH_TAG;
+                (
+                    [
+                        bucket(month, month_secs, first),
+                        bucket(day, day_secs, second),
+                    ],
+                    2,
+                )
+            }
+            _ => ([NO_BUCKET; 2], 0),
+        }
+    }
+
+    /// Adds `delta` at `secs` (in day `day`) to both buckets of a
+    /// [`shape::MONTH_DAY`] word of that day: their `lastUpdated` offsets
+    /// move to `secs` if it is later.
+    #[inline(always)]
+    fn add_month_day(&mut self, delta: Amount, secs: u32, day: u32) {
+        for amount in &mut self.amounts {
+            *amount = amount.wrapping_add(delta);
+        }
+        let into_day = (i64::from(secs) - i64::from(day) * SECS_PER_DAY) as u64;
+        let word = self.word.get();
+        let day_offset = (word & ((1 << 17) - 1)).max(into_day);
+        let month_offset = (word >> 17 & ((1 << 23) - 1)).max(into_day + MONTH_OFFSET_BIAS as u64);
+        let fields = word & !((1 << 40) - 1) | month_offset << 17 | day_offset;
+        self.word = NonZeroU64::new(fields).unwrap_or(self.word);
+    }
+}
+
+/// A cell's buckets, sorted by key, strictly descending: up to two
+/// packed beside the cell, in the shapes [`Packed`] holds; others, and
+/// more, on the heap.
 #[derive(Clone, Debug)]
 enum Buckets {
-    Inline { len: u8, items: [Bucket; 2] },
+    Packed(Packed),
     Heap(Vec<Bucket>),
 }
 
 impl Default for Buckets {
     fn default() -> Self {
-        Buckets::Inline {
-            len: 0,
-            items: [NO_BUCKET; 2],
-        }
+        Buckets::Packed(Packed::EMPTY)
     }
 }
 
 impl PartialEq for Buckets {
     fn eq(&self, other: &Self) -> bool {
-        self.as_slice() == other.as_slice()
+        *self.view() == *other.view()
     }
 }
 
 impl Eq for Buckets {}
 
+/// A cell's buckets to read: unpacked, or borrowed from the heap.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    unpacked: [Bucket; 2],
+    len: usize,
+    heap: Option<&'a [Bucket]>,
+}
+
+impl std::ops::Deref for View<'_> {
+    type Target = [Bucket];
+
+    fn deref(&self) -> &[Bucket] {
+        match self.heap {
+            Some(buckets) => buckets,
+            None => &self.unpacked[..self.len],
+        }
+    }
+}
+
 impl Buckets {
     fn from_vec(buckets: Vec<Bucket>) -> Buckets {
-        match buckets[..] {
-            [] => Buckets::default(),
-            [one] => Buckets::Inline {
-                len: 1,
-                items: [one, NO_BUCKET],
-            },
-            [first, second] => Buckets::Inline {
-                len: 2,
-                items: [first, second],
-            },
-            _ => Buckets::Heap(buckets),
+        match Packed::pack(&buckets) {
+            Some(packed) => Buckets::Packed(packed),
+            None => Buckets::Heap(buckets),
         }
     }
 
+    /// The buckets, to read.
     #[inline]
-    fn as_slice(&self) -> &[Bucket] {
+    fn view(&self) -> View<'_> {
         match self {
-            Buckets::Inline { len, items } => &items[..usize::from(*len)],
-            Buckets::Heap(buckets) => buckets,
+            Buckets::Packed(packed) => {
+                let (unpacked, len) = packed.unpack();
+                View {
+                    unpacked,
+                    len,
+                    heap: None,
+                }
+            }
+            Buckets::Heap(buckets) => View {
+                unpacked: [NO_BUCKET; 2],
+                len: 0,
+                heap: Some(buckets),
+            },
         }
     }
 
-    #[inline]
-    fn as_mut_slice(&mut self) -> &mut [Bucket] {
+    /// Changes the buckets with `change` (on a vector of them, for packed
+    /// ones, which are packed again if their shape allows).
+    fn change(&mut self, change: impl FnOnce(&mut Vec<Bucket>)) {
         match self {
-            Buckets::Inline { len, items } => &mut items[..usize::from(*len)],
-            Buckets::Heap(buckets) => buckets,
+            Buckets::Heap(buckets) => {
+                change(buckets);
+                if buckets.len() <= 2
+                    && let Some(packed) = Packed::pack(buckets)
+                {
+                    *self = Buckets::Packed(packed);
+                }
+            }
+            Buckets::Packed(_) => {
+                let mut buckets = Vec::with_capacity(4);
+                buckets.extend_from_slice(&self.view());
+                change(&mut buckets);
+                *self = Buckets::from_vec(buckets);
+            }
         }
     }
 
     fn insert(&mut self, index: usize, bucket: Bucket) {
-        match self {
-            Buckets::Inline { len, items } if usize::from(*len) < items.len() => {
-                let end = usize::from(*len);
-                items.copy_within(index..end, index + 1);
-                items[index] = bucket;
-                *len += 1;
-            }
-            Buckets::Inline { len, items } => {
-                let mut heap = Vec::with_capacity(4);
-                heap.extend_from_slice(&items[..usize::from(*len)]);
-                heap.insert(index, bucket);
-                *self = Buckets::Heap(heap);
-            }
-            Buckets::Heap(buckets) => buckets.insert(index, bucket),
-        }
+        self.change(|buckets| buckets.insert(index, bucket));
     }
 
     /// Drops the buckets out of retention.
     fn retain(&mut self, horizon: Horizon) {
-        match self {
-            Buckets::Inline { len, items } => {
-                let mut kept = 0;
-                for i in 0..usize::from(*len) {
-                    if is_retained(items[i].key, horizon) {
-                        items[kept] = items[i];
-                        kept += 1;
-                    }
-                }
-                *len = kept as u8;
-            }
-            Buckets::Heap(buckets) => {
-                buckets.retain(|b| is_retained(b.key, horizon));
-                if buckets.len() <= 2 {
-                    *self = Buckets::from_vec(std::mem::take(buckets));
-                }
-            }
-        }
+        self.change(|buckets| buckets.retain(|b| is_retained(b.key, horizon)));
     }
 }
 
@@ -174,7 +331,7 @@ pub(crate) struct CellSpot {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Cell {
     /// The counter the cell belongs to: kept here, beside `last_updated`,
-    /// it fills what would otherwise be padding (a cell is 80 bytes).
+    /// it fills what would otherwise be padding (a cell is 64 bytes).
     counter: CounterId,
     /// The latest event time counted, Unix seconds (event times end in 2100).
     last_updated: u32,
@@ -251,14 +408,15 @@ impl Cell {
             items[len] = bucket(at.day.0);
             len += 1;
         }
+        let buckets = match Packed::pack(&items[..len]) {
+            Some(packed) => Buckets::Packed(packed),
+            None => Buckets::Heap(items[..len].to_vec()),
+        };
         Cell {
             counter,
             last_updated: secs,
             total: delta,
-            buckets: Buckets::Inline {
-                len: len as u8,
-                items,
-            },
+            buckets,
         }
     }
 
@@ -282,14 +440,15 @@ impl Cell {
         self.current_buckets(at).is_some()
     }
 
-    /// This month's and today's buckets, if they are the cell's two inline ones.
+    /// The amounts of this month's and today's buckets, if they are the
+    /// cell's two packed ones (a packed day's month is the day's).
     #[inline(always)]
-    fn current_buckets(&self, at: &EventTime) -> Option<&[Bucket; 2]> {
+    fn current_buckets(&self, at: &EventTime) -> Option<&[Amount; 2]> {
         match &self.buckets {
-            Buckets::Inline { len: 2, items }
-                if items[0].key == at.month.0 | MONTH_TAG && items[1].key == at.day.0 =>
+            Buckets::Packed(packed)
+                if packed.shape() == shape::MONTH_DAY && packed.day() == at.day.0 =>
             {
-                Some(items)
+                Some(&packed.amounts)
             }
             _ => None,
         }
@@ -305,8 +464,8 @@ impl Cell {
         delta: Amount,
         at: &EventTime,
     ) -> Option<Result<(), AmountField>> {
-        let [month, day] = self.current_buckets(at)?;
-        Some(all_fit([self.total, month.amount, day.amount], delta))
+        let [month, day] = *self.current_buckets(at)?;
+        Some(all_fit([self.total, month, day], delta))
     }
 
     /// Writes an increment checked by [`Cell::check_current`].
@@ -315,21 +474,15 @@ impl Cell {
         let secs = stored_secs(at);
         self.total = self.total.wrapping_add(delta);
         self.last_updated = self.last_updated.max(secs);
-        if let Buckets::Inline { items, .. } = &mut self.buckets {
-            for bucket in items {
-                bucket.amount = bucket.amount.wrapping_add(delta);
-                bucket.last_updated = bucket.last_updated.max(secs);
-            }
+        if let Buckets::Packed(packed) = &mut self.buckets {
+            packed.add_month_day(delta, secs, at.day.0);
         }
     }
 
     /// Whether a decoded cell keeps the invariants: buckets strictly
     /// descending by key (so lookups work) and `lastUpdated` in range.
     pub(crate) fn is_well_formed(&self) -> bool {
-        self.buckets
-            .as_slice()
-            .windows(2)
-            .all(|w| w[0].key > w[1].key)
+        self.buckets.view().windows(2).all(|w| w[0].key > w[1].key)
             && i64::from(self.last_updated) < END_EVENT_SECS
     }
 
@@ -339,7 +492,8 @@ impl Cell {
     /// is tried before a binary search.
     #[inline]
     fn spot(&self, at: &EventTime) -> CellSpot {
-        let buckets = self.buckets.as_slice();
+        let view = self.buckets.view();
+        let buckets = &*view;
         // Day keys sort after every month key: the day search starts where
         // the month search ended.
         let mut from = 0;
@@ -385,7 +539,8 @@ impl Cell {
     pub(crate) fn plan(&self, delta: Amount, at: &EventTime) -> Result<CellSpot, AmountField> {
         self.total.checked_add(delta)?;
         let spot = self.spot(at);
-        let buckets = self.buckets.as_slice();
+        let view = self.buckets.view();
+        let buckets = &*view;
         for bucket in [spot.month, spot.day] {
             if let BucketSpot::At(i) = bucket {
                 buckets[i as usize].amount.checked_add(delta)?;
@@ -416,9 +571,14 @@ impl Cell {
         match spot {
             BucketSpot::Skip => false,
             BucketSpot::At(i) => {
-                let bucket = &mut self.buckets.as_mut_slice()[i as usize];
-                bucket.amount = bucket.amount.wrapping_add(delta);
-                bucket.last_updated = bucket.last_updated.max(secs);
+                let add = |bucket: &mut Bucket| {
+                    bucket.amount = bucket.amount.wrapping_add(delta);
+                    bucket.last_updated = bucket.last_updated.max(secs);
+                };
+                match &mut self.buckets {
+                    Buckets::Heap(buckets) => add(&mut buckets[i as usize]),
+                    packed => packed.change(|buckets| add(&mut buckets[i as usize])),
+                }
                 false
             }
             BucketSpot::New(i) => {
@@ -434,7 +594,8 @@ impl Cell {
     }
 
     fn bucket_amount(&self, key: u32) -> Amount {
-        let buckets = self.buckets.as_slice();
+        let view = self.buckets.view();
+        let buckets = &*view;
         locate(buckets, key)
             .map(|i| buckets[i].amount)
             .unwrap_or_default()
@@ -445,18 +606,13 @@ impl Cell {
     /// of retention).
     pub(crate) fn projection(&self, at: &EventTime) -> Projection {
         if at.is_retained()
-            && let Buckets::Inline {
-                len: 2,
-                items: [month, day],
-            } = &self.buckets
-            && month.key == at.month.0 | MONTH_TAG
-            && day.key == at.day.0
+            && let Some(&[month, day]) = self.current_buckets(at)
         {
-            // The common case: this month's and today's buckets, inline.
+            // The common case: this month's and today's buckets, packed.
             return Projection {
                 total: self.total,
-                month: Some(month.amount),
-                day: Some(day.amount),
+                month: Some(month),
+                day: Some(day),
             };
         }
         Projection {
@@ -485,10 +641,10 @@ impl Cell {
             amount: self.total,
             last_updated: i64::from(self.last_updated),
         };
+        let view = self.buckets.view();
         std::iter::once(total).chain(
-            self.buckets
-                .as_slice()
-                .iter()
+            (0..view.len())
+                .map(move |i| view[i])
                 .filter(move |b| is_retained(b.key, horizon))
                 .map(|b| PeriodReading {
                     period: if b.key & MONTH_TAG != 0 {
@@ -570,7 +726,7 @@ impl Serialize for Cell {
         CellRef {
             total: self.total,
             last_updated: i64::from(self.last_updated),
-            buckets: self.buckets.as_slice(),
+            buckets: &self.buckets.view(),
         }
         .serialize(serializer)
     }
@@ -619,7 +775,7 @@ mod tests {
     #[test]
     fn a_fresh_cell_keeps_its_buckets_inline_newest_first() {
         let mut cell = Cell::new(0, amount(1, 2), &at(NOV_27_2026, 90));
-        assert!(matches!(cell.buckets, Buckets::Inline { len: 2, .. }));
+        assert!(matches!(cell.buckets, Buckets::Packed(p) if p.shape() == shape::MONTH_DAY));
         let spot = cell.plan(amount(1, 2), &at(NOV_27_2026 + 5, 90)).unwrap();
         assert_eq!(
             spot,
@@ -665,6 +821,79 @@ mod tests {
     }
 
     #[test]
+    fn packed_shapes_unpack_to_the_buckets_they_were_packed_from() {
+        let month = |key: u32, secs: i64| Bucket {
+            key: key | MONTH_TAG,
+            last_updated: secs as u32,
+            amount: amount(secs, -secs),
+        };
+        let day = |secs: i64| Bucket {
+            key: DayKey::of(secs).0,
+            last_updated: secs as u32,
+            amount: amount(7, secs),
+        };
+        // 2026-10-01 and 2026-10-31, 00:00:00Z: a 31-day month's ends.
+        let (first, last) = (NOV_27_2026 - 57 * DAY, NOV_27_2026 - 27 * DAY);
+        let october = MonthKey::of(first).0;
+        let packable: Vec<Vec<Bucket>> = vec![
+            vec![],
+            vec![month(october, first)],
+            vec![day(last + DAY - 1)],
+            vec![month(october, first), day(first)],
+            // The month's latest event 30 days before or after the day's.
+            vec![month(october, first), day(last + DAY - 1)],
+            vec![month(october, last + DAY - 1), day(first)],
+        ];
+        for buckets in packable {
+            let packed = Packed::pack(&buckets).expect("a packed shape");
+            let (unpacked, len) = packed.unpack();
+            assert_eq!(&unpacked[..len], &buckets[..]);
+            let as_buckets = Buckets::from_vec(buckets.clone());
+            assert!(matches!(as_buckets, Buckets::Packed(_)));
+            assert_eq!(*as_buckets.view(), buckets[..]);
+        }
+        let november = MonthKey::of(NOV_27_2026).0;
+        let unpackable: Vec<Vec<Bucket>> = vec![
+            // Two months; a day of another month; two days; three buckets.
+            vec![month(november, NOV_27_2026), month(october, first)],
+            vec![month(november, NOV_27_2026), day(last)],
+            vec![day(last), day(first)],
+            vec![month(october, last), day(last), day(first)],
+        ];
+        for buckets in unpackable {
+            assert!(Packed::pack(&buckets).is_none());
+            let as_buckets = Buckets::from_vec(buckets.clone());
+            assert!(matches!(as_buckets, Buckets::Heap(_)));
+            assert_eq!(*as_buckets.view(), buckets[..]);
+        }
+    }
+
+    #[test]
+    fn an_increment_of_a_packed_cell_equals_the_same_on_the_heap() {
+        // Every second of a day, and the seconds around it, in a spread.
+        for step in 0..200 {
+            let secs = NOV_27_2026 + (step * 7_919) % (3 * DAY) - DAY;
+            let first = at(NOV_27_2026 + 3_600, 90);
+            let mut packed = Cell::new(1, amount(1, 1), &first);
+            let mut heap = packed.clone();
+            heap.buckets = Buckets::Heap(heap.buckets.view().to_vec());
+            let later = at(secs, 90);
+            for cell in [&mut packed, &mut heap] {
+                cell.plan(amount(2, -3), &later).expect("no overflow");
+                cell.add(amount(2, -3), &later);
+            }
+            assert_eq!(packed, heap, "{secs}");
+            let periods = |cell: &Cell| -> Vec<(String, i64, i64)> {
+                cell.periods(later.horizon)
+                    .map(|r| (r.period.to_string(), r.amount.count, r.last_updated))
+                    .collect()
+            };
+            assert_eq!(periods(&packed), periods(&heap));
+            assert!(packed.is_well_formed());
+        }
+    }
+
+    #[test]
     fn new_buckets_go_between_existing_ones() {
         let mut cell = Cell::default();
         for day in [0, 4, 2, 6, 1] {
@@ -672,7 +901,7 @@ mod tests {
         }
         cell.add(amount(1, 0), &at(NOV_27_2026 - 40 * DAY, 90));
         assert!(cell.is_well_formed());
-        assert_eq!(cell.buckets.as_slice().len(), 2 + 6);
+        assert_eq!(cell.buckets.view().len(), 2 + 6);
     }
 
     #[test]
@@ -685,7 +914,7 @@ mod tests {
         let later = NOV_27_2026 + 800 * DAY;
         let horizon = Retention { months: 1, days: 7 }.horizon(later);
         cell.add(amount(1, 0), &EventTime::new(later, horizon));
-        assert!(matches!(cell.buckets, Buckets::Inline { len: 2, .. }));
+        assert!(matches!(cell.buckets, Buckets::Packed(p) if p.shape() == shape::MONTH_DAY));
         assert_eq!(cell.total, amount(6, 0));
     }
 

@@ -537,8 +537,8 @@ mod tests {
     fn records_are_their_uid_and_their_cells() {
         // The memory budget (issue: performance) rests on these sizes.
         assert_eq!(size_of::<Uid>(), 16);
-        assert_eq!(size_of::<Cell>(), 80);
-        assert_eq!(size_of::<Packed<1>>(), 96);
-        assert_eq!(size_of::<Packed<2>>(), 176);
+        assert_eq!(size_of::<Cell>(), 64);
+        assert_eq!(size_of::<Packed<1>>(), 80);
+        assert_eq!(size_of::<Packed<2>>(), 144);
     }
 }
