@@ -390,7 +390,7 @@ fn stored_secs(at: &EventTime) -> u32 {
 impl Cell {
     /// A new cell of `counter` holding one increment: what [`Cell::add`]
     /// makes of an empty cell, built directly (its buckets, this month's
-    /// and today's unless out of retention, inline).
+    /// and today's unless out of retention, packed).
     pub(crate) fn new(counter: CounterId, delta: Amount, at: &EventTime) -> Cell {
         let secs = stored_secs(at);
         let bucket = |key| Bucket {
@@ -431,7 +431,7 @@ impl Cell {
         Cell { counter, ..self }
     }
 
-    /// Whether an increment at `at` writes exactly the cell's two inline
+    /// Whether an increment at `at` writes exactly the cell's two packed
     /// buckets, this month's and today's: the common case, which
     /// [`Cell::check_current`] and [`Cell::add_current`] handle without
     /// any search. `at` must be within retention ([`EventTime::is_retained`]).
@@ -773,7 +773,7 @@ mod tests {
     }
 
     #[test]
-    fn a_fresh_cell_keeps_its_buckets_inline_newest_first() {
+    fn a_fresh_cell_keeps_its_buckets_packed_newest_first() {
         let mut cell = Cell::new(0, amount(1, 2), &at(NOV_27_2026, 90));
         assert!(matches!(cell.buckets, Buckets::Packed(p) if p.shape() == shape::MONTH_DAY));
         let spot = cell.plan(amount(1, 2), &at(NOV_27_2026 + 5, 90)).unwrap();
@@ -905,7 +905,7 @@ mod tests {
     }
 
     #[test]
-    fn retention_moves_a_cell_back_inline() {
+    fn retention_moves_a_cell_back_into_its_packed_word() {
         let mut cell = Cell::default();
         for day in 0..5 {
             cell.add(amount(1, 0), &at(NOV_27_2026 - day * DAY, 90));
