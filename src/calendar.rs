@@ -11,7 +11,7 @@ pub(crate) const END_EVENT_SECS: i64 = 4_102_444_800;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-const SECS_PER_DAY: i64 = 86_400;
+pub(crate) const SECS_PER_DAY: i64 = 86_400;
 
 /// A UTC calendar date.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

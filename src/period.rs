@@ -186,6 +186,7 @@ thread_local! {
                 secs: i64::MIN,
                 month: MonthKey(0),
                 day: DayKey(0),
+                into_day: 0,
                 horizon: (MonthKey(0), DayKey(0)),
             },
         })
@@ -249,6 +250,8 @@ pub(crate) struct EventTime {
     secs: i64,
     month: MonthKey,
     day: DayKey,
+    /// Seconds since the start of `day`.
+    into_day: u32,
     horizon: Horizon,
 }
 
@@ -261,6 +264,7 @@ impl EventTime {
             secs,
             month: MonthKey::of(secs),
             day: DayKey::of(secs),
+            into_day: secs.rem_euclid(crate::calendar::SECS_PER_DAY) as u32,
             horizon,
         }
     }

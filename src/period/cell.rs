@@ -22,7 +22,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::{Amount, DayKey, EventTime, Horizon, MonthKey, Period};
 use std::num::NonZeroU64;
 
-use crate::calendar::{END_EVENT_SECS, month_of_day};
+use crate::calendar::{END_EVENT_SECS, SECS_PER_DAY, month_of_day};
 use crate::error::AmountField;
 use crate::registry::CounterId;
 
@@ -44,8 +44,6 @@ const NO_BUCKET: Bucket = Bucket {
     last_updated: 0,
     amount: Amount { count: 0, value: 0 },
 };
-
-const SECS_PER_DAY: i64 = 86_400;
 
 /// The shapes of up to two buckets that [`Packed`] holds: the top 3 bits
 /// of its word (never 0, which leaves [`Buckets`] a niche for its tag).
@@ -95,9 +93,14 @@ impl Packed {
     }
 
     /// The day of a [`shape::MONTH_DAY`] word.
-    #[inline(always)]
     fn day(&self) -> u32 {
         (self.word.get() >> 40 & 0xffff) as u32
+    }
+
+    /// Whether the buckets are a month and day `day` of it.
+    #[inline(always)]
+    fn is_month_and_day(&self, day: u32) -> bool {
+        self.word.get() >> 40 == (shape::MONTH_DAY << (shape::SHIFT - 40) | u64::from(day))
     }
 
     /// `buckets` packed, if they have one of the shapes.
@@ -177,19 +180,21 @@ impl Packed {
         }
     }
 
-    /// Adds `delta` at `secs` (in day `day`) to both buckets of a
-    /// [`shape::MONTH_DAY`] word of that day: their `lastUpdated` offsets
-    /// move to `secs` if it is later.
+    /// Adds `delta` at `into_day` seconds into the day of a
+    /// [`shape::MONTH_DAY`] word, to both its buckets: their `lastUpdated`
+    /// offsets move there if it is later. Each offset is compared in place.
     #[inline(always)]
-    fn add_month_day(&mut self, delta: Amount, secs: u32, day: u32) {
+    fn add_month_day(&mut self, delta: Amount, into_day: u32) {
+        const DAY_BITS: u64 = (1 << 17) - 1;
+        const MONTH_BITS: u64 = ((1 << 23) - 1) << 17;
         for amount in &mut self.amounts {
             *amount = amount.wrapping_add(delta);
         }
-        let into_day = (i64::from(secs) - i64::from(day) * SECS_PER_DAY) as u64;
+        let into_day = u64::from(into_day);
         let word = self.word.get();
-        let day_offset = (word & ((1 << 17) - 1)).max(into_day);
-        let month_offset = (word >> 17 & ((1 << 23) - 1)).max(into_day + MONTH_OFFSET_BIAS as u64);
-        let fields = word & !((1 << 40) - 1) | month_offset << 17 | day_offset;
+        let day_offset = (word & DAY_BITS).max(into_day);
+        let month_offset = (word & MONTH_BITS).max((into_day + MONTH_OFFSET_BIAS as u64) << 17);
+        let fields = word & !(DAY_BITS | MONTH_BITS) | month_offset | day_offset;
         self.word = NonZeroU64::new(fields).unwrap_or(self.word);
     }
 }
@@ -445,11 +450,7 @@ impl Cell {
     #[inline(always)]
     fn current_buckets(&self, at: &EventTime) -> Option<&[Amount; 2]> {
         match &self.buckets {
-            Buckets::Packed(packed)
-                if packed.shape() == shape::MONTH_DAY && packed.day() == at.day.0 =>
-            {
-                Some(&packed.amounts)
-            }
+            Buckets::Packed(packed) if packed.is_month_and_day(at.day.0) => Some(&packed.amounts),
             _ => None,
         }
     }
@@ -475,7 +476,7 @@ impl Cell {
         self.total = self.total.wrapping_add(delta);
         self.last_updated = self.last_updated.max(secs);
         if let Buckets::Packed(packed) = &mut self.buckets {
-            packed.add_month_day(delta, secs, at.day.0);
+            packed.add_month_day(delta, at.into_day);
         }
     }
 
