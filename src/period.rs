@@ -186,6 +186,7 @@ thread_local! {
                 secs: i64::MIN,
                 month: MonthKey(0),
                 day: DayKey(0),
+                stored_secs: 0,
                 into_day: 0,
                 horizon: (MonthKey(0), DayKey(0)),
             },
@@ -250,6 +251,8 @@ pub(crate) struct EventTime {
     secs: i64,
     month: MonthKey,
     day: DayKey,
+    /// `secs` as cells store it (event times fall in 2000..2100).
+    stored_secs: u32,
     /// Seconds since the start of `day`.
     into_day: u32,
     horizon: Horizon,
@@ -264,6 +267,7 @@ impl EventTime {
             secs,
             month: MonthKey::of(secs),
             day: DayKey::of(secs),
+            stored_secs: u32::try_from(secs).unwrap_or(u32::MAX),
             into_day: secs.rem_euclid(crate::calendar::SECS_PER_DAY) as u32,
             horizon,
         }

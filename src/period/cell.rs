@@ -387,9 +387,9 @@ fn all_fit(amounts: [Amount; 3], delta: Amount) -> Result<(), AmountField> {
 
 /// An event time as stored in `lastUpdated` fields; event times are
 /// checked to fall in 2000..2100 before they reach a cell.
-#[inline]
+#[inline(always)]
 fn stored_secs(at: &EventTime) -> u32 {
-    u32::try_from(at.secs).unwrap_or(u32::MAX)
+    at.stored_secs
 }
 
 impl Cell {
