@@ -894,6 +894,63 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::with_cases(4096)
+        })]
+
+        /// Whatever the order of events over two months, packed or not, a
+        /// cell reads back each period's sum and latest event time. Each
+        /// event comes on a later (or the same) day than the one before,
+        /// so that with a 7-day retention a backfilled event can be a
+        /// month's latest while its day is not kept: a packed month and day
+        /// with different `lastUpdated` values.
+        #[test]
+        fn every_period_reads_back_its_sum_and_latest_event(
+            mut events in proptest::collection::vec(
+                (0i64..20, 0i64..30, 0i64..DAY, -5i64..5),
+                1..6,
+            ),
+            days in proptest::prop_oneof![proptest::strategy::Just(7u32), proptest::strategy::Just(90)],
+        ) {
+            use std::collections::BTreeMap;
+            let horizon = |now: i64| Retention { months: 24, days }.horizon(now);
+            // Days before 27 November that each event is made on, latest last.
+            events.sort_by_key(|event| std::cmp::Reverse(event.0));
+            let now = EventTime::new(NOV_27_2026, horizon(NOV_27_2026));
+            let mut cell = Cell::default();
+            let mut expected: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+            for &(made_before, days_ago, secs, count) in &events {
+                let made = NOV_27_2026 - made_before * DAY;
+                let when = made - days_ago * DAY + secs;
+                let event = EventTime::new(when, horizon(made));
+                cell.plan(amount(count, 1), &event).expect("no overflow");
+                cell.add(amount(count, 1), &event);
+                let mut keys = vec!["total".to_owned(), MonthKey::of(when).to_string()];
+                if DayKey::of(when) >= now.horizon.1 {
+                    keys.push(DayKey::of(when).to_string());
+                }
+                for key in keys {
+                    let (sum, latest) = expected.entry(key).or_insert((0, i64::MIN));
+                    *sum += count;
+                    *latest = (*latest).max(when);
+                }
+                proptest::prop_assert!(cell.is_well_formed());
+            }
+            let read: BTreeMap<String, (i64, i64)> = cell
+                .periods(now.horizon)
+                .map(|r| (r.period.to_string(), (r.amount.count, r.last_updated)))
+                .collect();
+            proptest::prop_assert_eq!(read, expected);
+            // And through a snapshot's encoding.
+            let mut bytes = Vec::new();
+            crate::persist::write_record(&mut bytes, &cell);
+            let decoded = crate::persist::decode_record::<Cell>(&bytes).expect("decodes");
+            proptest::prop_assert_eq!(decoded.of_counter(cell.counter()), cell);
+        }
+    }
+
     #[test]
     fn new_buckets_go_between_existing_ones() {
         let mut cell = Cell::default();
