@@ -289,15 +289,6 @@ impl Buckets {
             }
         }
     }
-
-    fn insert(&mut self, index: usize, bucket: Bucket) {
-        self.change(|buckets| buckets.insert(index, bucket));
-    }
-
-    /// Drops the buckets out of retention.
-    fn retain(&mut self, horizon: Horizon) {
-        self.change(|buckets| buckets.retain(|b| is_retained(b.key, horizon)));
-    }
 }
 
 /// The position of `key` in buckets sorted descending, or where it would go.
@@ -557,41 +548,17 @@ impl Cell {
         self.total = self.total.wrapping_add(delta);
         let secs = stored_secs(at);
         self.last_updated = self.last_updated.max(secs);
-        // The day bucket sits after the month bucket: writing it first keeps
-        // the month's index valid.
-        let created_day = self.write(spot.day, at.day.0, delta, secs);
-        let created_month = self.write(spot.month, at.month.0 | MONTH_TAG, delta, secs);
-        if created_day || created_month {
-            self.buckets.retain(at.horizon);
-        }
-    }
-
-    /// Writes one bucket; `true` if it had to be created.
-    #[inline]
-    fn write(&mut self, spot: BucketSpot, key: u32, delta: Amount, secs: u32) -> bool {
-        match spot {
-            BucketSpot::Skip => false,
-            BucketSpot::At(i) => {
-                let add = |bucket: &mut Bucket| {
-                    bucket.amount = bucket.amount.wrapping_add(delta);
-                    bucket.last_updated = bucket.last_updated.max(secs);
-                };
-                match &mut self.buckets {
-                    Buckets::Heap(buckets) => add(&mut buckets[i as usize]),
-                    packed => packed.change(|buckets| add(&mut buckets[i as usize])),
-                }
-                false
+        let (day, month) = (at.day.0, at.month.0 | MONTH_TAG);
+        // One change of the buckets (packed ones unpacked and packed again
+        // once). The day bucket sits after the month bucket: writing it
+        // first keeps the month's index valid.
+        self.buckets.change(|buckets| {
+            let created_day = write(buckets, spot.day, day, delta, secs);
+            let created_month = write(buckets, spot.month, month, delta, secs);
+            if created_day || created_month {
+                buckets.retain(|b| is_retained(b.key, at.horizon));
             }
-            BucketSpot::New(i) => {
-                let bucket = Bucket {
-                    key,
-                    last_updated: secs,
-                    amount: delta,
-                };
-                self.buckets.insert(i as usize, bucket);
-                true
-            }
-        }
+        });
     }
 
     fn bucket_amount(&self, key: u32) -> Amount {
@@ -694,6 +661,29 @@ impl Cell {
                 found
             }
             wanted => self.periods(horizon).find(|r| r.period == wanted),
+        }
+    }
+}
+
+/// Writes one bucket of `buckets`; `true` if it had to be created.
+#[inline]
+fn write(buckets: &mut Vec<Bucket>, spot: BucketSpot, key: u32, delta: Amount, secs: u32) -> bool {
+    match spot {
+        BucketSpot::Skip => false,
+        BucketSpot::At(i) => {
+            let bucket = &mut buckets[i as usize];
+            bucket.amount = bucket.amount.wrapping_add(delta);
+            bucket.last_updated = bucket.last_updated.max(secs);
+            false
+        }
+        BucketSpot::New(i) => {
+            let bucket = Bucket {
+                key,
+                last_updated: secs,
+                amount: delta,
+            };
+            buckets.insert(i as usize, bucket);
+            true
         }
     }
 }
