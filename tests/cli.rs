@@ -215,6 +215,35 @@ fn verify_passes_a_sound_directory_and_names_a_damaged_file() {
 }
 
 #[test]
+fn inspect_exits_with_one_only_when_an_engine_would_refuse_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let _engine = populated(dir.path());
+
+    // A damaged older snapshot is shown, but an engine opens the newer one.
+    let damaged = copy(dir.path());
+    let snapshot = files(damaged.path(), "snapshot-")[0].clone();
+    let len = std::fs::metadata(&snapshot).unwrap().len() as usize;
+    flip(&snapshot, len / 2);
+    let output = tally(&["inspect", arg(damaged.path())]);
+    let out = text(&output);
+    assert!(output.status.success(), "{out}");
+    assert!(out.contains("problem:"), "{out}");
+
+    // A flipped byte in the last segment's first record, with a record
+    // after it: not a torn tail, so an engine refuses to open.
+    let damaged = copy(dir.path());
+    let segment = files(damaged.path(), "log-").pop().unwrap();
+    flip(&segment, 32 + 8 + 2);
+    let output = tally(&["inspect", arg(damaged.path())]);
+    let out = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{out}");
+    assert!(out.contains("an engine would refuse to open it"), "{out}");
+    // The listing is still printed in full.
+    let name = segment.file_name().unwrap().to_string_lossy();
+    assert!(out.contains(&*name), "{out}");
+}
+
+#[test]
 fn verify_accepts_a_torn_tail_of_the_last_segment_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let _engine = populated(dir.path());

@@ -1,7 +1,8 @@
 //! `tally`: look into a tally data directory without opening an engine on it.
 //!
 //! ```text
-//! tally inspect DIR          files, sizes, LSN ranges, subjects, counters, registrations
+//! tally inspect DIR          files, sizes, LSN ranges, subjects, counters, registrations;
+//!                            exit code 1 if an engine would refuse to open DIR
 //! tally verify DIR           every checksum; exit code 0 and "ok", or 1 and the first problem
 //! tally dump DIR --uid U     one subject's rows as JSON
 //! tally serve [--data-dir DIR] [--addr 127.0.0.1:8080]   the HTTP API on an engine in DIR
@@ -32,7 +33,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// List a data directory's files: sizes, LSN ranges, counts of
-    /// subjects, counters and registrations, and what an engine would load.
+    /// subjects, counters and registrations, and what an engine would load;
+    /// exit code 1 if an engine would refuse to open the directory.
     Inspect(InspectArgs),
     /// Check every checksum and record of a data directory; exit code 0
     /// and "ok", or 1 and the first problem.
@@ -187,7 +189,12 @@ fn is_broken_pipe(error: &(dyn std::error::Error + 'static)) -> bool {
 fn inspect(args: &InspectArgs, out: &mut impl Write) -> Result<ExitCode, Failure> {
     let inspection = tally::inspect::inspect(&args.dir)?;
     write_inspection(&inspection, out)?;
-    Ok(ExitCode::SUCCESS)
+    // A problem recovery tolerates (a torn tail of the last segment) is
+    // shown but is no failure; one that stops an engine opening is.
+    Ok(match inspection.state {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    })
 }
 
 fn verify(args: &VerifyArgs, out: &mut impl Write) -> Result<ExitCode, Failure> {
