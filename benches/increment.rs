@@ -13,28 +13,19 @@
 //! handle, naive, by name), so that the host's drift between them is small.
 //! Run with `cargo bench --bench increment`.
 
+mod common;
+
 use std::hint::black_box;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::XorShift;
 use criterion::{Criterion, criterion_group, criterion_main};
 use dashmap::DashMap;
 use tally::{Increment, Tally};
 
 const CLASS: &str = "shares";
 const PATH: &str = "/news";
-
-/// A small, fast, deterministic generator for subject indices.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self, below: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % below as u64) as usize
-    }
-}
 
 fn uids(count: usize) -> Vec<String> {
     (0..count).map(|i| format!("user-{i:08}")).collect()

@@ -25,6 +25,7 @@ use crate::registry::CounterId;
 
 mod cells;
 mod shard;
+mod table;
 
 use cells::InPlace;
 pub(crate) use cells::{CellsView, SubjectCells};
@@ -180,18 +181,20 @@ impl Store {
         let mut shard = shard.write();
         let behind = self.write_behind.load(Ordering::Relaxed);
         let log = |entries: &[ResolvedEntry<'_>]| if behind { Ok(0) } else { log(entries) };
-        let (slot, lsn) = match shard.find(hash, uid) {
-            Some(found) => {
-                let lsn = match shard
-                    .cells_mut(found.place)
+        let (place, lsn) = match shard.find(hash, uid) {
+            Some(place) => {
+                match shard
+                    .cells_mut(place)
                     .check_log_apply_in_place(entries, at, log)?
                 {
-                    InPlace::Applied(lsn) => lsn,
-                    InPlace::Grows(log) => shard.regrow(&self.hasher, found, |cells| {
-                        cells.check_log_apply(entries, at, log)
-                    })?,
-                };
-                (found.slot, lsn)
+                    InPlace::Applied(lsn) => (place, lsn),
+                    InPlace::Grows(log) => {
+                        let (moved, applied) = shard.regrow(&self.hasher, hash, place, |cells| {
+                            cells.check_log_apply(entries, at, log)
+                        });
+                        (moved, applied?)
+                    }
+                }
             }
             None => {
                 let targets = entries.iter().map(|entry| entry.targets.len()).sum();
@@ -201,7 +204,7 @@ impl Store {
             }
         };
         if behind {
-            shard.mark_changed(slot);
+            shard.mark_changed(place);
         }
         shard.last_lsn = shard.last_lsn.max(lsn);
         Ok(())
@@ -249,17 +252,17 @@ impl Store {
             let mut shard = self.shards[shard].write();
             let chunks_left =
                 chunks_left.get_or_insert_with(|| shard.changed_count().div_ceil(WRITE_BACK_CHUNK));
-            let slots = shard.changed_slots(WRITE_BACK_CHUNK);
-            if slots.is_empty() || *chunks_left == 0 {
+            let places = shard.changed_places(WRITE_BACK_CHUNK);
+            if places.is_empty() || *chunks_left == 0 {
                 return Ok(written);
             }
             *chunks_left -= 1;
-            let states: Vec<_> = slots.iter().map(|&slot| shard.subject_in(slot)).collect();
+            let states: Vec<_> = places.iter().map(|&at| shard.subject_in(at)).collect();
             let lsn = log(&states)?;
             drop(states);
-            shard.unmark(&slots);
+            shard.unmark(&places);
             shard.last_lsn = shard.last_lsn.max(lsn);
-            written += slots.len();
+            written += places.len();
         }
     }
 
@@ -269,9 +272,9 @@ impl Store {
         let (shard, hash) = self.slot(uid);
         let mut shard = shard.write();
         match shard.find(hash, uid) {
-            Some(found) => {
-                let replaced: Result<(), std::convert::Infallible> =
-                    shard.regrow(&self.hasher, found, |old| {
+            Some(place) => {
+                let (_, replaced): (_, Result<(), std::convert::Infallible>) =
+                    shard.regrow(&self.hasher, hash, place, |old| {
                         *old = cells;
                         Ok(())
                     });
@@ -301,7 +304,7 @@ impl Store {
             Ok(())
         };
         match shard.find(hash, uid) {
-            Some(found) => shard.regrow(&self.hasher, found, apply)?,
+            Some(place) => shard.regrow(&self.hasher, hash, place, apply).1?,
             None => {
                 let mut cells = SubjectCells::default();
                 apply(&mut cells)?;
@@ -375,8 +378,8 @@ impl Store {
     pub(crate) fn read<R>(&self, uid: &str, read: impl FnOnce(CellsView<'_>) -> R) -> Option<R> {
         let (shard, hash) = self.slot(uid);
         let shard = shard.read();
-        let found = shard.find(hash, uid)?;
-        Some(read(shard.cells_at(found.place)))
+        let place = shard.find(hash, uid)?;
+        Some(read(shard.cells_at(place)))
     }
 
     /// The number of subjects with at least one cell.

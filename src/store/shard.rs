@@ -1,137 +1,38 @@
-//! One shard of the store: its subjects' records and the index that finds
-//! them.
+//! One shard of the store: its subjects' records, by size class.
 //!
-//! Records are kept by size class, each class a dense vector: subjects
-//! with one cell, with two (a counter and its class root: the commonest
-//! shape), and with more, whose cells go to the heap. A subject's UID and
-//! its one or two cells are thus one record, found with one index slot:
-//! two memory accesses for a subject the caches do not hold.
-//! A subject that gains a cell moves to the next class (`swap_remove`
-//! keeps each vector dense; the record moved into its place is re-filed).
+//! Each size class is a [`Table`] keeping its records in its slots:
+//! subjects with one cell, with two (a counter and its class root: the
+//! commonest shape), and with more, whose cells go to the heap. A
+//! subject's UID and its one or two cells are thus one record, found
+//! through the table's control bytes: one memory access for a subject the
+//! caches do not hold. A lookup tries the tables in turn (two cells, one,
+//! more); an empty table costs a comparison, and a table without the
+//! subject its control bytes only.
+//! A subject that gains a cell moves to the next class's table.
 
 use std::hash::BuildHasher;
 
 use super::SubjectHasher;
 use super::cells::{Cells, CellsView, SubjectCells};
+use super::table::{Control, Record, Table};
 use crate::period::Cell;
-
-/// The bits of a subject's hash kept in its index slot (the 8 below the
-/// shard's): a probe compares a UID only when they match, about once in
-/// 256 probes for another subject.
-pub(super) const TAG_SHIFT: u32 = 48;
-
-/// The bits of a slot holding the record's position plus one.
-const POSITION_BITS: u32 = 22;
-
-/// The most records of one size class a shard holds. With 256 shards
-/// that is over a billion subjects per class, far beyond what fits in memory.
-const MAX_RECORDS: usize = (1 << POSITION_BITS) - 2;
 
 /// A record's size class: how many cells it keeps inline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Class {
-    One = 0,
-    Two = 1,
-    Spilled = 2,
+    One,
+    Two,
+    Spilled,
 }
 
-/// Where a record is: its class and its position in that class's vector.
+/// The size classes, in the order lookups try them.
+const CLASSES: [Class; 3] = [Class::Two, Class::One, Class::Spilled];
+
+/// Where a subject's record is: its class and its slot in that class's table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Place {
     class: Class,
     at: usize,
-}
-
-impl Place {
-    /// The low 24 bits of an index slot: the class, and the position plus
-    /// one (so that no filed record is 0).
-    fn encode(self) -> u32 {
-        (self.class as u32) << POSITION_BITS | (self.at as u32 + 1)
-    }
-
-    fn decode(bits: u32) -> Place {
-        // A table rather than a `match`, which compiles to a few
-        // comparisons and conditional moves on every lookup.
-        const CLASSES: [Class; 4] = [Class::One, Class::Two, Class::Spilled, Class::Spilled];
-        let class = CLASSES[(bits >> POSITION_BITS & 0b11) as usize];
-        let at = (bits & ((1 << POSITION_BITS) - 1)) as usize - 1;
-        Place { class, at }
-    }
-}
-
-/// A subject found in the index: its slot there and its record's place.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Found {
-    pub(super) slot: usize,
-    pub(super) place: Place,
-}
-
-/// A shard's index: an open-addressed table with linear probing, each
-/// slot 32 bits: 8 bits of the subject's hash (its tag) and its record's
-/// [`Place`] (0: empty). A lookup reads one slot, usually, and then the
-/// record; subjects are never removed, so probing needs no tombstones.
-/// Growing re-hashes the records' UIDs: slots keep too few hash bits to be
-/// moved without them, which is what keeps them at four bytes a subject.
-#[derive(Default)]
-struct Index {
-    slots: Vec<u32>,
-}
-
-impl Index {
-    /// The record (among those whose hash is `hash`'s) that `is_it` accepts.
-    #[inline(always)]
-    fn find(&self, hash: u64, mut is_it: impl FnMut(Place) -> bool) -> Option<Found> {
-        let mask = self.slots.len().checked_sub(1)?;
-        let tag = tag_of(hash);
-        let mut at = hash as usize & mask;
-        loop {
-            let slot = self.slots[at];
-            if slot == 0 {
-                return None;
-            }
-            if slot >> 24 == tag {
-                let place = Place::decode(slot & 0x00ff_ffff);
-                if is_it(place) {
-                    return Some(Found { slot: at, place });
-                }
-            }
-            at = (at + 1) & mask;
-        }
-    }
-
-    /// Whether filing one more record needs a bigger table: it is kept at
-    /// most three quarters full, so that probes stay short.
-    fn is_full(&self, records: usize) -> bool {
-        (records + 1) * 4 > self.slots.len() * 3
-    }
-
-    /// An empty table of `len` slots (a power of two).
-    fn with_len(len: usize) -> Index {
-        Index {
-            slots: vec![0; len],
-        }
-    }
-
-    /// Files the record at `place` under `hash`; returns its slot.
-    fn put(&mut self, hash: u64, place: Place) -> usize {
-        let mask = self.slots.len() - 1;
-        let mut at = hash as usize & mask;
-        while self.slots[at] != 0 {
-            at = (at + 1) & mask;
-        }
-        self.slots[at] = tag_of(hash) << 24 | place.encode();
-        at
-    }
-
-    /// Points slot `slot` (holding a record filed under `hash`) at `place`.
-    fn set(&mut self, slot: usize, hash: u64, place: Place) {
-        self.slots[slot] = tag_of(hash) << 24 | place.encode();
-    }
-}
-
-#[inline]
-fn tag_of(hash: u64) -> u32 {
-    (hash >> TAG_SHIFT) as u32 & 0xff
 }
 
 /// UIDs of up to this many bytes are kept inside their record.
@@ -219,21 +120,38 @@ struct Packed<const N: usize> {
     cells: [Cell; N],
 }
 
+impl<const N: usize> Record for Packed<N> {
+    fn vacant() -> Self {
+        Packed {
+            uid: Uid([0; 16]),
+            cells: std::array::from_fn(|_| Cell::default()),
+        }
+    }
+}
+
 /// A subject with more cells (or, decoded from a snapshot, none), on the heap.
 struct Spilled {
     uid: Uid,
     cells: Vec<Cell>,
 }
 
-/// The subjects whose hash picks one shard, by size class, found through
-/// the shard's [`Index`]; UIDs too long to keep inline sit end to end in
-/// `long_uids` (subjects are never removed, so it only grows).
+impl Record for Spilled {
+    fn vacant() -> Self {
+        Spilled {
+            uid: Uid([0; 16]),
+            cells: Vec::new(),
+        }
+    }
+}
+
+/// The subjects whose hash picks one shard, in a table per size class;
+/// UIDs too long to keep inline sit end to end in `long_uids` (subjects
+/// are never removed, so it only grows).
 #[derive(Default)]
 pub(super) struct Shard {
-    index: Index,
-    ones: Vec<Packed<1>>,
-    twos: Vec<Packed<2>>,
-    spilled: Vec<Spilled>,
+    ones: Table<Packed<1>>,
+    twos: Table<Packed<2>>,
+    spilled: Table<Spilled>,
     long_uids: String,
     /// The log sequence number of the last logged batch applied to a
     /// subject of this shard (0: none). Batches are logged and applied
@@ -241,98 +159,118 @@ pub(super) struct Shard {
     /// batches of its subjects up to this one: a snapshot records it per
     /// shard, rather than each subject carrying its own.
     pub(super) last_lsn: u64,
-    /// One bit per index slot: the subjects changed since their state was
-    /// last written to the log (write-behind, see `Store::write_back`).
-    /// Empty until a subject is marked.
-    changed: Vec<u64>,
+}
+
+/// The UID `uid` keeps, its bytes in `long_uids` if it is long.
+fn uid_str<'a>(long_uids: &'a str, uid: &'a Uid) -> &'a str {
+    match uid.arena_range() {
+        Some(range) => &long_uids[range],
+        // Made from a `&str` of at most INLINE_UID bytes: always UTF-8.
+        None => std::str::from_utf8(&uid.0[..usize::from(uid.0[15])]).unwrap_or_default(),
+    }
 }
 
 impl Shard {
     /// The subject `uid`, whose hash is `hash`.
     #[inline(always)]
-    pub(super) fn find(&self, hash: u64, uid: &str) -> Option<Found> {
+    pub(super) fn find(&self, hash: u64, uid: &str) -> Option<Place> {
         match Uid::inline(uid) {
-            Some(wanted) => self.index.find(hash, |place| *self.uid_at(place) == wanted),
-            None => self.index.find(hash, |place| {
-                self.uid_at(place)
+            Some(wanted) => self.find_by(hash, |filed| *filed == wanted),
+            None => self.find_by(hash, |filed| {
+                filed
                     .arena_range()
                     .is_some_and(|range| &self.long_uids[range] == uid)
             }),
         }
     }
 
-    /// Marks the subject filed in index slot `slot` as changed since its
-    /// state was last written back.
+    /// The subject with hash `hash` whose UID `is_it` accepts, trying the
+    /// classes in the order of [`CLASSES`].
     #[inline(always)]
-    pub(super) fn mark_changed(&mut self, slot: usize) {
-        let word = slot / 64;
-        if word >= self.changed.len() {
-            self.changed.resize(self.index.slots.len().div_ceil(64), 0);
+    fn find_by(&self, hash: u64, is_it: impl Fn(&Uid) -> bool) -> Option<Place> {
+        let place = |class| move |at| Place { class, at };
+        (self
+            .twos
+            .find(hash, |r| is_it(&r.uid))
+            .map(place(Class::Two)))
+        .or_else(|| (self.ones.find(hash, |r| is_it(&r.uid))).map(place(Class::One)))
+        .or_else(|| (self.spilled.find(hash, |r| is_it(&r.uid))).map(place(Class::Spilled)))
+    }
+
+    fn control(&self, class: Class) -> &Control {
+        match class {
+            Class::One => &self.ones.control,
+            Class::Two => &self.twos.control,
+            Class::Spilled => &self.spilled.control,
         }
-        self.changed[word] |= 1 << (slot % 64);
+    }
+
+    fn control_mut(&mut self, class: Class) -> &mut Control {
+        match class {
+            Class::One => &mut self.ones.control,
+            Class::Two => &mut self.twos.control,
+            Class::Spilled => &mut self.spilled.control,
+        }
+    }
+
+    /// Marks the subject at `place` as changed since its state was last
+    /// written back.
+    #[inline(always)]
+    pub(super) fn mark_changed(&mut self, place: Place) {
+        self.control_mut(place.class).mark(place.at);
     }
 
     /// The number of subjects marked changed.
     pub(super) fn changed_count(&self) -> usize {
-        self.changed
-            .iter()
-            .map(|word| word.count_ones() as usize)
-            .sum()
+        let marked = |class| self.control(class).marked_count();
+        CLASSES.into_iter().map(marked).sum()
     }
 
-    /// The index slots of up to `limit` subjects marked changed.
-    pub(super) fn changed_slots(&self, limit: usize) -> Vec<usize> {
-        let mut slots = Vec::new();
-        for (at, &word) in self.changed.iter().enumerate() {
-            let mut bits = word;
-            while bits != 0 && slots.len() < limit {
-                slots.push(at * 64 + bits.trailing_zeros() as usize);
-                bits &= bits - 1;
-            }
+    /// The places of up to `limit` subjects marked changed.
+    pub(super) fn changed_places(&self, limit: usize) -> Vec<Place> {
+        let mut places = Vec::new();
+        for class in CLASSES {
+            let marked = self.control(class).marked(limit - places.len());
+            places.extend(marked.into_iter().map(|at| Place { class, at }));
         }
-        slots
+        places
     }
 
-    /// The UID and cells of the subject filed in index slot `slot`.
-    pub(super) fn subject_in(&self, slot: usize) -> (&str, CellsView<'_>) {
-        let place = Place::decode(self.index.slots[slot] & 0x00ff_ffff);
-        (self.uid_str(self.uid_at(place)), self.cells_at(place))
+    /// The UID and cells of the subject at `place`.
+    pub(super) fn subject_in(&self, place: Place) -> (&str, CellsView<'_>) {
+        let uid = uid_str(&self.long_uids, self.uid_at(place));
+        (uid, self.cells_at(place))
     }
 
-    /// Unmarks the subjects in index slots `slots`.
-    pub(super) fn unmark(&mut self, slots: &[usize]) {
-        for &slot in slots {
-            self.changed[slot / 64] &= !(1 << (slot % 64));
+    /// Unmarks the subjects at `places`.
+    pub(super) fn unmark(&mut self, places: &[Place]) {
+        for place in places {
+            self.control_mut(place.class).unmark(place.at);
         }
-    }
-
-    /// Whether index slot `slot` is marked changed.
-    fn is_changed(&self, slot: usize) -> bool {
-        self.changed
-            .get(slot / 64)
-            .is_some_and(|word| word & 1 << (slot % 64) != 0)
     }
 
     /// The number of subjects.
     pub(super) fn len(&self) -> usize {
-        self.ones.len() + self.twos.len() + self.spilled.len()
+        CLASSES
+            .into_iter()
+            .map(|class| self.control(class).len())
+            .sum()
     }
 
-    #[inline(always)]
     fn uid_at(&self, place: Place) -> &Uid {
         match place.class {
-            Class::One => &self.ones[place.at].uid,
-            Class::Two => &self.twos[place.at].uid,
-            Class::Spilled => &self.spilled[place.at].uid,
+            Class::One => &self.ones.get(place.at).uid,
+            Class::Two => &self.twos.get(place.at).uid,
+            Class::Spilled => &self.spilled.get(place.at).uid,
         }
     }
 
     /// The cells of the subject at `place`.
     pub(super) fn cells_at(&self, place: Place) -> CellsView<'_> {
         Cells(match place.class {
-            Class::One => &self.ones[place.at].cells[..],
-            Class::Two => &self.twos[place.at].cells[..],
-            Class::Spilled => &self.spilled[place.at].cells[..],
+            Class::One => &self.ones.get(place.at).cells[..],
+            Class::Two => &self.twos.get(place.at).cells[..],
+            Class::Spilled => &self.spilled.get(place.at).cells[..],
         })
     }
 
@@ -340,58 +278,32 @@ impl Shard {
     #[inline(always)]
     pub(super) fn cells_mut(&mut self, place: Place) -> Cells<&mut [Cell]> {
         Cells(match place.class {
-            Class::One => &mut self.ones[place.at].cells[..],
-            Class::Two => &mut self.twos[place.at].cells[..],
-            Class::Spilled => &mut self.spilled[place.at].cells[..],
+            Class::One => &mut self.ones.get_mut(place.at).cells[..],
+            Class::Two => &mut self.twos.get_mut(place.at).cells[..],
+            Class::Spilled => &mut self.spilled.get_mut(place.at).cells[..],
         })
-    }
-
-    /// The UID a record keeps.
-    fn uid_str<'a>(&'a self, uid: &'a Uid) -> &'a str {
-        match uid.arena_range() {
-            Some(range) => &self.long_uids[range],
-            // Made from a `&str` of at most INLINE_UID bytes: always UTF-8.
-            None => std::str::from_utf8(&uid.0[..usize::from(uid.0[15])]).unwrap_or_default(),
-        }
     }
 
     /// Every subject with its cells, by class.
     pub(super) fn subjects(&self) -> impl Iterator<Item = (&str, CellsView<'_>)> {
-        let ones = self.ones.iter().map(|r| (&r.uid, &r.cells[..]));
-        let twos = self.twos.iter().map(|r| (&r.uid, &r.cells[..]));
-        let spilled = self.spilled.iter().map(|r| (&r.uid, &r.cells[..]));
+        let ones = self.ones.records().map(|(_, r)| (&r.uid, &r.cells[..]));
+        let twos = self.twos.records().map(|(_, r)| (&r.uid, &r.cells[..]));
+        let spilled = self.spilled.records().map(|(_, r)| (&r.uid, &r.cells[..]));
         ones.chain(twos)
             .chain(spilled)
-            .map(|(uid, cells)| (self.uid_str(uid), Cells(cells)))
+            .map(|(uid, cells)| (uid_str(&self.long_uids, uid), Cells(cells)))
     }
 
     /// Adds a subject that [`Shard::find`] did not find; `hash` is its
     /// UID's under `hasher`, which also re-files the others (and their
-    /// changed marks) if the index grows. Returns the subject's index slot.
+    /// changed marks) if its table grows. Returns the subject's place.
     pub(super) fn insert(
         &mut self,
         hasher: &SubjectHasher,
         hash: u64,
         uid: &str,
         cells: SubjectCells,
-    ) -> usize {
-        if self.index.is_full(self.len()) {
-            let mut grown = Index::with_len((self.index.slots.len() * 2).max(16));
-            let mut changed = Vec::new();
-            for (slot, &bits) in self.index.slots.iter().enumerate() {
-                if bits == 0 {
-                    continue;
-                }
-                let place = Place::decode(bits & 0x00ff_ffff);
-                let moved_to = grown.put(hasher.hash_one(self.uid_str(self.uid_at(place))), place);
-                if self.is_changed(slot) {
-                    changed.resize(grown.slots.len().div_ceil(64), 0);
-                    changed[moved_to / 64] |= 1 << (moved_to % 64);
-                }
-            }
-            self.index = grown;
-            self.changed = changed;
-        }
+    ) -> Place {
         let uid = Uid::inline(uid).unwrap_or_else(|| {
             let offset =
                 u32::try_from(self.long_uids.len()).expect("under 4 GiB of long UIDs in one shard");
@@ -399,139 +311,74 @@ impl Shard {
             let len = u32::try_from(uid.len()).expect("a UID under 4 GiB");
             Uid::in_arena(offset, len)
         });
-        let place = self.push(uid, cells.into_vec());
-        self.index.put(hash, place)
+        self.file(hasher, hash, uid, cells.into_vec())
     }
 
-    /// Stores a record in the class its number of cells picks.
-    fn push(&mut self, uid: Uid, cells: Vec<Cell>) -> Place {
-        let place = match <[Cell; 1]>::try_from(cells) {
-            Ok(cells) => {
-                self.ones.push(Packed { uid, cells });
-                Place {
-                    class: Class::One,
-                    at: self.ones.len() - 1,
-                }
-            }
+    /// Files a record in the table its number of cells picks.
+    fn file(&mut self, hasher: &SubjectHasher, hash: u64, uid: Uid, cells: Vec<Cell>) -> Place {
+        let long_uids = &self.long_uids;
+        let hash_of = |uid: &Uid| hasher.hash_one(uid_str(long_uids, uid));
+        match <[Cell; 1]>::try_from(cells) {
+            Ok(cells) => Place {
+                class: Class::One,
+                at: (self.ones).insert(hash, Packed { uid, cells }, |r| hash_of(&r.uid)),
+            },
             Err(cells) => match <[Cell; 2]>::try_from(cells) {
-                Ok(cells) => {
-                    self.twos.push(Packed { uid, cells });
-                    Place {
-                        class: Class::Two,
-                        at: self.twos.len() - 1,
-                    }
-                }
+                Ok(cells) => Place {
+                    class: Class::Two,
+                    at: (self.twos).insert(hash, Packed { uid, cells }, |r| hash_of(&r.uid)),
+                },
                 Err(mut cells) => {
                     cells.shrink_to_fit();
-                    self.spilled.push(Spilled { uid, cells });
+                    let record = Spilled { uid, cells };
                     Place {
                         class: Class::Spilled,
-                        at: self.spilled.len() - 1,
+                        at: (self.spilled).insert(hash, record, |r| hash_of(&r.uid)),
                     }
                 }
             },
-        };
-        assert!(
-            place.at < MAX_RECORDS,
-            "fewer than 2^22 - 2 subjects of a size in one shard"
-        );
-        place
+        }
     }
 
-    /// Runs `change` on the owned cells of the subject `found`, then files
-    /// them in the class their new number picks (also if `change` fails,
-    /// when they are unchanged). For changes that add cells.
+    /// Runs `change` on the owned cells of the subject at `place` (whose
+    /// hash is `hash`), then files them in the class their new number
+    /// picks (also if `change` fails, when they are unchanged), its
+    /// changed mark with it. For changes that add cells. Returns the
+    /// subject's new place, and what `change` returned.
     pub(super) fn regrow<R, E>(
         &mut self,
         hasher: &SubjectHasher,
-        found: Found,
+        hash: u64,
+        place: Place,
         change: impl FnOnce(&mut SubjectCells) -> Result<R, E>,
-    ) -> Result<R, E> {
-        let (uid, cells) = self.remove(hasher, found.place);
-        let mut cells = SubjectCells::new(cells);
-        let result = change(&mut cells);
-        let place = self.push(uid, cells.into_vec());
-        // The slot keeps the subject's tag: only its place changes.
-        let tag = u64::from(self.index.slots[found.slot] >> 24) << TAG_SHIFT;
-        self.index.set(found.slot, tag, place);
-        result
-    }
-
-    /// Takes the record at `place` out of its class's vector. The vector's
-    /// last record moves into the gap, and its slot is pointed there; the
-    /// taken record's slot is left for the caller to re-point.
-    fn remove(&mut self, hasher: &SubjectHasher, place: Place) -> (Uid, Vec<Cell>) {
-        let (taken, last) = match place.class {
+    ) -> (Place, Result<R, E>) {
+        let (uid, cells, marked) = match place.class {
             Class::One => {
-                let last = self.ones.len() - 1;
-                let r = self.ones.swap_remove(place.at);
-                ((r.uid, Vec::from(r.cells)), last)
+                let (r, marked) = self.ones.remove(place.at);
+                (r.uid, Vec::from(r.cells), marked)
             }
             Class::Two => {
-                let last = self.twos.len() - 1;
-                let r = self.twos.swap_remove(place.at);
-                ((r.uid, Vec::from(r.cells)), last)
+                let (r, marked) = self.twos.remove(place.at);
+                (r.uid, Vec::from(r.cells), marked)
             }
             Class::Spilled => {
-                let last = self.spilled.len() - 1;
-                let r = self.spilled.swap_remove(place.at);
-                ((r.uid, r.cells), last)
+                let (r, marked) = self.spilled.remove(place.at);
+                (r.uid, r.cells, marked)
             }
         };
-        if place.at != last {
-            let moved_from = Place {
-                class: place.class,
-                at: last,
-            };
-            let moved = *self.uid_at(place);
-            let hash = hasher.hash_one(self.uid_str(&moved));
-            let found = self
-                .index
-                .find(hash, |filed| filed == moved_from)
-                .expect("every record is filed in the index");
-            self.index.set(found.slot, hash, place);
+        let mut cells = SubjectCells::new(cells);
+        let result = change(&mut cells);
+        let place = self.file(hasher, hash, uid, cells.into_vec());
+        if marked {
+            self.mark_changed(place);
         }
-        taken
+        (place, result)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_index_keeps_subjects_whose_hash_bits_coincide_apart() {
-        let mut index = Index::with_len(2048);
-        // Every record under one of three hashes, two of them with the same
-        // tag and home slot: long probe runs, wrapping around the end.
-        let hashes = [7 | 5 << TAG_SHIFT, 7 | 5 << TAG_SHIFT | 1 << 40, 2047];
-        let place = |at| Place {
-            class: [Class::One, Class::Two, Class::Spilled][at % 3],
-            at,
-        };
-        for record in 0..1000 {
-            index.put(hashes[record % 3], place(record));
-        }
-        for record in 0..1000 {
-            let found = index.find(hashes[record % 3], |p| p == place(record));
-            assert_eq!(found.map(|f| f.place), Some(place(record)));
-        }
-        assert!(index.find(8 | 9 << TAG_SHIFT, |_| true).is_none());
-        assert!(index.find(7 | 5 << TAG_SHIFT, |_| false).is_none());
-        assert!(Index::default().find(7, |_| true).is_none());
-    }
-
-    #[test]
-    fn places_encode_and_decode() {
-        for class in [Class::One, Class::Two, Class::Spilled] {
-            for at in [0, 1, 12345, MAX_RECORDS - 1] {
-                let place = Place { class, at };
-                assert_eq!(Place::decode(place.encode()), place);
-                assert_ne!(place.encode(), 0);
-                assert!(place.encode() < 1 << 24);
-            }
-        }
-    }
 
     #[test]
     fn records_are_their_uid_and_their_cells() {
