@@ -329,16 +329,56 @@ impl Store {
         self.seed
     }
 
-    /// Puts a subject's cells back, as loaded from a snapshot; `false`
-    /// (and no change) if the subject is already there.
-    pub(crate) fn restore(&self, uid: &str, cells: SubjectCells) -> bool {
-        let (shard, key) = self.slot(uid);
-        let mut shard = shard.write();
-        if shard.find(key, uid).is_some() {
-            return false;
+    /// Seeds the UID hash with `seed`: that of the store a snapshot being
+    /// loaded was taken from, so that its subjects fall in the same shards
+    /// and come in shard by shard. The seed stays as secret as the data
+    /// directory that holds it. For an empty store only.
+    pub(crate) fn reseed(&mut self, seed: u64) {
+        assert_eq!(self.subject_count(), 0, "only an empty store is reseeded");
+        self.seed = seed;
+        self.hasher = SubjectHasher::with_seed(seed);
+    }
+
+    /// The shard the UID's subject is in.
+    pub(crate) fn shard_of(&self, uid: &str) -> usize {
+        (self.hasher.hash_one(uid) >> SHARD_SHIFT) as usize % SHARDS
+    }
+
+    /// Puts back subjects loaded from a snapshot, shard by shard, each
+    /// shard's tables grown once for all of its subjects among them (a
+    /// snapshot lists subjects shard by shard, so a chunk of them spans
+    /// few shards). `Err((i, uid))` if `subjects[i]`, `uid`, is already
+    /// there or listed twice; the subjects of other shards may be restored.
+    pub(crate) fn restore_all(
+        &self,
+        subjects: Vec<(String, SubjectCells)>,
+    ) -> Result<(), (usize, String)> {
+        let mut order: Vec<(usize, u64, usize)> = (subjects.iter().enumerate())
+            .map(|(i, (uid, _))| {
+                let hash = self.hasher.hash_one(uid.as_str());
+                ((hash >> SHARD_SHIFT) as usize % SHARDS, hash, i)
+            })
+            .collect();
+        order.sort_unstable_by_key(|&(shard, _, i)| (shard, i));
+        let mut subjects: Vec<Option<(String, SubjectCells)>> =
+            subjects.into_iter().map(Some).collect();
+        for run in order.chunk_by(|a, b| a.0 == b.0) {
+            let mut shard = self.shards[run[0].0].write();
+            let counts = run
+                .iter()
+                .map(|&(_, _, i)| subjects[i].as_ref().map_or(0, |(_, cells)| cells.0.len()));
+            shard.reserve(&self.hasher, counts);
+            for &(_, hash, i) in run {
+                let Some((uid, cells)) = subjects[i].take() else {
+                    continue;
+                };
+                if shard.find(hash, &uid).is_some() {
+                    return Err((i, uid));
+                }
+                shard.insert(&self.hasher, hash, &uid, cells);
+            }
         }
-        shard.insert(&self.hasher, key, uid, cells);
-        true
+        Ok(())
     }
 
     /// Visits every subject, one shard lock at a time; `visit` runs under
@@ -517,6 +557,51 @@ mod tests {
         let mut seen = 0;
         store.for_each(|uid, _| seen += usize::from(uid == long));
         assert_eq!(seen, 1);
+    }
+
+    #[test]
+    fn subjects_restored_together_are_all_found_and_a_repeated_one_is_named() {
+        // Subjects of one, two and three cells, some with long UIDs, in
+        // the order a snapshot lists them (shard by shard), into a store
+        // that already holds one subject.
+        let source = Store::default();
+        for i in 0..6_000 {
+            let uid = if i % 5 == 0 {
+                format!("{i}-{}", "x".repeat(20))
+            } else {
+                format!("u{i}")
+            };
+            let targets: &[CounterId] = [&[0][..], &[0, 1], &[0, 1, 2]][i % 3];
+            source
+                .apply(&uid, &[entry(targets, i as i64)], &at(), no_log)
+                .unwrap();
+        }
+        let mut subjects = Vec::new();
+        source.for_each(|uid, cells| {
+            subjects.push((uid.to_owned(), SubjectCells::new(cells.0.to_vec())));
+        });
+        let target = Store::default();
+        target
+            .apply("already", &[entry(&[0], 1)], &at(), no_log)
+            .unwrap();
+        target.restore_all(subjects.clone()).unwrap();
+        assert_eq!(target.subject_count(), 6_001);
+        for (uid, cells) in &subjects {
+            let restored = target.read(uid, |c| c.0.to_vec()).expect("restored");
+            assert_eq!(&restored, &cells.0, "{uid}");
+        }
+        assert_eq!(total(&target, "already", 0), Some(1));
+
+        // A subject already there, and one listed twice.
+        let mut again = vec![subjects[7].clone()];
+        assert_eq!(
+            target.restore_all(again.clone()),
+            Err((0, subjects[7].0.clone()))
+        );
+        let fresh = Store::default();
+        again.insert(0, subjects[3].clone());
+        again.push(subjects[7].clone());
+        assert_eq!(fresh.restore_all(again), Err((2, subjects[7].0.clone())));
     }
 
     #[test]

@@ -23,8 +23,8 @@ fn fresh() -> (Registry, Store, TokenStore) {
 
 /// Decodes `bytes` as a snapshot file; returns the number of subjects.
 pub fn decode_snapshot(bytes: &[u8]) -> Result<u64> {
-    let (registry, store, tokens) = fresh();
-    load_bytes(Path::new("<bytes>"), bytes, &registry, &store, &tokens)
+    let (registry, mut store, tokens) = fresh();
+    load_bytes(Path::new("<bytes>"), bytes, &registry, &mut store, &tokens)
         .map(|loaded| loaded.subjects)
 }
 

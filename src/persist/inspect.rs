@@ -249,8 +249,8 @@ pub fn verify(dir: &Path) -> Result<Verification> {
                 // The walk checked checksums and decoding; loading checks
                 // what recovery checks (UIDs, cells, counters, the end record).
                 let bytes = read(&file.path)?;
-                let (registry, store, tokens) = fresh();
-                load_bytes(&file.path, &bytes, &registry, &store, &tokens)?;
+                let (registry, mut store, tokens) = fresh();
+                load_bytes(&file.path, &bytes, &registry, &mut store, &tokens)?;
                 verification.records += snapshot.records;
             }
             FileKind::Log(log) => {

@@ -118,8 +118,8 @@ fn recover_files(
     let mut loaded = None;
     let mut first_error = None;
     for (_, path) in listing.snapshots.iter().rev() {
-        let (registry, store, tokens) = fresh();
-        match snapshot::load(path, &registry, &store, &tokens) {
+        let (registry, mut store, tokens) = fresh();
+        match snapshot::load(path, &registry, &mut store, &tokens) {
             Ok(meta) => {
                 report.snapshot = Some(path.clone());
                 report.snapshot_subjects = meta.subjects;

@@ -266,7 +266,7 @@ pub(crate) struct Loaded {
 pub(crate) fn load(
     path: &Path,
     registry: &Registry,
-    store: &Store,
+    store: &mut Store,
     tokens: &TokenStore,
 ) -> Result<Loaded> {
     let bytes =
@@ -274,12 +274,65 @@ pub(crate) fn load(
     load_bytes(path, &bytes, registry, store, tokens)
 }
 
+/// Subjects decoded from a snapshot and not yet restored. They are
+/// restored a shard at a time ([`Store::restore_all`]), as a snapshot
+/// lists them shard by shard, so that each shard's tables grow once
+/// rather than once for every quarter of their size, rebuilding as they go.
+#[derive(Default)]
+struct PendingSubjects {
+    subjects: Vec<(String, SubjectCells)>,
+    /// The file offset of each subject's frame.
+    offsets: Vec<usize>,
+    /// The shard of the pending subjects.
+    shard: usize,
+}
+
+impl PendingSubjects {
+    /// The most subjects kept pending, whatever their shards: a few
+    /// megabytes (a shard of a snapshot of 1,000,000 subjects holds
+    /// about 4,000).
+    const MOST: usize = 16_384;
+
+    /// Adds a subject of shard `shard`, first restoring the pending ones
+    /// into `store` if they are of another shard or too many.
+    fn push(
+        &mut self,
+        store: &Store,
+        path: &Path,
+        shard: usize,
+        subject: (String, SubjectCells),
+        at: usize,
+    ) -> Result<()> {
+        if shard != self.shard || self.subjects.len() >= Self::MOST {
+            self.restore_into(store, path)?;
+            self.shard = shard;
+        }
+        self.subjects.push(subject);
+        self.offsets.push(at);
+        Ok(())
+    }
+
+    /// Restores the pending subjects into `store`; a subject already
+    /// there makes the snapshot at `path` corrupt at its frame.
+    fn restore_into(&mut self, store: &Store, path: &Path) -> Result<()> {
+        let subjects = std::mem::take(&mut self.subjects);
+        let offsets = std::mem::take(&mut self.offsets);
+        store
+            .restore_all(subjects)
+            .map_err(|(i, uid)| Error::Corrupt {
+                file: path.to_owned(),
+                offset: offsets[i] as u64,
+                reason: format!("subject {uid:?} appears twice"),
+            })
+    }
+}
+
 /// [`load`] from bytes already read; `path` names them in errors.
 pub(crate) fn load_bytes(
     path: &Path,
     bytes: &[u8],
     registry: &Registry,
-    store: &Store,
+    store: &mut Store,
     tokens: &TokenStore,
 ) -> Result<Loaded> {
     let corrupt = |offset: usize, reason: String| Error::Corrupt {
@@ -338,12 +391,20 @@ pub(crate) fn load_bytes(
             "the first record is not the snapshot's metadata".into(),
         ));
     };
+    // The store takes the snapshot's seed (a version-1 snapshot has
+    // none), so that its subjects come in shard by shard and each shard's
+    // tables are sized once for them.
+    if header.version != FormatVersion::V1 {
+        store.reseed(hash_seed);
+    }
+    let store = &*store;
     let mut subjects = 0u64;
     let held;
     // A version-1 snapshot's per-subject last LSNs.
     let mut subject_lsns = std::collections::HashMap::new();
     let mut max_counter = None::<u32>;
     let (mut seen_tokens, mut seen_registry) = (false, false);
+    let mut pending = PendingSubjects::default();
     loop {
         let Some((record, subject_lsn, at)) = next()? else {
             return Err(corrupt(
@@ -374,9 +435,8 @@ pub(crate) fn load_bytes(
                 if let Some(lsn) = subject_lsn {
                     subject_lsns.insert(uid.clone(), lsn);
                 }
-                if !store.restore(&uid, cells) {
-                    return Err(corrupt(at, format!("subject {uid:?} appears twice")));
-                }
+                let shard = store.shard_of(&uid);
+                pending.push(store, path, shard, (uid, cells), at)?;
             }
             SnapshotRecord::Registry(changes) => {
                 seen_registry = true;
@@ -388,6 +448,7 @@ pub(crate) fn load_bytes(
                 subjects: expected,
                 shard_lsns,
             } => {
+                pending.restore_into(store, path)?;
                 if !(seen_tokens && seen_registry) {
                     return Err(corrupt(
                         at,

@@ -314,6 +314,29 @@ impl Shard {
         self.file(hasher, hash, uid, cells.into_vec())
     }
 
+    /// Makes room for subjects with these numbers of cells, each table
+    /// growing at most once (see [`Table::reserve`]).
+    pub(super) fn reserve(
+        &mut self,
+        hasher: &SubjectHasher,
+        cell_counts: impl Iterator<Item = usize>,
+    ) {
+        let mut by_class = [0; 3];
+        for count in cell_counts {
+            by_class[match count {
+                1 => 0,
+                2 => 1,
+                _ => 2,
+            }] += 1;
+        }
+        let long_uids = &self.long_uids;
+        let hash_of = |uid: &Uid| hasher.hash_one(uid_str(long_uids, uid));
+        let [ones, twos, spilled] = by_class;
+        self.ones.reserve(ones, |r| hash_of(&r.uid));
+        self.twos.reserve(twos, |r| hash_of(&r.uid));
+        self.spilled.reserve(spilled, |r| hash_of(&r.uid));
+    }
+
     /// Files a record in the table its number of cells picks.
     fn file(&mut self, hasher: &SubjectHasher, hash: u64, uid: Uid, cells: Vec<Cell>) -> Place {
         let long_uids = &self.long_uids;
