@@ -1,8 +1,10 @@
 //! The sharded in-memory store: subjects to their cells.
 //!
-//! A UID is hashed once (foldhash, seeded randomly per store); the hash
-//! picks one of [`SHARDS`] shards, each behind its own lock, and the rest
-//! of it finds the subject's record in the shard's index (`shard`). A
+//! A UID is hashed once (foldhash, seeded randomly per store, or with the
+//! seed of the store a loaded snapshot was taken from); the hash picks
+//! one of [`SHARDS`] shards, each behind its own lock, and the rest of it
+//! finds the subject's record in the slots of the shard's tables
+//! (`shard`, `table`). A
 //! batch is checked and applied under the subject's shard write lock, so
 //! readers see all of a batch or none of it, and incrementing an existing
 //! cell allocates nothing. There is no lock but the shard's. Each shard
@@ -770,14 +772,14 @@ mod tests {
     }
 
     #[test]
-    fn marks_survive_the_index_growing_and_records_moving() {
+    fn marks_survive_the_tables_growing_and_records_moving() {
         let store = Store::default();
         store.set_write_behind(true);
         store
             .apply("marked", &[entry(&[0], 1)], &at(), no_log)
             .unwrap();
         store.set_write_behind(false);
-        // Every shard's index grows several times under these.
+        // Every shard's table grows several times under these.
         for i in 0..20_000 {
             let uid = format!("other-{i}");
             store.apply(&uid, &[entry(&[0], 1)], &at(), no_log).unwrap();
