@@ -492,3 +492,27 @@ pub(crate) fn load_bytes(
         held,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts() -> (Registry, Store, TokenStore) {
+        (
+            Registry::new(2, 10_000),
+            Store::default(),
+            TokenStore::new(std::time::Duration::from_secs(3600)),
+        )
+    }
+
+    #[test]
+    fn a_loaded_store_takes_the_hash_seed_of_the_store_the_snapshot_was_taken_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let (registry, source, tokens) = parts();
+        let summary = write(dir.path(), 1, 0, &registry, &source, &tokens).unwrap();
+        let (registry, mut loaded, tokens) = parts();
+        assert_ne!(loaded.seed(), source.seed());
+        load(&summary.path, &registry, &mut loaded, &tokens).unwrap();
+        assert_eq!(loaded.seed(), source.seed());
+    }
+}
