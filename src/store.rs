@@ -80,6 +80,12 @@ pub(super) type SubjectHasher = foldhash::fast::FixedState;
 /// The bits of a subject's hash that pick its shard (the top 8).
 const SHARD_SHIFT: u32 = 56;
 
+/// The shard of a subject whose UID hashes to `hash`.
+#[inline(always)]
+fn shard_of_hash(hash: u64) -> usize {
+    (hash >> SHARD_SHIFT) as usize % SHARDS
+}
+
 /// Every subject's cells, sharded by the hash of their UID.
 pub(crate) struct Store {
     seed: u64,
@@ -139,7 +145,7 @@ impl HeldBatches {
         match self {
             HeldBatches::ByShard { seed, shard_lsns } => {
                 let hash = SubjectHasher::with_seed(*seed).hash_one(uid);
-                lsn <= shard_lsns[(hash >> SHARD_SHIFT) as usize % SHARDS]
+                lsn <= shard_lsns[shard_of_hash(hash)]
             }
             HeldBatches::BySubject(lsns) => lsns.get(uid).is_some_and(|&held| lsn <= held),
         }
@@ -160,8 +166,7 @@ impl Store {
     #[inline]
     fn slot(&self, uid: &str) -> (&RwLock<Shard>, u64) {
         let hash = self.hasher.hash_one(uid);
-        let shard = (hash >> SHARD_SHIFT) as usize % SHARDS;
-        (&self.shards[shard], hash)
+        (&self.shards[shard_of_hash(hash)], hash)
     }
 
     /// Applies a batch to one subject atomically: checked completely first,
@@ -343,7 +348,7 @@ impl Store {
 
     /// The shard the UID's subject is in.
     pub(crate) fn shard_of(&self, uid: &str) -> usize {
-        (self.hasher.hash_one(uid) >> SHARD_SHIFT) as usize % SHARDS
+        shard_of_hash(self.hasher.hash_one(uid))
     }
 
     /// Puts back subjects loaded from a snapshot, shard by shard, each
@@ -358,7 +363,7 @@ impl Store {
         let mut order: Vec<(usize, u64, usize)> = (subjects.iter().enumerate())
             .map(|(i, (uid, _))| {
                 let hash = self.hasher.hash_one(uid.as_str());
-                ((hash >> SHARD_SHIFT) as usize % SHARDS, hash, i)
+                (shard_of_hash(hash), hash, i)
             })
             .collect();
         order.sort_unstable_by_key(|&(shard, _, i)| (shard, i));
