@@ -21,11 +21,17 @@ pub struct Config {
     pub max_batch: usize,
     /// Most registered (class, path) pairs (default 10,000).
     pub max_registrations: usize,
+    /// Most counters that may exist, registered or not (default 100,000):
+    /// every (class, path) ever registered and every path a system class
+    /// created on first use. Past it, registering or incrementing a new
+    /// path fails with [`Error::TooManyCounters`].
+    pub max_counters: usize,
     /// Month buckets kept, counting the current month (default 24).
     pub monthly_retention: u32,
     /// Day buckets kept, counting today (default 90, at least 7).
     pub daily_retention: u32,
-    /// How long an issued regToken stays valid (default 1 hour).
+    /// How long an issued regToken stays valid (default 1 hour; at least
+    /// one second; counted in whole seconds, a fraction is dropped).
     pub reg_token_ttl: Duration,
     /// Classes that accept every valid path without registration (default none).
     pub system_classes: Vec<String>,
@@ -37,6 +43,7 @@ impl Default for Config {
             max_path_depth: 2,
             max_batch: 1000,
             max_registrations: 10_000,
+            max_counters: 100_000,
             monthly_retention: 24,
             daily_retention: 90,
             reg_token_ttl: Duration::from_secs(3600),
@@ -66,8 +73,14 @@ impl Config {
                 self.daily_retention
             )));
         }
-        if self.reg_token_ttl.is_zero() {
-            return Err(Error::Config("reg_token_ttl must be positive".into()));
+        if self.reg_token_ttl < Duration::from_secs(1) {
+            return Err(Error::Config(format!(
+                "reg_token_ttl must be at least one second (tokens expire on whole seconds), got {:?}",
+                self.reg_token_ttl
+            )));
+        }
+        if self.max_counters == 0 {
+            return Err(Error::Config("max_counters must be at least 1".into()));
         }
         Ok(())
     }
@@ -125,6 +138,12 @@ impl Builder {
     /// Most registered (class, path) pairs (default 10,000).
     pub fn max_registrations(mut self, pairs: usize) -> Self {
         self.config.max_registrations = pairs;
+        self
+    }
+
+    /// Most counters that may exist, registered or not (default 100,000).
+    pub fn max_counters(mut self, counters: usize) -> Self {
+        self.config.max_counters = counters;
         self
     }
 
@@ -232,6 +251,14 @@ mod tests {
                 reg_token_ttl: Duration::ZERO,
                 ..Config::default()
             },
+            Config {
+                reg_token_ttl: Duration::from_millis(999),
+                ..Config::default()
+            },
+            Config {
+                max_counters: 0,
+                ..Config::default()
+            },
         ];
         for config in bad {
             assert!(
@@ -250,6 +277,10 @@ mod tests {
             },
             Config {
                 daily_retention: 7,
+                ..Config::default()
+            },
+            Config {
+                reg_token_ttl: Duration::from_secs(1),
                 ..Config::default()
             },
         ];

@@ -12,11 +12,13 @@ use crate::error::{Error, Result};
 use crate::period::{Amount, EventTime, Retention};
 use crate::persist::{RecordRef, RecoveryReport, SnapshotSummary, Storage, Wal};
 use crate::query::{CompiledSelector, CounterRow, Selector, read_rows};
-use crate::registry::{CounterHandle, CounterId, Registry, RegistryChange, Targets};
+use crate::registry::{CounterHandle, CounterId, PlannedChanges, Provisional, Registry, Targets};
 use crate::store::{ApplyError, OverflowAt, ResolvedEntry, Store};
 use crate::subject::{RegToken, RegTokenResolver, Subject, TokenStore, resolve_subject};
 
 mod names;
+#[cfg(test)]
+mod registry_sync_tests;
 
 /// One entry of an increment batch: add `count` and `value` to (class, path).
 ///
@@ -148,7 +150,8 @@ impl Tally {
         };
         let fresh = || {
             (
-                Registry::new(config.max_path_depth, config.max_registrations),
+                Registry::new(config.max_path_depth, config.max_registrations)
+                    .with_max_counters(config.max_counters),
                 Store::default(),
                 TokenStore::new(config.reg_token_ttl),
             )
@@ -191,12 +194,12 @@ impl Tally {
                 config,
             }),
         };
-        engine
-            .inner
-            .registry
-            .ensure_system_classes(&engine.inner.config.system_classes, &|changes| {
-                engine.log_registry(changes)
-            })?;
+        engine.commit_registry(
+            engine
+                .inner
+                .registry
+                .plan_system_classes(&engine.inner.config.system_classes)?,
+        )?;
         if let Some(storage) = &engine.inner.storage {
             // Without a log, what was just replayed lives only in memory
             // until a snapshot holds it.
@@ -232,10 +235,24 @@ impl Tally {
         Ok(())
     }
 
-    fn log_registry(&self, changes: &[RegistryChange]) -> Result<()> {
-        match &self.inner.storage {
-            Some(storage) => storage.log(|_| RecordRef::Registry(changes)).map(drop),
-            None => Ok(()),
+    /// Makes planned registry changes: logs them, applies them (which
+    /// releases the registry's lock), and only then waits for the log as
+    /// the durability asks, so that no reader or writer waits on the
+    /// registry through a disk sync. If the log refuses the record the
+    /// changes are dropped; if the sync then fails the call fails and the
+    /// engine refuses further writes, though readers may have seen them.
+    fn commit_registry(&self, planned: PlannedChanges<'_>) -> Result<()> {
+        let wal = self.inner.storage.as_ref().and_then(Storage::wal);
+        let logged_end = match wal {
+            Some(wal) if !planned.changes().is_empty() => {
+                Some(wal.append(|_| RecordRef::Registry(planned.changes()))?.1)
+            }
+            _ => None,
+        };
+        planned.commit();
+        match (wal, logged_end) {
+            (Some(wal), Some(end)) => wal.settle(end),
+            _ => Ok(()),
         }
     }
 
@@ -317,9 +334,7 @@ impl Tally {
         I::Item: Into<CounterKey>,
     {
         let keys: Vec<CounterKey> = counters.into_iter().map(Into::into).collect();
-        self.inner
-            .registry
-            .register(&keys, &|c| self.log_registry(c))
+        self.commit_registry(self.inner.registry.plan_register(&keys)?)
     }
 
     /// Unregisters (class, path) pairs: they stop accepting increments and
@@ -331,9 +346,7 @@ impl Tally {
         I::Item: Into<CounterKey>,
     {
         let keys: Vec<CounterKey> = counters.into_iter().map(Into::into).collect();
-        self.inner
-            .registry
-            .unregister(&keys, &|c| self.log_registry(c))
+        self.commit_registry(self.inner.registry.plan_unregister(&keys)?)
     }
 
     /// The registered pairs, sorted by class then path.
@@ -343,11 +356,19 @@ impl Tally {
 
     /// Resolves (class, path) once into a handle for
     /// [`Tally::increment_counter`], which then does no string work.
+    ///
+    /// For a path of a system class this creates its counter (and its
+    /// ancestors') if new, within [`Config::max_counters`].
     pub fn counter(&self, class: &str, path: &str) -> Result<CounterHandle> {
-        let (id, targets, generation) = self
-            .inner
-            .registry
-            .resolve(class, path, &|c| self.log_registry(c))?;
+        let registry = &self.inner.registry;
+        let found = match registry.resolve(class, path)? {
+            Some(found) => Some(found),
+            None => {
+                self.commit_registry(registry.plan_new_counters(&[CounterKey::new(class, path)])?)?;
+                registry.resolve(class, path)?
+            }
+        };
+        let (id, targets, generation) = found.ok_or_else(|| not_registered(class, path))?;
         Ok(CounterHandle {
             engine: self.inner.id,
             id,
@@ -409,6 +430,9 @@ impl Tally {
     /// Validates a batch as [`Tally::increment`] would, applying nothing:
     /// for the REST layer, which parses entries in order and, on a bad
     /// one, must still name any earlier entry the engine would reject.
+    ///
+    /// Creates nothing: a system class's new paths are checked as the
+    /// counters they would become.
     pub(crate) fn check_increment(
         &self,
         subject: Subject<'_>,
@@ -417,13 +441,74 @@ impl Tally {
         let now = self.now_secs();
         let uid = self.uid_of(subject, now)?;
         let at = self.inner.retention.event_time(now, now);
+        self.check_provisionally(&uid, entries, &at).map(drop)
+    }
+
+    /// Checks a whole batch against the registry and the subject's cells,
+    /// with the counters its new system-class paths would create standing
+    /// in for them (see [`Provisional`]); creates nothing. On success,
+    /// the counters to create.
+    fn check_provisionally(
+        &self,
+        uid: &str,
+        entries: &[Increment<'_>],
+        at: &EventTime,
+    ) -> Result<Provisional> {
+        let mut provisional = self
+            .inner
+            .registry
+            .resolve_provisionally(entries.iter().map(|e| (e.class, e.path)));
+        let resolved: Vec<ResolvedEntry<'_>> = provisional
+            .targets
+            .iter()
+            .zip(entries)
+            .map(|(targets, entry)| ResolvedEntry {
+                targets,
+                amount: amount_of(entry),
+            })
+            .collect();
+        // An entry before the first that does not resolve may overflow:
+        // that one is then the first bad entry.
+        if let Err(overflow) = self.inner.store.check(uid, &resolved, at) {
+            return Err(self.overflow_error_with(overflow, Some(&provisional)));
+        }
+        match provisional.failure.take() {
+            Some(error) => Err(error),
+            None => Ok(provisional),
+        }
+    }
+
+    /// Increments a batch that uses paths of system classes not created
+    /// yet: the batch is checked whole first, so that a rejected batch
+    /// creates and logs nothing; then the counters are created, and the
+    /// batch applied as any other.
+    #[cold]
+    #[inline(never)]
+    fn increment_creating(
+        &self,
+        uid: &str,
+        entries: &[Increment<'_>],
+        at: &EventTime,
+    ) -> Result<()> {
+        let provisional = self.check_provisionally(uid, entries, at)?;
+        self.commit_registry(
+            self.inner
+                .registry
+                .plan_new_counters(&provisional.new_counters())
+                .map_err(|e| e.at_entry(0))?,
+        )?;
         let mut targets = vec![TargetBuf::EMPTY; entries.len()];
-        self.resolve_targets(&uid, entries, &at, &mut targets)?;
-        let resolved: Vec<ResolvedEntry<'_>> = targets.iter().zip(entries).map(resolve).collect();
-        self.inner
-            .store
-            .check(&uid, &resolved, &at)
-            .map_err(|overflow| self.overflow_error(overflow))
+        match self.resolve_targets(uid, entries, at, &mut targets)? {
+            Resolution::Resolved => {
+                let resolved: Vec<ResolvedEntry<'_>> =
+                    targets.iter().zip(entries).map(resolve).collect();
+                self.apply(uid, &resolved, at)
+            }
+            Resolution::NewPaths(index) => {
+                let entry = &entries[index];
+                Err(not_registered(entry.class, entry.path).at_entry(index))
+            }
+        }
     }
 
     /// Increments a batch dated `at_unix_secs` (backfill and replay).
@@ -457,7 +542,9 @@ impl Tally {
                 .map_err(|e| e.at_entry(index))
         };
         if let [entry] = entries {
-            let targets = resolve((0, entry))?;
+            let Some(targets) = resolve((0, entry))? else {
+                return self.increment_creating(&uid, entries, &at);
+            };
             let resolved = [ResolvedEntry {
                 targets: targets.as_slice(),
                 amount: amount_of(entry),
@@ -479,7 +566,9 @@ impl Tally {
             on_heap.resize(entries.len(), TargetBuf::EMPTY);
             &mut on_heap[..]
         };
-        self.resolve_targets(uid, entries, at, targets)?;
+        if let Resolution::NewPaths(_) = self.resolve_targets(uid, entries, at, targets)? {
+            return self.increment_creating(uid, entries, at);
+        }
         if entries.len() <= BATCH_ON_STACK {
             let mut resolved = [ResolvedEntry::default(); BATCH_ON_STACK];
             for (slot, entry) in resolved.iter_mut().zip(targets.iter().zip(entries)) {
@@ -496,7 +585,8 @@ impl Tally {
     /// Resolves each entry's targets into `targets` (as long as
     /// `entries`), in order; an entry that does not resolve is the
     /// batch's error, unless one before it would overflow (see
-    /// [`Tally::first_bad_entry`]).
+    /// [`Tally::first_bad_entry`]). Stops at the first path of a system
+    /// class without a counter yet.
     #[inline(always)]
     fn resolve_targets(
         &self,
@@ -504,10 +594,11 @@ impl Tally {
         entries: &[Increment<'_>],
         at: &EventTime,
         targets: &mut [TargetBuf],
-    ) -> Result<()> {
+    ) -> Result<Resolution> {
         for (index, entry) in entries.iter().enumerate() {
             match self.targets_by_name(entry.class, entry.path) {
-                Ok(found) => targets[index] = found,
+                Ok(Some(found)) => targets[index] = found,
+                Ok(None) => return Ok(Resolution::NewPaths(index)),
                 Err(error) => {
                     let before = &targets[..index];
                     return Err(self.first_bad_entry(
@@ -520,7 +611,7 @@ impl Tally {
                 }
             }
         }
-        Ok(())
+        Ok(Resolution::Resolved)
     }
 
     /// The error of a batch whose entry `resolved.len()` did not resolve
@@ -545,12 +636,13 @@ impl Tally {
     }
 
     /// The roll-up targets of (class, path), from this thread's memo while
-    /// the registry is unchanged, else resolved (and validated) by the registry.
+    /// the registry is unchanged, else resolved (and validated) by the
+    /// registry; `None` for a path of a system class without a counter yet.
     #[inline(always)]
-    fn targets_by_name(&self, class: &str, path: &str) -> Result<TargetBuf> {
+    fn targets_by_name(&self, class: &str, path: &str) -> Result<Option<TargetBuf>> {
         let generation = self.inner.registry.generation();
         match names::lookup(self.inner.id, generation, class, path) {
-            Some(targets) => Ok(targets),
+            Some(targets) => Ok(Some(targets)),
             None => self.resolve_name(class, path),
         }
     }
@@ -559,15 +651,17 @@ impl Tally {
     /// hold (yet): resolved by the registry, then remembered.
     #[cold]
     #[inline(never)]
-    fn resolve_name(&self, class: &str, path: &str) -> Result<TargetBuf> {
-        let (targets, generation) = self.inner.registry.resolve_with(
-            class,
-            path,
-            &|c| self.log_registry(c),
-            |_, targets, generation| (TargetBuf::copy_of(targets), generation),
-        )?;
-        names::remember(self.inner.id, generation, class, path, targets);
-        Ok(targets)
+    fn resolve_name(&self, class: &str, path: &str) -> Result<Option<TargetBuf>> {
+        let found = self
+            .inner
+            .registry
+            .resolve_with(class, path, |_, targets, generation| {
+                (TargetBuf::copy_of(targets), generation)
+            })?;
+        Ok(found.map(|(targets, generation)| {
+            names::remember(self.inner.id, generation, class, path, targets);
+            targets
+        }))
     }
 
     /// The hot path: adds `count` and `value` to a resolved counter at the
@@ -682,8 +776,20 @@ impl Tally {
     }
 
     fn overflow_error(&self, overflow: OverflowAt) -> Error {
+        self.overflow_error_with(overflow, None)
+    }
+
+    /// [`Tally::overflow_error`], for a batch checked against counters it
+    /// would create (`provisional`), which the registry cannot name.
+    fn overflow_error_with(
+        &self,
+        overflow: OverflowAt,
+        provisional: Option<&Provisional>,
+    ) -> Error {
         let view = self.inner.registry.view();
-        let (class, path) = view.names(overflow.counter);
+        let (class, path) = provisional
+            .and_then(|p| p.names(overflow.counter))
+            .unwrap_or_else(|| view.names(overflow.counter));
         Error::Overflow {
             class: class.to_owned(),
             path: path.to_owned(),
@@ -725,6 +831,21 @@ impl Tally {
     /// The number of subjects holding at least one cell.
     pub fn subject_count(&self) -> usize {
         self.inner.store.subject_count()
+    }
+}
+
+/// How far [`Tally::resolve_targets`] got.
+enum Resolution {
+    /// Every entry resolved.
+    Resolved,
+    /// Entry `.0` is a path of a system class without a counter yet.
+    NewPaths(usize),
+}
+
+fn not_registered(class: &str, path: &str) -> Error {
+    Error::NotRegistered {
+        class: class.to_owned(),
+        path: path.to_owned(),
     }
 }
 

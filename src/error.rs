@@ -229,6 +229,18 @@ pub enum Error {
         /// The engine's `max_registrations`.
         max: usize,
     },
+    /// Creating a counter would exceed the engine's counter limit: every
+    /// (class, path) that ever existed, registered or not, including the
+    /// ones a system class creates on first use.
+    #[error("creating counter ({class}, {path}) would exceed the limit of {max} counters")]
+    TooManyCounters {
+        /// The class of the counter that was not created.
+        class: String,
+        /// Its path.
+        path: String,
+        /// The engine's `max_counters`.
+        max: usize,
+    },
     /// The class is neither a system class nor registered under any path.
     #[error("class {class:?} is not known: register a counter of it first")]
     UnknownClass {
@@ -353,6 +365,7 @@ impl Error {
             | InvalidRegex { .. }
             | InvalidPeriod { .. }
             | TooManyRegistrations { .. }
+            | TooManyCounters { .. }
             | ForeignHandle
             | Config(_) => ErrorCode::InvalidParameterValue,
             UnknownClass { .. } | NotRegistered { .. } => ErrorCode::CounterNotRegistered,

@@ -61,11 +61,31 @@
 //!   call fails and the engine refuses every later write
 //!   ([`Error::Poisoned`]); readers may already have seen the batch, which
 //!   a restart will not have unless the record reached the disk.
-//! - Capacity: each of the store's 256 shards holds up to 4,194,302
-//!   subjects of each size class (one cell, two cells, more), so an engine
-//!   holds over a billion subjects of each class; past that, creating a
-//!   subject panics. At about a hundred bytes a subject, that is past
-//!   100 GB of memory.
+//! - Capacity: the store has no fixed limit on subjects; each shard's
+//!   tables grow as subjects arrive, so memory is the bound (about a
+//!   hundred bytes a cell). Counters are bounded by
+//!   [`Config::max_counters`] (default 100,000): every (class, path) that
+//!   ever existed counts, registered or not, including the paths a system
+//!   class creates on first use. Past it, a registration or an increment
+//!   that would create a counter fails with [`Error::TooManyCounters`]
+//!   (400006). A counter is never reclaimed, even once unregistered: its
+//!   data stays readable.
+//! - A system class creates a path's counter, and those of all its
+//!   ancestors, when a batch that uses the path is accepted; a rejected
+//!   batch (or a REST request refused after its pre-check) creates and
+//!   logs nothing. Its increments roll up to every ancestor, including
+//!   paths registered explicitly and paths that existed before the class
+//!   became a system class (from then on).
+//! - `unregister` accepts a path deeper than the engine's `max_path_depth`
+//!   when its counter exists, so a counter registered before a reopen
+//!   with a smaller depth can still be unregistered.
+//! - [`Config::reg_token_ttl`] is counted in whole seconds and must be at
+//!   least one second.
+//! - Under [`Durability::Always`], a registry change (a registration, an
+//!   unregistration, a system class's new path) takes effect in memory,
+//!   then its log record is synced, then the call returns: no other call
+//!   waits on the registry for that sync. If the sync fails, the call
+//!   fails and the engine refuses writes, as for a batch.
 //! - [`Durability::Interval`] is write-behind: the log receives, once per
 //!   interval, the whole state of each subject changed since the last
 //!   time, not every batch. What the interval promises holds (an

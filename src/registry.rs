@@ -8,15 +8,22 @@
 //! registry's generation number lets a [`CounterHandle`] skip the lock
 //! entirely while nothing has changed.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::{RwLock, RwLockReadGuard};
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use crate::config::MAX_PATH_DEPTH;
 use crate::counter::{CounterKey, validate_class};
 use crate::error::{Error, Result};
-use crate::path::{ROOT, ancestors, validate_path};
+use crate::path::{ROOT, validate_path};
+
+mod plan;
+mod state;
+
+use plan::Plan;
+pub(crate) use plan::{PlannedChanges, Provisional};
+use state::{Lookup, State};
 
 /// The engine-wide number of a counter; cells are stored under it.
 pub(crate) type CounterId = u32;
@@ -46,43 +53,13 @@ impl CounterHandle {
     }
 }
 
-struct ClassDef {
-    name: Box<str>,
-    system: bool,
-    /// Registered pairs of this class.
-    registrations: usize,
-    root: CounterId,
-    paths: HashMap<Box<str>, CounterId>,
-}
-
-impl ClassDef {
-    fn is_known(&self) -> bool {
-        self.system || self.registrations > 0
-    }
-}
-
-struct CounterDef {
-    class: u32,
-    path: Box<str>,
-    registered: bool,
-    /// `Some` while the counter accepts increments.
-    targets: Option<Targets>,
-}
-
-#[derive(Default)]
-struct State {
-    classes: Vec<ClassDef>,
-    class_ids: HashMap<Box<str>, u32>,
-    counters: Vec<CounterDef>,
-    registered: usize,
-}
-
 /// The registry: shared by all threads of one engine.
 pub(crate) struct Registry {
     generation: AtomicU64,
     state: RwLock<State>,
     max_depth: usize,
     max_registrations: usize,
+    max_counters: usize,
 }
 
 /// A read-locked view of the registry, for mapping ids back to names.
@@ -120,52 +97,57 @@ pub(crate) enum RegistryChange {
     },
 }
 
-/// Records registry changes durably before they take effect; an error
-/// cancels the change.
-pub(crate) type ChangeLog<'a> = &'a dyn Fn(&[RegistryChange]) -> Result<()>;
-
-/// A [`ChangeLog`] that records nothing.
-#[cfg(test)]
-pub(crate) fn no_change_log(_: &[RegistryChange]) -> Result<()> {
-    Ok(())
-}
-
 impl Registry {
-    /// An empty registry; call [`Registry::ensure_system_classes`] once any
-    /// persisted state has been restored.
+    /// An empty registry without a counter limit; plan
+    /// [`Registry::plan_system_classes`] once any persisted state has been
+    /// restored.
     pub(crate) fn new(max_depth: usize, max_registrations: usize) -> Self {
         Registry {
             generation: AtomicU64::new(0),
             state: RwLock::new(State::default()),
             max_depth,
             max_registrations,
+            max_counters: usize::MAX,
         }
     }
 
-    /// Marks the configured system classes, creating (and logging) their roots if new.
-    pub(crate) fn ensure_system_classes(
-        &self,
-        classes: &[String],
-        log: ChangeLog<'_>,
-    ) -> Result<()> {
+    /// Limits the counters that registrations and system classes may
+    /// create (those that exist already stay).
+    pub(crate) fn with_max_counters(mut self, max: usize) -> Self {
+        self.max_counters = max;
+        self
+    }
+
+    /// Plans marking the configured system classes: their roots, and the
+    /// ancestors of every path they already have, are created if missing.
+    /// Opening a directory does not count against the counter limit.
+    pub(crate) fn plan_system_classes(&self, classes: &[String]) -> Result<PlannedChanges<'_>> {
         for class in classes {
             validate_class(class)?;
         }
-        let mut state = self.state.write();
+        let state = self.state.write();
         let mut plan = Plan::new(&state);
         for class in classes {
-            plan.counter(&state, class, ROOT);
-        }
-        if !plan.changes.is_empty() {
-            log(&plan.changes)?;
-            state.apply_all(&plan.changes);
+            plan.mark_system(class);
         }
         for class in classes {
-            let id = state.class_ids[class.as_str()];
-            state.classes[id as usize].system = true;
+            plan.counter(&state, class, ROOT);
+            let existing: Vec<&str> = state
+                .class_ids
+                .get(class.as_str())
+                .map(|&id| {
+                    state.classes[id as usize]
+                        .paths
+                        .keys()
+                        .map(|p| &**p)
+                        .collect()
+                })
+                .unwrap_or_default();
+            for path in existing {
+                plan.counter(&state, class, path);
+            }
         }
-        self.refresh_all(&mut state);
-        Ok(())
+        Ok(self.planned(state, plan))
     }
 
     pub(crate) fn max_depth(&self) -> usize {
@@ -178,26 +160,39 @@ impl Registry {
         self.generation.load(Ordering::Acquire)
     }
 
+    fn bump_generation(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     pub(crate) fn view(&self) -> RegistryView<'_> {
         RegistryView(self.state.read())
     }
 
-    fn validate(&self, key: &CounterKey) -> Result<()> {
-        validate_class(&key.class)?;
-        validate_path(&key.path, self.max_depth)?;
+    fn planned<'a>(&'a self, state: RwLockWriteGuard<'a, State>, plan: Plan) -> PlannedChanges<'a> {
+        PlannedChanges {
+            registry: self,
+            state,
+            plan,
+        }
+    }
+
+    fn validate_names(&self, class: &str, path: &str) -> Result<()> {
+        validate_class(class)?;
+        validate_path(path, self.max_depth)?;
         Ok(())
     }
 
-    /// Registers every pair, or none if any is invalid, the limit would be
-    /// exceeded, or the change cannot be logged.
-    pub(crate) fn register(&self, keys: &[CounterKey], log: ChangeLog<'_>) -> Result<()> {
+    /// Plans registering every pair, or fails, planning nothing, if any
+    /// is invalid (the error names its index) or a limit would be exceeded.
+    pub(crate) fn plan_register(&self, keys: &[CounterKey]) -> Result<PlannedChanges<'_>> {
         for (index, key) in keys.iter().enumerate() {
-            self.validate(key).map_err(|e| e.at_entry(index))?;
+            self.validate_names(&key.class, &key.path)
+                .map_err(|e| e.at_entry(index))?;
         }
-        let mut state = self.state.write();
+        let state = self.state.write();
         let mut new_pairs: Vec<&CounterKey> = keys
             .iter()
-            .filter(|key| !state.is_registered(key))
+            .filter(|key| !state.is_registered(&key.class, &key.path))
             .collect();
         new_pairs.sort();
         new_pairs.dedup();
@@ -209,21 +204,32 @@ impl Registry {
         let mut plan = Plan::new(&state);
         for key in new_pairs {
             let id = plan.counter(&state, &key.class, &key.path);
+            plan.check_limit(&state, self.max_counters, &key.class, &key.path)?;
             plan.changes.push(RegistryChange::Registered {
                 id,
                 registered: true,
             });
         }
-        self.commit(&mut state, plan, log)
+        Ok(self.planned(state, plan))
     }
 
-    /// Unregisters every pair (pairs not registered are ignored), or none
-    /// if any is invalid or the change cannot be logged.
-    pub(crate) fn unregister(&self, keys: &[CounterKey], log: ChangeLog<'_>) -> Result<()> {
+    /// Plans unregistering every pair (pairs not registered are ignored),
+    /// or fails if any is invalid. A path deeper than this engine's depth
+    /// is invalid unless its counter exists: one registered under a larger
+    /// `max_path_depth` can be unregistered after a reopen with a smaller one.
+    pub(crate) fn plan_unregister(&self, keys: &[CounterKey]) -> Result<PlannedChanges<'_>> {
+        let state = self.state.write();
         for (index, key) in keys.iter().enumerate() {
-            self.validate(key).map_err(|e| e.at_entry(index))?;
+            let valid = match self.validate_names(&key.class, &key.path) {
+                Err(Error::PathTooDeep { .. })
+                    if state.counter_id(&key.class, &key.path).is_some() =>
+                {
+                    Ok(())
+                }
+                other => other,
+            };
+            valid.map_err(|e| e.at_entry(index))?;
         }
-        let mut state = self.state.write();
         let mut ids: Vec<CounterId> = keys
             .iter()
             .filter_map(|key| state.counter_id(&key.class, &key.path))
@@ -237,17 +243,20 @@ impl Registry {
                 id,
                 registered: false,
             }));
-        self.commit(&mut state, plan, log)
+        Ok(self.planned(state, plan))
     }
 
-    fn commit(&self, state: &mut State, plan: Plan, log: ChangeLog<'_>) -> Result<()> {
-        if plan.changes.is_empty() {
-            return Ok(());
+    /// Plans creating counters of system classes (each with its ancestors),
+    /// or fails if that would exceed the counter limit. Pairs that exist
+    /// by then are left as they are.
+    pub(crate) fn plan_new_counters(&self, keys: &[CounterKey]) -> Result<PlannedChanges<'_>> {
+        let state = self.state.write();
+        let mut plan = Plan::new(&state);
+        for key in keys {
+            plan.counter(&state, &key.class, &key.path);
+            plan.check_limit(&state, self.max_counters, &key.class, &key.path)?;
         }
-        log(&plan.changes)?;
-        state.apply_all(&plan.changes);
-        self.refresh_all(state);
-        Ok(())
+        Ok(self.planned(state, plan))
     }
 
     /// Replays logged or snapshotted changes; they must fit the registry
@@ -260,9 +269,10 @@ impl Registry {
     pub(crate) fn replay(&self, changes: &[RegistryChange]) -> std::result::Result<(), String> {
         let mut state = self.state.write();
         for change in changes {
-            state.replay(change, crate::config::MAX_PATH_DEPTH)?;
+            state.replay(change, MAX_PATH_DEPTH)?;
         }
-        self.refresh_all(&mut state);
+        state.refresh_after(changes);
+        self.bump_generation();
         Ok(())
     }
 
@@ -292,13 +302,6 @@ impl Registry {
         self.state.read().counters.len()
     }
 
-    fn refresh_all(&self, state: &mut State) {
-        for class in 0..state.classes.len() as u32 {
-            state.refresh_targets(class);
-        }
-        self.generation.fetch_add(1, Ordering::AcqRel);
-    }
-
     /// The registered pairs, sorted by class then path.
     pub(crate) fn registered(&self) -> Vec<CounterKey> {
         let state = self.state.read();
@@ -315,40 +318,21 @@ impl Registry {
     /// Resolves a (class, path) pair and hands its id, roll-up targets and
     /// the registry generation to `found` (run under the read lock, so it
     /// can copy the targets without touching the shared `Arc`), or says why
-    /// the pair does not accept increments.
+    /// the pair does not accept increments. `Ok(None)` is a path of a
+    /// system class without a counter yet: nothing is created here (see
+    /// [`Registry::plan_new_counters`]).
     pub(crate) fn resolve_with<R>(
         &self,
         class: &str,
         path: &str,
-        log: ChangeLog<'_>,
         found: impl FnOnce(CounterId, &Targets, u64) -> R,
-    ) -> Result<R> {
-        validate_class(class)?;
-        validate_path(path, self.max_depth)?;
-        {
-            let state = self.state.read();
-            match state.accepting(class, path) {
-                Lookup::Accepting(id, targets) => return Ok(found(id, targets, self.generation())),
-                Lookup::Rejected(error) => return Err(error),
-                Lookup::SystemPathMissing => {}
-            }
-        }
-        // A system class accepts every valid path: create the counter and its
-        // ancestors on first use.
-        let mut state = self.state.write();
-        let mut plan = Plan::new(&state);
-        for ancestor in ancestors(path).collect::<Vec<_>>().into_iter().rev() {
-            plan.counter(&state, class, ancestor);
-        }
-        plan.counter(&state, class, path);
-        self.commit(&mut state, plan, log)?;
+    ) -> Result<Option<R>> {
+        self.validate_names(class, path)?;
+        let state = self.state.read();
         match state.accepting(class, path) {
-            Lookup::Accepting(id, targets) => Ok(found(id, targets, self.generation())),
+            Lookup::Accepting(id, targets) => Ok(Some(found(id, targets, self.generation()))),
             Lookup::Rejected(error) => Err(error),
-            Lookup::SystemPathMissing => Err(Error::NotRegistered {
-                class: class.to_owned(),
-                path: path.to_owned(),
-            }),
+            Lookup::SystemPathMissing => Ok(None),
         }
     }
 
@@ -357,9 +341,8 @@ impl Registry {
         &self,
         class: &str,
         path: &str,
-        log: ChangeLog<'_>,
-    ) -> Result<(CounterId, Targets, u64)> {
-        self.resolve_with(class, path, log, |id, targets, generation| {
+    ) -> Result<Option<(CounterId, Targets, u64)>> {
+        self.resolve_with(class, path, |id, targets, generation| {
             (id, targets.clone(), generation)
         })
     }
@@ -389,240 +372,20 @@ impl Registry {
     }
 }
 
-/// Changes planned under the write lock, before they are logged and applied.
-struct Plan {
-    changes: Vec<RegistryChange>,
-    next_id: CounterId,
-    planned: HashMap<(String, String), CounterId>,
-}
-
-impl Plan {
-    fn new(state: &State) -> Plan {
-        Plan {
-            changes: Vec::new(),
-            next_id: state.counters.len() as CounterId,
-            planned: HashMap::new(),
-        }
-    }
-
-    /// The id of (class, path), planning its creation (and its class
-    /// root's, first) if it does not exist yet.
-    fn counter(&mut self, state: &State, class: &str, path: &str) -> CounterId {
-        if path != ROOT {
-            self.counter(state, class, ROOT);
-        }
-        if let Some(id) = state.counter_id(class, path) {
-            return id;
-        }
-        let key = (class.to_owned(), path.to_owned());
-        if let Some(&id) = self.planned.get(&key) {
-            return id;
-        }
-        let id = self.next_id;
-        self.next_id += 1;
-        self.planned.insert(key, id);
-        self.changes.push(RegistryChange::Created {
-            id,
-            class: class.to_owned(),
-            path: path.to_owned(),
-        });
-        id
-    }
-}
-
-enum Lookup<'a> {
-    Accepting(CounterId, &'a Targets),
-    Rejected(Error),
-    SystemPathMissing,
-}
-
-impl State {
-    fn apply_all(&mut self, changes: &[RegistryChange]) {
-        for change in changes {
-            self.replay(change, usize::MAX)
-                .expect("planned changes fit the registry");
-        }
-    }
-
-    /// Applies one change; a change that does not fit is corrupt input.
-    fn replay(
-        &mut self,
-        change: &RegistryChange,
-        max_depth: usize,
-    ) -> std::result::Result<(), String> {
-        match change {
-            RegistryChange::Created { id, class, path } => {
-                if let Some(existing) = self.counter_id(class, path) {
-                    return if existing == *id {
-                        Ok(())
-                    } else {
-                        Err(format!(
-                            "counter ({class}, {path}) recreated with id {id}, it has {existing}"
-                        ))
-                    };
-                }
-                if *id as usize != self.counters.len() {
-                    return Err(format!(
-                        "counter id {id} out of sequence (next is {})",
-                        self.counters.len()
-                    ));
-                }
-                validate_class(class).map_err(|e| e.to_string())?;
-                validate_path(path, max_depth).map_err(|e| e.to_string())?;
-                match self.class_ids.get(class.as_str()) {
-                    Some(&class_id) => {
-                        self.counter_id_or_insert(class_id, path);
-                    }
-                    None if path == ROOT => {
-                        self.class_id_or_insert(class);
-                    }
-                    None => {
-                        return Err(format!(
-                            "counter ({class}, {path}) created before its class root"
-                        ));
-                    }
-                }
-                Ok(())
-            }
-            RegistryChange::Registered { id, registered } => {
-                let counter = self
-                    .counters
-                    .get_mut(*id as usize)
-                    .ok_or_else(|| format!("registration of unknown counter id {id}"))?;
-                if counter.registered == *registered {
-                    return Ok(());
-                }
-                counter.registered = *registered;
-                let class = &mut self.classes[counter.class as usize];
-                if *registered {
-                    class.registrations += 1;
-                    self.registered += 1;
-                } else {
-                    class.registrations -= 1;
-                    self.registered -= 1;
-                }
-                Ok(())
-            }
-        }
-    }
-
-    fn class_id_or_insert(&mut self, class: &str) -> u32 {
-        if let Some(&id) = self.class_ids.get(class) {
-            return id;
-        }
-        let class_id = self.classes.len() as u32;
-        let root = self.counters.len() as CounterId;
-        self.counters.push(CounterDef {
-            class: class_id,
-            path: ROOT.into(),
-            registered: false,
-            targets: None,
-        });
-        self.classes.push(ClassDef {
-            name: class.into(),
-            system: false,
-            registrations: 0,
-            root,
-            paths: HashMap::from([(Box::<str>::from(ROOT), root)]),
-        });
-        self.class_ids.insert(class.into(), class_id);
-        class_id
-    }
-
-    fn counter_id_or_insert(&mut self, class: u32, path: &str) -> CounterId {
-        if let Some(&id) = self.classes[class as usize].paths.get(path) {
-            return id;
-        }
-        let id = self.counters.len() as CounterId;
-        self.counters.push(CounterDef {
-            class,
-            path: path.into(),
-            registered: false,
-            targets: None,
-        });
-        self.classes[class as usize].paths.insert(path.into(), id);
-        id
-    }
-
-    fn counter_id(&self, class: &str, path: &str) -> Option<CounterId> {
-        let class = self.class_ids.get(class)?;
-        self.classes[*class as usize].paths.get(path).copied()
-    }
-
-    fn is_registered(&self, key: &CounterKey) -> bool {
-        self.counter_id(&key.class, &key.path)
-            .is_some_and(|id| self.counters[id as usize].registered)
-    }
-
-    fn accepting(&self, class: &str, path: &str) -> Lookup<'_> {
-        let Some(&class_id) = self.class_ids.get(class) else {
-            return Lookup::Rejected(Error::UnknownClass {
-                class: class.to_owned(),
-            });
-        };
-        let def = &self.classes[class_id as usize];
-        match def.paths.get(path) {
-            Some(&id) => match &self.counters[id as usize].targets {
-                Some(targets) => Lookup::Accepting(id, targets),
-                None => Lookup::Rejected(self.rejection(&self.counters[id as usize])),
-            },
-            None if def.system => Lookup::SystemPathMissing,
-            None if !def.is_known() => Lookup::Rejected(Error::UnknownClass {
-                class: class.to_owned(),
-            }),
-            None => Lookup::Rejected(Error::NotRegistered {
-                class: class.to_owned(),
-                path: path.to_owned(),
-            }),
-        }
-    }
-
-    fn rejection(&self, counter: &CounterDef) -> Error {
-        let class = &self.classes[counter.class as usize];
-        if class.is_known() {
-            Error::NotRegistered {
-                class: class.name.to_string(),
-                path: counter.path.to_string(),
-            }
-        } else {
-            Error::UnknownClass {
-                class: class.name.to_string(),
-            }
-        }
-    }
-
-    /// Recomputes the roll-up targets of every counter of a class.
-    fn refresh_targets(&mut self, class_id: u32) {
-        let class = &self.classes[class_id as usize];
-        let accepts = |id: CounterId| {
-            let counter = &self.counters[id as usize];
-            class.system || counter.registered || (id == class.root && class.is_known())
-        };
-        let mut updates = Vec::with_capacity(class.paths.len());
-        for (path, &id) in &class.paths {
-            let targets = accepts(id).then(|| {
-                let mut targets = vec![id];
-                targets.extend(
-                    ancestors(path)
-                        .filter_map(|a| class.paths.get(a).copied())
-                        .filter(|&a| a == class.root || accepts(a)),
-                );
-                if id != class.root && !targets.contains(&class.root) {
-                    targets.push(class.root);
-                }
-                Targets::from(targets)
-            });
-            updates.push((id, targets));
-        }
-        for (id, targets) in updates {
-            self.counters[id as usize].targets = targets;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Resolves like an increment: creating a system class's new path first.
+    fn resolve(registry: &Registry, class: &str, path: &str) -> Result<(CounterId, Targets, u64)> {
+        if let Some(found) = registry.resolve(class, path)? {
+            return Ok(found);
+        }
+        registry
+            .plan_new_counters(&[CounterKey::new(class, path)])?
+            .commit();
+        Ok(registry.resolve(class, path)?.expect("created"))
+    }
 
     fn keys(pairs: &[(&str, &str)]) -> Vec<CounterKey> {
         pairs.iter().map(|&p| CounterKey::from(p)).collect()
@@ -640,20 +403,22 @@ mod tests {
     fn roll_up_targets_follow_registrations() {
         let registry = Registry::new(2, 100);
         registry
-            .register(&keys(&[("c", "/a"), ("c", "/a/b")]), &no_change_log)
+            .plan_register(&keys(&[("c", "/a"), ("c", "/a/b")]))
+            .map(PlannedChanges::commit)
             .unwrap();
-        let (_, targets, _) = registry.resolve("c", "/a/b", &no_change_log).unwrap();
+        let (_, targets, _) = resolve(&registry, "c", "/a/b").unwrap();
         assert_eq!(names(&registry, &targets), ["/a/b", "/a", "/"]);
         registry
-            .unregister(&keys(&[("c", "/a")]), &no_change_log)
+            .plan_unregister(&keys(&[("c", "/a")]))
+            .map(PlannedChanges::commit)
             .unwrap();
-        let (_, targets, _) = registry.resolve("c", "/a/b", &no_change_log).unwrap();
+        let (_, targets, _) = resolve(&registry, "c", "/a/b").unwrap();
         assert_eq!(names(&registry, &targets), ["/a/b", "/"]);
         assert!(matches!(
-            registry.resolve("c", "/a", &no_change_log),
+            resolve(&registry, "c", "/a"),
             Err(Error::NotRegistered { .. })
         ));
-        let (_, root, _) = registry.resolve("c", "/", &no_change_log).unwrap();
+        let (_, root, _) = resolve(&registry, "c", "/").unwrap();
         assert_eq!(names(&registry, &root), ["/"]);
     }
 
@@ -661,21 +426,23 @@ mod tests {
     fn unknown_classes_and_unregistered_paths_are_rejected() {
         let registry = Registry::new(2, 100);
         assert!(matches!(
-            registry.resolve("c", "/", &no_change_log),
+            resolve(&registry, "c", "/"),
             Err(Error::UnknownClass { .. })
         ));
         registry
-            .register(&keys(&[("c", "/a")]), &no_change_log)
+            .plan_register(&keys(&[("c", "/a")]))
+            .map(PlannedChanges::commit)
             .unwrap();
         assert!(matches!(
-            registry.resolve("c", "/b", &no_change_log),
+            resolve(&registry, "c", "/b"),
             Err(Error::NotRegistered { .. })
         ));
         registry
-            .unregister(&keys(&[("c", "/a")]), &no_change_log)
+            .plan_unregister(&keys(&[("c", "/a")]))
+            .map(PlannedChanges::commit)
             .unwrap();
         assert!(matches!(
-            registry.resolve("c", "/", &no_change_log),
+            resolve(&registry, "c", "/"),
             Err(Error::UnknownClass { .. })
         ));
     }
@@ -684,11 +451,10 @@ mod tests {
     fn system_classes_accept_every_path_and_roll_up_fully() {
         let registry = Registry::new(2, 100);
         registry
-            .ensure_system_classes(&["_logins".to_owned()], &no_change_log)
+            .plan_system_classes(&["_logins".to_owned()])
+            .map(PlannedChanges::commit)
             .unwrap();
-        let (_, targets, _) = registry
-            .resolve("_logins", "/web/eu", &no_change_log)
-            .unwrap();
+        let (_, targets, _) = resolve(&registry, "_logins", "/web/eu").unwrap();
         assert_eq!(names(&registry, &targets), ["/web/eu", "/web", "/"]);
         assert!(registry.registered().is_empty());
     }
@@ -697,22 +463,24 @@ mod tests {
     fn registration_is_all_or_nothing_and_limited() {
         let registry = Registry::new(2, 2);
         let err = registry
-            .register(&keys(&[("c", "/a"), ("c", "/a/b/c")]), &no_change_log)
+            .plan_register(&keys(&[("c", "/a"), ("c", "/a/b/c")]))
+            .map(PlannedChanges::commit)
             .unwrap_err();
         assert!(matches!(err, Error::Entry { index: 1, .. }));
         assert!(registry.registered().is_empty());
         registry
-            .register(
-                &keys(&[("c", "/a"), ("c", "/a"), ("c", "/b")]),
-                &no_change_log,
-            )
+            .plan_register(&keys(&[("c", "/a"), ("c", "/a"), ("c", "/b")]))
+            .map(PlannedChanges::commit)
             .unwrap();
         assert!(matches!(
-            registry.register(&keys(&[("c", "/z")]), &no_change_log),
+            registry
+                .plan_register(&keys(&[("c", "/z")]))
+                .map(PlannedChanges::commit),
             Err(Error::TooManyRegistrations { max: 2 })
         ));
         registry
-            .register(&keys(&[("c", "/a")]), &no_change_log)
+            .plan_register(&keys(&[("c", "/a")]))
+            .map(PlannedChanges::commit)
             .unwrap();
         assert_eq!(registry.registered(), keys(&[("c", "/a"), ("c", "/b")]));
     }
@@ -721,14 +489,17 @@ mod tests {
     fn the_image_rebuilds_the_same_ids() {
         let registry = Registry::new(2, 100);
         registry
-            .ensure_system_classes(&["_s".to_owned()], &no_change_log)
+            .plan_system_classes(&["_s".to_owned()])
+            .map(PlannedChanges::commit)
             .unwrap();
         registry
-            .register(&keys(&[("c", "/a/b"), ("d", "/x")]), &no_change_log)
+            .plan_register(&keys(&[("c", "/a/b"), ("d", "/x")]))
+            .map(PlannedChanges::commit)
             .unwrap();
-        registry.resolve("_s", "/p/q", &no_change_log).unwrap();
+        resolve(&registry, "_s", "/p/q").unwrap();
         registry
-            .unregister(&keys(&[("d", "/x")]), &no_change_log)
+            .plan_unregister(&keys(&[("d", "/x")]))
+            .map(PlannedChanges::commit)
             .unwrap();
         let copy = Registry::new(2, 100);
         copy.replay(&registry.image()).unwrap();
@@ -744,20 +515,18 @@ mod tests {
     }
 
     #[test]
-    fn changes_are_logged_before_they_apply() {
+    fn planned_changes_rebuild_the_registry_and_a_dropped_plan_changes_nothing() {
         let registry = Registry::new(2, 100);
-        let seen = std::cell::RefCell::new(Vec::new());
-        let log = |changes: &[RegistryChange]| {
-            seen.borrow_mut().extend_from_slice(changes);
-            Ok(())
-        };
-        registry.register(&keys(&[("c", "/a")]), &log).unwrap();
+        let planned = registry.plan_register(&keys(&[("c", "/a")])).unwrap();
+        let logged = planned.changes().to_vec();
+        planned.commit();
         let replayed = Registry::new(2, 100);
-        replayed.replay(&seen.borrow()).unwrap();
+        replayed.replay(&logged).unwrap();
         assert_eq!(replayed.registered(), keys(&[("c", "/a")]));
-        let failing = |_: &[RegistryChange]| Err(Error::EmptyBatch);
-        assert!(registry.register(&keys(&[("c", "/b")]), &failing).is_err());
+        // A plan dropped unlogged (the log failed) leaves the registry as it was.
+        drop(registry.plan_register(&keys(&[("c", "/b")])).unwrap());
         assert_eq!(registry.registered(), keys(&[("c", "/a")]));
+        assert_eq!(registry.image(), replayed.image());
     }
 
     #[test]
@@ -765,12 +534,76 @@ mod tests {
         let registry = Registry::new(2, 100);
         let before = registry.generation();
         registry
-            .unregister(&keys(&[("c", "/a")]), &no_change_log)
+            .plan_unregister(&keys(&[("c", "/a")]))
+            .map(PlannedChanges::commit)
             .unwrap();
         assert_eq!(registry.generation(), before);
         registry
-            .register(&keys(&[("c", "/a")]), &no_change_log)
+            .plan_register(&keys(&[("c", "/a")]))
+            .map(PlannedChanges::commit)
             .unwrap();
         assert_ne!(registry.generation(), before);
+    }
+
+    /// Pins the cost of a system class's new path: every new counter used
+    /// to recompute the targets of every counter, so that creating n paths
+    /// one at a time cost n² target computations.
+    #[test]
+    fn a_new_path_recomputes_only_the_targets_it_changes() {
+        let registry = Registry::new(2, 100);
+        registry
+            .plan_system_classes(&["_s".to_owned()])
+            .map(PlannedChanges::commit)
+            .unwrap();
+        let paths: Vec<String> = (0..500).map(|i| format!("/p{i}/q")).collect();
+        let before = registry
+            .state
+            .read()
+            .targets_computed
+            .load(Ordering::Relaxed);
+        for path in &paths {
+            resolve(&registry, "_s", path).unwrap();
+        }
+        let computed = registry
+            .state
+            .read()
+            .targets_computed
+            .load(Ordering::Relaxed)
+            - before;
+        // Each path creates two counters (`/pN` and `/pN/q`); each change
+        // recomputes the new counters and the class root.
+        assert!(computed <= paths.len() * 4, "{computed} computations");
+    }
+
+    proptest::proptest! {
+        /// Targets kept current change by change are the targets computed
+        /// afresh from the whole registry.
+        #[test]
+        fn incremental_targets_match_a_full_recompute(
+            ops in proptest::collection::vec((0..4u8, 0..3usize, 0..6usize), 1..40),
+        ) {
+            const CLASSES: [&str; 3] = ["_s", "c", "d"];
+            const PATHS: [&str; 6] = ["/", "/a", "/a/b", "/a/", "/b", "/b/c"];
+            let registry = Registry::new(2, 100);
+            registry
+                .plan_system_classes(&["_s".to_owned()])
+                .map(PlannedChanges::commit)
+                .unwrap();
+            for (op, class, path) in ops {
+                let key = [CounterKey::new(CLASSES[class], PATHS[path])];
+                let _ = match op {
+                    0 | 1 => registry.plan_register(&key).map(PlannedChanges::commit),
+                    2 => registry.plan_unregister(&key).map(PlannedChanges::commit),
+                    _ => registry.plan_new_counters(&key).map(PlannedChanges::commit),
+                };
+                let state = registry.state.read();
+                let kept: Vec<Option<Targets>> =
+                    state.counters.iter().map(|c| c.targets.clone()).collect();
+                let fresh: Vec<Option<Targets>> = (0..state.counters.len() as CounterId)
+                    .map(|id| state.targets_for(id))
+                    .collect();
+                proptest::prop_assert_eq!(kept, fresh);
+            }
+        }
     }
 }

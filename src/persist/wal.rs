@@ -510,6 +510,20 @@ impl Wal {
         }
     }
 
+    /// Holds every write and sync of the log until the guard is dropped:
+    /// for tests that need a sync to be slow.
+    #[cfg(test)]
+    pub(crate) fn hold_syncs(&self) -> impl Drop + '_ {
+        self.segment.lock()
+    }
+
+    /// The logical position up to which records have been appended: for
+    /// tests that wait for an append.
+    #[cfg(test)]
+    pub(crate) fn appended_end(&self) -> u64 {
+        self.buffer.lock().end
+    }
+
     /// Writes and syncs everything buffered.
     pub(crate) fn sync(&self) -> Result<()> {
         let mut segment = self.segment.lock();
