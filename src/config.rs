@@ -26,6 +26,12 @@ pub struct Config {
     /// created on first use. Past it, registering or incrementing a new
     /// path fails with [`Error::TooManyCounters`].
     pub max_counters: usize,
+    /// Most selectors in one read (default 100); more is
+    /// [`Error::TooManySelectors`], before any is compiled.
+    pub max_selectors: usize,
+    /// Most rows one read returns (default 10,000); a read that would
+    /// return more fails with [`Error::TooManyRows`].
+    pub max_rows: usize,
     /// Month buckets kept, counting the current month (default 24).
     pub monthly_retention: u32,
     /// Day buckets kept, counting today (default 90, at least 7).
@@ -44,6 +50,8 @@ impl Default for Config {
             max_batch: 1000,
             max_registrations: 10_000,
             max_counters: 100_000,
+            max_selectors: 100,
+            max_rows: 10_000,
             monthly_retention: 24,
             daily_retention: 90,
             reg_token_ttl: Duration::from_secs(3600),
@@ -81,6 +89,11 @@ impl Config {
         }
         if self.max_counters == 0 {
             return Err(Error::Config("max_counters must be at least 1".into()));
+        }
+        if self.max_selectors == 0 || self.max_rows == 0 {
+            return Err(Error::Config(
+                "max_selectors and max_rows must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -144,6 +157,18 @@ impl Builder {
     /// Most counters that may exist, registered or not (default 100,000).
     pub fn max_counters(mut self, counters: usize) -> Self {
         self.config.max_counters = counters;
+        self
+    }
+
+    /// Most selectors in one read (default 100).
+    pub fn max_selectors(mut self, selectors: usize) -> Self {
+        self.config.max_selectors = selectors;
+        self
+    }
+
+    /// Most rows one read returns (default 10,000).
+    pub fn max_rows(mut self, rows: usize) -> Self {
+        self.config.max_rows = rows;
         self
     }
 
@@ -218,6 +243,7 @@ mod tests {
         assert_eq!(config.max_path_depth, 2);
         assert_eq!(config.max_batch, 1000);
         assert_eq!(config.max_registrations, 10_000);
+        assert_eq!((config.max_selectors, config.max_rows), (100, 10_000));
         assert_eq!((config.monthly_retention, config.daily_retention), (24, 90));
         assert_eq!(config.reg_token_ttl, Duration::from_secs(3600));
         assert!(config.system_classes.is_empty());

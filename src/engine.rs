@@ -11,7 +11,7 @@ use crate::counter::CounterKey;
 use crate::error::{Error, Result};
 use crate::period::{Amount, EventTime, Retention};
 use crate::persist::{RecordRef, RecoveryReport, SnapshotSummary, Storage, Wal};
-use crate::query::{CompiledSelector, CounterRow, Selector, read_rows};
+use crate::query::{CompiledRead, CounterRow, Selector, read_rows};
 use crate::registry::{CounterHandle, CounterId, PlannedChanges, Provisional, Registry, Targets};
 use crate::store::{ApplyError, OverflowAt, ResolvedEntry, Store};
 use crate::subject::{RegToken, RegTokenResolver, Subject, TokenStore, resolve_subject};
@@ -802,7 +802,11 @@ impl Tally {
     /// every counter, period `total`; a subject with no counters yields no rows.
     ///
     /// Rows exist only for periods that hold data: a month, day or
-    /// `last7Days` in which the cell received nothing yields no row.
+    /// `last7Days` in which the cell received nothing yields no row. Each
+    /// row appears once however many selectors match it. At most
+    /// [`Config::max_selectors`] selectors, and at most
+    /// [`Config::max_rows`] rows in the answer: past either, the read
+    /// fails ([`Error::TooManySelectors`], [`Error::TooManyRows`]).
     pub fn get<'s>(
         &self,
         subject: impl Into<Subject<'s>>,
@@ -810,22 +814,19 @@ impl Tally {
     ) -> Result<Vec<CounterRow>> {
         let now = self.now_secs();
         let uid = self.uid_of(subject.into(), now)?;
-        let max_depth = self.inner.registry.max_depth();
-        let compiled: Vec<CompiledSelector> = if selectors.is_empty() {
-            vec![CompiledSelector::everything()]
-        } else {
-            selectors
-                .iter()
-                .enumerate()
-                .map(|(i, s)| CompiledSelector::compile(s, max_depth).map_err(|e| e.at_entry(i)))
-                .collect::<Result<_>>()?
-        };
+        let config = &self.inner.config;
+        let read = CompiledRead::compile(
+            selectors,
+            self.inner.registry.max_depth(),
+            config.max_selectors,
+        )?;
         let horizon = self.inner.retention.horizon(now);
+        // The registry's lock is taken before the shard's, never inside it.
+        let view = self.inner.registry.view();
         let rows = self.inner.store.read(&uid, |cells| {
-            let view = self.inner.registry.view();
-            read_rows(cells, &view, &compiled, now, horizon)
+            read_rows(cells, &view, &read, now, horizon, config.max_rows)
         });
-        Ok(rows.unwrap_or_default())
+        rows.unwrap_or_else(|| Ok(Vec::new()))
     }
 
     /// The number of subjects holding at least one cell.

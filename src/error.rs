@@ -223,6 +223,20 @@ pub enum Error {
         /// The rejected period.
         period: String,
     },
+    /// A read has more selectors than the engine accepts.
+    #[error("a read of {count} selectors exceeds the limit of {max} (max_selectors)")]
+    TooManySelectors {
+        /// Selectors in the read.
+        count: usize,
+        /// The engine's `max_selectors`.
+        max: usize,
+    },
+    /// A read would answer more rows than the engine returns at once.
+    #[error("the read would return more than {max} rows (max_rows): narrow its selectors")]
+    TooManyRows {
+        /// The engine's `max_rows`.
+        max: usize,
+    },
     /// Registering would exceed the engine's registration limit.
     #[error("registering would exceed the limit of {max} registered counters")]
     TooManyRegistrations {
@@ -366,6 +380,8 @@ impl Error {
             | InvalidPeriod { .. }
             | TooManyRegistrations { .. }
             | TooManyCounters { .. }
+            | TooManySelectors { .. }
+            | TooManyRows { .. }
             | ForeignHandle
             | Config(_) => ErrorCode::InvalidParameterValue,
             UnknownClass { .. } | NotRegistered { .. } => ErrorCode::CounterNotRegistered,

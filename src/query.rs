@@ -81,32 +81,49 @@ pub struct CounterRow {
     pub last_updated_timestamp: i64,
 }
 
+/// The compiled-size budget that all the regular expressions of one read
+/// share: each distinct expression gets an equal part, and at most
+/// [`REGEX_SIZE_LIMIT`]. A request with many expressions therefore cannot
+/// take more memory to compile and run them than one with a few.
+const READ_REGEX_BUDGET: usize = 8 << 20;
+
+/// A class or path matcher; a regex is an index into [`CompiledRead::regexes`].
+#[derive(PartialEq)]
 enum TextMatcher {
     Any,
     Exact(String),
-    Regex(Regex),
+    Regex(usize),
 }
 
 impl TextMatcher {
-    fn matches(&self, text: &str) -> bool {
+    fn matches(&self, text: &str, regexes: &[Regex]) -> bool {
         match self {
             TextMatcher::Any => true,
             TextMatcher::Exact(exact) => exact == text,
-            TextMatcher::Regex(re) => re.is_match(text),
+            TextMatcher::Regex(i) => regexes[*i].is_match(text),
         }
     }
 }
 
+#[derive(Clone, Copy, PartialEq)]
 enum PeriodMatcher {
     Exact(Period),
-    Regex(Regex),
+    Regex(usize),
 }
 
 /// A validated selector, ready to match.
-pub(crate) struct CompiledSelector {
+#[derive(PartialEq)]
+struct CompiledSelector {
     class: TextMatcher,
     path: TextMatcher,
     period: PeriodMatcher,
+}
+
+/// The selectors of one read, validated and compiled: each distinct
+/// `regex('…')` pattern once, within the read's shared budget.
+pub(crate) struct CompiledRead {
+    selectors: Vec<CompiledSelector>,
+    regexes: Vec<Regex>,
 }
 
 /// The pattern inside `regex('…')`, `Ok(None)` for plain text, or an error
@@ -124,85 +141,206 @@ fn regex_pattern(text: &str) -> Result<Option<&str>> {
         })
 }
 
-fn compile_regex(pattern: &str) -> Result<Regex> {
+/// Compiles one expression within `size_limit` bytes (compiled, and for
+/// its lazy DFA's cache).
+fn compile_regex(pattern: &str, size_limit: usize) -> Result<Regex> {
     let invalid = |reason: String| Error::InvalidRegex {
         pattern: pattern.to_owned(),
         reason,
     };
-    if pattern.len() > MAX_REGEX_BYTES {
-        return Err(invalid(format!(
-            "an expression must be at most {MAX_REGEX_BYTES} bytes"
-        )));
-    }
     RegexBuilder::new(pattern)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .size_limit(size_limit)
+        .dfa_size_limit(size_limit)
         .build()
-        .map_err(|e| invalid(e.to_string()))
+        .map_err(|e| match e {
+            regex::Error::CompiledTooBig(_) if size_limit < REGEX_SIZE_LIMIT => invalid(format!(
+                "the expressions of one read share {READ_REGEX_BUDGET} bytes once compiled, \
+                 {size_limit} bytes each here, and this one needs more"
+            )),
+            other => invalid(other.to_string()),
+        })
 }
 
-impl CompiledSelector {
-    /// Validates and compiles a selector; exact classes and paths must be
-    /// syntactically valid for an engine of depth `max_depth`.
-    pub(crate) fn compile(selector: &Selector, max_depth: usize) -> Result<Self> {
-        let class = match regex_pattern(&selector.class)? {
-            Some(pattern) => TextMatcher::Regex(compile_regex(pattern)?),
+/// The distinct patterns of a read, each compiled once.
+#[derive(Default)]
+struct Patterns<'s> {
+    texts: Vec<&'s str>,
+    /// For each pattern, the first selector that uses it (its errors name it).
+    first_use: Vec<usize>,
+}
+
+impl<'s> Patterns<'s> {
+    fn index_of(&mut self, pattern: &'s str, selector: usize) -> usize {
+        match self.texts.iter().position(|&p| p == pattern) {
+            Some(i) => i,
             None => {
-                validate_class(&selector.class)?;
-                TextMatcher::Exact(selector.class.clone())
+                self.texts.push(pattern);
+                self.first_use.push(selector);
+                self.texts.len() - 1
             }
-        };
-        let path = match selector.path.as_deref() {
-            None => TextMatcher::Any,
-            Some(path) => match regex_pattern(path)? {
-                Some(pattern) => TextMatcher::Regex(compile_regex(pattern)?),
-                None => {
-                    validate_path(path, max_depth)?;
-                    TextMatcher::Exact(path.to_owned())
-                }
-            },
-        };
-        let period = match selector.period.as_deref() {
-            None => PeriodMatcher::Exact(Period::Total),
-            Some(period) => match regex_pattern(period)? {
-                Some(pattern) => PeriodMatcher::Regex(compile_regex(pattern)?),
-                None => PeriodMatcher::Exact(period.parse()?),
-            },
-        };
-        Ok(CompiledSelector {
-            class,
-            path,
-            period,
-        })
+        }
     }
 
-    /// Every counter of the subject, period `total`: what an empty selector list reads.
-    pub(crate) fn everything() -> Self {
-        CompiledSelector {
-            class: TextMatcher::Any,
-            path: TextMatcher::Any,
-            period: PeriodMatcher::Exact(Period::Total),
+    fn compile(self) -> Result<Vec<Regex>> {
+        let share = (READ_REGEX_BUDGET / self.texts.len().max(1)).min(REGEX_SIZE_LIMIT);
+        self.texts
+            .iter()
+            .zip(&self.first_use)
+            .map(|(pattern, &selector)| {
+                compile_regex(pattern, share).map_err(|e| e.at_entry(selector))
+            })
+            .collect()
+    }
+}
+
+impl CompiledRead {
+    /// Validates and compiles a read's selectors: at most `max_selectors`
+    /// of them (checked before anything is compiled); exact classes and
+    /// paths must be syntactically valid for an engine of depth
+    /// `max_depth`. No selectors reads every counter, period `total`.
+    pub(crate) fn compile(
+        selectors: &[Selector],
+        max_depth: usize,
+        max_selectors: usize,
+    ) -> Result<Self> {
+        if selectors.len() > max_selectors {
+            return Err(Error::TooManySelectors {
+                count: selectors.len(),
+                max: max_selectors,
+            });
+        }
+        if selectors.is_empty() {
+            return Ok(CompiledRead {
+                selectors: vec![CompiledSelector {
+                    class: TextMatcher::Any,
+                    path: TextMatcher::Any,
+                    period: PeriodMatcher::Exact(Period::Total),
+                }],
+                regexes: Vec::new(),
+            });
+        }
+        let mut patterns = Patterns::default();
+        let mut compiled = Vec::new();
+        for (i, selector) in selectors.iter().enumerate() {
+            let selector = compile_selector(selector, max_depth, &mut |p| patterns.index_of(p, i))
+                .map_err(|e| e.at_entry(i))?;
+            // A selector equal to an earlier one matches nothing more.
+            if !compiled.contains(&selector) {
+                compiled.push(selector);
+            }
+        }
+        Ok(CompiledRead {
+            selectors: compiled,
+            regexes: patterns.compile()?,
+        })
+    }
+}
+
+/// Validates one selector; its regex patterns become indices by `pattern`.
+fn compile_selector<'s>(
+    selector: &'s Selector,
+    max_depth: usize,
+    pattern: &mut dyn FnMut(&'s str) -> usize,
+) -> Result<CompiledSelector> {
+    let class = match regex_pattern(&selector.class)? {
+        Some(p) => TextMatcher::Regex(pattern(checked_length(p)?)),
+        None => {
+            validate_class(&selector.class)?;
+            TextMatcher::Exact(selector.class.clone())
+        }
+    };
+    let path = match selector.path.as_deref() {
+        None => TextMatcher::Any,
+        Some(path) => match regex_pattern(path)? {
+            Some(p) => TextMatcher::Regex(pattern(checked_length(p)?)),
+            None => {
+                validate_path(path, max_depth)?;
+                TextMatcher::Exact(path.to_owned())
+            }
+        },
+    };
+    let period = match selector.period.as_deref() {
+        None => PeriodMatcher::Exact(Period::Total),
+        Some(period) => match regex_pattern(period)? {
+            Some(p) => PeriodMatcher::Regex(pattern(checked_length(p)?)),
+            None => PeriodMatcher::Exact(period.parse()?),
+        },
+    };
+    Ok(CompiledSelector {
+        class,
+        path,
+        period,
+    })
+}
+
+fn checked_length(pattern: &str) -> Result<&str> {
+    if pattern.len() > MAX_REGEX_BYTES {
+        return Err(Error::InvalidRegex {
+            pattern: pattern.to_owned(),
+            reason: format!("an expression must be at most {MAX_REGEX_BYTES} bytes"),
+        });
+    }
+    Ok(pattern)
+}
+
+/// What the selectors of a read want of one cell: its exact periods and
+/// its period regexes, each once.
+#[derive(Default)]
+struct Wanted {
+    exact: Vec<Period>,
+    regexes: Vec<usize>,
+}
+
+impl Wanted {
+    fn clear(&mut self) {
+        self.exact.clear();
+        self.regexes.clear();
+    }
+
+    fn add(&mut self, matcher: PeriodMatcher) {
+        match matcher {
+            PeriodMatcher::Exact(period) if !self.exact.contains(&period) => {
+                self.exact.push(period);
+            }
+            PeriodMatcher::Regex(i) if !self.regexes.contains(&i) => self.regexes.push(i),
+            _ => {}
         }
     }
 }
 
-/// Reads the rows a subject's cells yield for `selectors`, sorted by class,
-/// path and period text, without duplicates.
+/// Reads the rows a subject's cells yield for `read`, sorted by class,
+/// path and period text. Each (cell, period) row is built once however
+/// many selectors match it, and the read stops with
+/// [`Error::TooManyRows`] once it would return more than `max_rows`.
 pub(crate) fn read_rows(
     cells: CellsView<'_>,
     registry: &RegistryView<'_>,
-    selectors: &[CompiledSelector],
+    read: &CompiledRead,
     now_secs: i64,
     horizon: Horizon,
-) -> Vec<CounterRow> {
+    max_rows: usize,
+) -> Result<Vec<CounterRow>> {
     let mut rows = Vec::new();
+    let mut wanted = Wanted::default();
+    let mut matched: Vec<Period> = Vec::new();
     for (id, cell) in cells.cells() {
         let (class, path) = registry.names(id);
-        for selector in selectors {
-            if !selector.class.matches(class) || !selector.path.matches(path) {
-                continue;
+        wanted.clear();
+        for selector in &read.selectors {
+            if selector.class.matches(class, &read.regexes)
+                && selector.path.matches(path, &read.regexes)
+            {
+                wanted.add(selector.period);
             }
-            let row = |reading: PeriodReading| CounterRow {
+        }
+        if wanted.exact.is_empty() && wanted.regexes.is_empty() {
+            continue;
+        }
+        let mut push = |reading: PeriodReading| {
+            if rows.len() == max_rows {
+                return Err(Error::TooManyRows { max: max_rows });
+            }
+            rows.push(CounterRow {
                 class: class.to_owned(),
                 path: path.to_owned(),
                 period: reading.period,
@@ -210,24 +348,36 @@ pub(crate) fn read_rows(
                 value: reading.amount.value,
                 last_updated: format_last_updated(reading.last_updated),
                 last_updated_timestamp: reading.last_updated,
-            };
-            match &selector.period {
-                PeriodMatcher::Exact(period) => {
-                    rows.extend(cell.reading(*period, now_secs, horizon).map(row));
+            });
+            Ok(())
+        };
+        matched.clear();
+        if !wanted.regexes.is_empty() {
+            for reading in cell.periods(horizon) {
+                let text = reading.period.to_string();
+                if wanted
+                    .regexes
+                    .iter()
+                    .any(|&i| read.regexes[i].is_match(&text))
+                {
+                    matched.push(reading.period);
+                    push(reading)?;
                 }
-                PeriodMatcher::Regex(re) => rows.extend(
-                    cell.periods(horizon)
-                        .filter(|r| re.is_match(&r.period.to_string()))
-                        .map(row),
-                ),
+            }
+        }
+        for &period in &wanted.exact {
+            if matched.contains(&period) {
+                continue;
+            }
+            if let Some(reading) = cell.reading(period, now_secs, horizon) {
+                push(reading)?;
             }
         }
     }
     rows.sort_by(|a, b| {
         (&a.class, &a.path, a.period.text_key()).cmp(&(&b.class, &b.path, b.period.text_key()))
     });
-    rows.dedup_by(|a, b| a.class == b.class && a.path == b.path && a.period == b.period);
-    rows
+    Ok(rows)
 }
 
 #[cfg(test)]
@@ -239,10 +389,10 @@ mod tests {
         assert_eq!(regex_pattern("regex('^a')").unwrap(), Some("^a"));
         assert_eq!(regex_pattern("plain").unwrap(), None);
         assert!(regex_pattern("regex(^a)").is_err());
-        assert!(compile_regex("(").is_err());
-        assert!(compile_regex(&"a".repeat(MAX_REGEX_BYTES + 1)).is_err());
+        assert!(compile_regex("(", REGEX_SIZE_LIMIT).is_err());
+        assert!(checked_length(&"a".repeat(MAX_REGEX_BYTES + 1)).is_err());
         // Huge repetition counts exceed the size limit instead of hanging.
-        assert!(compile_regex("(a{1000}){1000}").is_err());
+        assert!(compile_regex("(a{1000}){1000}", REGEX_SIZE_LIMIT).is_err());
     }
 
     #[test]
@@ -255,11 +405,20 @@ mod tests {
             Selector::class("regex('(')"),
         ];
         for selector in bad {
-            assert!(
-                CompiledSelector::compile(&selector, 2).is_err(),
-                "{selector:?}"
-            );
+            let err = CompiledRead::compile(&[Selector::class("c"), selector.clone()], 2, 100)
+                .err()
+                .unwrap_or_else(|| panic!("{selector:?} compiled"));
+            assert!(matches!(err, Error::Entry { index: 1, .. }), "{err:?}");
         }
-        assert!(CompiledSelector::compile(&Selector::class("c").period("regex('^26')"), 2).is_ok());
+        assert!(
+            CompiledRead::compile(&[Selector::class("c").period("regex('^26')")], 2, 100).is_ok()
+        );
+    }
+
+    #[test]
+    fn a_pattern_used_by_many_selectors_compiles_once() {
+        let selectors = vec![Selector::class("regex('')").period("regex('')"); 100];
+        let read = CompiledRead::compile(&selectors, 2, 100).unwrap();
+        assert_eq!((read.selectors.len(), read.regexes.len()), (1, 1));
     }
 }

@@ -35,7 +35,7 @@ use super::snapshot::{SnapshotRecord, decode_record, load_bytes, snapshot_number
 use super::wal::{LogRecord, decode_log_frame, segment_number};
 use crate::error::{Error, Result};
 use crate::period::{DayKey, Horizon, MonthKey};
-use crate::query::{CompiledSelector, CounterRow, Selector, read_rows};
+use crate::query::{CompiledRead, CounterRow, Selector, read_rows};
 use crate::registry::{Registry, RegistryChange};
 use crate::store::Store;
 use crate::subject::{TokenStore, validate_uid};
@@ -305,19 +305,13 @@ pub fn verify(dir: &Path) -> Result<Verification> {
 pub fn dump(dir: &Path, uid: &str) -> Result<Vec<CounterRow>> {
     validate_uid(uid)?;
     let everything = Selector::class("regex('')").period("regex('')");
-    let everything = CompiledSelector::compile(&everything, ANY_DEPTH)?;
+    let everything = CompiledRead::compile(&[everything], ANY_DEPTH, 1)?;
     let recovered = load(dir)?;
     let rows = recovered.store.read(uid, |cells| {
         let view = recovered.registry.view();
-        read_rows(
-            cells,
-            &view,
-            std::slice::from_ref(&everything),
-            0,
-            KEEP_EVERYTHING,
-        )
+        read_rows(cells, &view, &everything, 0, KEEP_EVERYTHING, usize::MAX)
     });
-    Ok(rows.unwrap_or_default())
+    rows.unwrap_or_else(|| Ok(Vec::new()))
 }
 
 /// Empty engine parts that accept whatever any engine configuration wrote.
