@@ -74,13 +74,13 @@ pub(super) fn error_response(engine: &Tally, params: &[(&str, &str)], error: &Er
     }
 }
 
-/// The value of a parameter given exactly once, non-empty.
+/// The value of a parameter, non-empty, read as the REST layer reads it:
+/// a repeat of the same value is that value; different values are a
+/// conflict, and so the default here (`None`).
 fn single<'a>(params: &[(&str, &'a str)], name: &str) -> Option<&'a str> {
-    let mut found = params.iter().filter(|(k, _)| *k == name);
-    match (found.next(), found.next()) {
-        (Some((_, v)), None) if !v.is_empty() => Some(v),
-        _ => None,
-    }
+    let mut found = params.iter().filter(|(k, _)| *k == name).map(|(_, v)| *v);
+    let first = found.next()?;
+    (!first.is_empty() && found.all(|v| v == first)).then_some(first)
 }
 
 /// The JSONP callback rule of the REST layer: a JavaScript identifier path
@@ -165,6 +165,48 @@ mod tests {
             let resp = error_response(&engine, &params, &err);
             assert_eq!(resp.content_type, JSON_CONTENT_TYPE, "{bad}");
         }
+    }
+
+    /// A parameter repeated with the same value (an SDK adding `format=json`
+    /// to a query that has it, or the query and the body both carrying it)
+    /// is that value for `rest::call`; these envelopes used to ignore it and
+    /// answer plain JSON with HTTP 200.
+    #[test]
+    fn identical_repeats_are_that_value_as_in_the_rest_layer() {
+        let engine = engine();
+        let err = Error::DuplicateNonce;
+        let params = [
+            ("format", "jsonp"),
+            ("callback", "cb"),
+            ("httpStatusCodes", "true"),
+            ("context", "c"),
+            ("format", "jsonp"),
+            ("callback", "cb"),
+            ("httpStatusCodes", "true"),
+            ("context", "c"),
+        ];
+        let resp = error_response(&engine, &params, &err);
+        assert_eq!(resp.status, 403);
+        assert_eq!(resp.content_type, JAVASCRIPT_CONTENT_TYPE);
+        let json = resp
+            .body
+            .strip_prefix("cb(")
+            .and_then(|rest| rest.strip_suffix(");"))
+            .unwrap_or_else(|| panic!("not cb(…);: {}", resp.body));
+        let body: Value = serde_json::from_str(json).unwrap();
+        assert_eq!(body["context"], "c");
+
+        // The same parameters through the REST layer: the same envelope.
+        let rest = crate::rest::call(&engine, "accounts.noSuchMethod", &params);
+        assert_eq!(
+            (rest.status, rest.content_type.as_str()),
+            (400, JAVASCRIPT_CONTENT_TYPE)
+        );
+
+        // Different values still fall back to the defaults.
+        let params = [("httpStatusCodes", "true"), ("httpStatusCodes", "false")];
+        let resp = error_response(&engine, &params, &err);
+        assert_eq!(resp.status, 200);
     }
 
     #[test]
