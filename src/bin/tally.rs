@@ -44,7 +44,8 @@ enum Command {
     Dump(DumpArgs),
     /// Serve the REST-compatible HTTP API on a durable engine in DIR, until
     /// SIGTERM or Ctrl-C; then finish the requests in flight, sync the log
-    /// and write a final snapshot.
+    /// and write a final snapshot. Slow and idle clients are cut off by
+    /// the timeouts below and the number of connections is bounded.
     #[cfg(feature = "http")]
     Serve(ServeArgs),
     /// Increment from N threads for a time or a count over a population of
@@ -107,7 +108,37 @@ struct ServeArgs {
     /// Seconds between background snapshots.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     snapshot_interval: u64,
+    /// Seconds a client has to send a complete request head, from the
+    /// connection's accept or from the request's first byte; past it the
+    /// connection is closed without a response.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT_SECS),
+          default_value_t = tally::http::DEFAULT_HEADER_READ_TIMEOUT.as_secs())]
+    header_read_timeout: u64,
+    /// Seconds a kept-alive connection may wait after a response for the
+    /// first byte of its next request; past it the connection is closed.
+    /// A client must also read its response within this time.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT_SECS),
+          default_value_t = tally::http::DEFAULT_IDLE_TIMEOUT.as_secs())]
+    idle_timeout: u64,
+    /// Seconds a request may take to arrive in full, head and body, from
+    /// its first byte. A body still missing then is answered with a 400006
+    /// envelope naming `body` (HTTP 200, or 400 with httpStatusCodes=true)
+    /// and the connection closed; nothing of it is applied. A REST call
+    /// that has begun is always answered with its outcome.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT_SECS),
+          default_value_t = tally::http::DEFAULT_REQUEST_TIMEOUT.as_secs())]
+    request_timeout: u64,
+    /// The most connections open at once; at the bound the server stops
+    /// accepting and further clients wait in the listen backlog. Keep it
+    /// below the file-descriptor limit (`ulimit -n`) less what the engine uses.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..),
+          default_value_t = tally::http::DEFAULT_MAX_CONNECTIONS as u32)]
+    max_connections: u32,
 }
+
+/// The longest timeout `tally serve` takes, in seconds: a day.
+#[cfg(feature = "http")]
+const MAX_LIMIT_SECS: u64 = 86_400;
 
 #[derive(Debug, Args)]
 struct LoadArgs {
@@ -250,7 +281,7 @@ fn dump(args: &DumpArgs, out: &mut impl Write) -> Result<ExitCode, Failure> {
 #[cfg(feature = "http")]
 fn serve(args: &ServeArgs, out: &mut impl Write) -> Result<ExitCode, Failure> {
     use std::time::Duration;
-    use tally::http::{Auth, Options, PlainSecrets};
+    use tally::http::{Auth, Options, PlainSecrets, ServeOptions};
 
     let durability = match args.durability.as_str() {
         "always" => tally::Durability::Always,
@@ -319,7 +350,12 @@ fn serve(args: &ServeArgs, out: &mut impl Write) -> Result<ExitCode, Failure> {
             let _ = stopping_tx.send(());
         };
         let router = tally::http::router_with(engine.clone(), options);
-        let server = tally::http::serve(listener, router, shutdown);
+        let limits = ServeOptions::default()
+            .header_read_timeout(Duration::from_secs(args.header_read_timeout))
+            .idle_timeout(Duration::from_secs(args.idle_timeout))
+            .request_timeout(Duration::from_secs(args.request_timeout))
+            .max_connections(usize::try_from(args.max_connections).unwrap_or(usize::MAX));
+        let server = tally::http::serve_with(listener, router, limits, shutdown);
         // In-flight requests get 30 s to finish once a signal arrives.
         let deadline = async {
             if stopping_rx.await.is_ok() {

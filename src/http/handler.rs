@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -14,6 +15,7 @@ use super::Options;
 use super::auth::RequestInfo;
 use super::envelope::{error_response, limited};
 use super::form::{self, Source};
+use super::serve::ReceiveBy;
 use crate::engine::Tally;
 use crate::error::Error;
 use crate::rest;
@@ -49,7 +51,15 @@ pub(super) async fn handle(State(state): State<Arc<AppState>>, request: Request)
         return response;
     }
     if is_post {
-        match read_form(&state.options, &parts.headers, body).await {
+        let read = read_form(&state.options, &parts.headers, body);
+        let read = match parts.extensions.get::<ReceiveBy>() {
+            None => read.await,
+            Some(&ReceiveBy { at, limit }) => match tokio::time::timeout_at(at, read).await {
+                Ok(read) => read,
+                Err(_) => return too_slow(&state, &params, limit),
+            },
+        };
+        match read {
             Ok(body_params) => params.extend(body_params),
             Err(error) => return reply(&state, &params, &error),
         }
@@ -140,6 +150,24 @@ async fn read_form(options: &Options, headers: &HeaderMap, body: Body) -> Result
         }
     };
     form::decode(&bytes, Source::Body)
+}
+
+/// The envelope for a request whose body did not arrive within the request
+/// timeout, closing the connection (the rest of the body is not read).
+fn too_slow(state: &AppState, params: &[(String, String)], limit: Duration) -> Response {
+    let error = Error::InvalidValue {
+        name: "body".into(),
+        reason: format!(
+            "the request did not arrive in full within the request timeout of {} s",
+            limit.as_secs_f64()
+        ),
+    };
+    let mut response = reply(state, params, &error);
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 /// The envelope for an error the HTTP layer raises, answered like the

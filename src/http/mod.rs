@@ -22,6 +22,25 @@
 //! # }
 //! ```
 //!
+//! [`serve`] applies the default [`ServeOptions`]; [`serve_with`] takes
+//! others. They keep slow and idle clients from holding the server's file
+//! descriptors:
+//!
+//! | limit | default | past it |
+//! |---|---|---|
+//! | [`header_read_timeout`](ServeOptions#structfield.header_read_timeout): a complete request head, from the accept or from the request's first byte | 10 s | the connection is closed, no response |
+//! | [`idle_timeout`](ServeOptions#structfield.idle_timeout): the first byte of the next request after a response (and the reading of that response) | 60 s | the connection is closed |
+//! | [`request_timeout`](ServeOptions#structfield.request_timeout): the whole request, head and body, from its first byte | 30 s | a 400006 envelope naming `body`, `Connection: close`; nothing applied |
+//! | [`max_connections`](ServeOptions#structfield.max_connections): connections open at once | 512 | no more are accepted until one closes; clients wait in the listen backlog |
+//!
+//! A request past its time gets the envelope of any error this layer
+//! raises (HTTP 200 unless `httpStatusCodes=true`, then 400), not a 408
+//! or 503, since the platform's clients read errors from the body. A REST
+//! call that has begun is never cut off: it is answered with its outcome,
+//! so that no answer hides an increment that was applied. On shutdown the
+//! server stops accepting, closes connections that are idle or have not
+//! begun a request, and answers the requests in flight.
+//!
 //! With [`Options::auth`] set, every request must carry a known `apiKey`
 //! and either a plain `secret` (where [`PlainSecrets`] allows) or a
 //! signature: `timestamp`, `nonce` and `sig` = base64(HMAC-SHA1(base64-
@@ -78,9 +97,9 @@ mod auth;
 mod envelope;
 mod form;
 mod handler;
+mod serve;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -88,6 +107,10 @@ use axum::routing::{any, get};
 
 pub use auth::{
     Auth, DEFAULT_PUBLIC_BASE_URL, MAX_NONCE_BYTES, MAX_SKEW_SECS, PlainSecrets, base_string, sign,
+};
+pub use serve::{
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_REQUEST_TIMEOUT, ServeOptions, serve_with,
 };
 
 use crate::engine::Tally;
@@ -157,8 +180,10 @@ pub fn router(engine: Tally) -> Router {
 /// The router: the five `/accounts.*` methods, `/healthz`, and every other
 /// path answered by the REST layer as an unknown method.
 ///
-/// Serve it with [`serve`] (or with `into_make_service_with_connect_info::<SocketAddr>()`):
-/// without the peer address no request counts as coming from loopback.
+/// Serve it with [`serve`] or [`serve_with`] (or with
+/// `into_make_service_with_connect_info::<SocketAddr>()`, without the
+/// limits of [`ServeOptions`]): without the peer address no request counts
+/// as coming from loopback.
 pub fn router_with(engine: Tally, options: Options) -> Router {
     let state = Arc::new(handler::AppState { engine, options });
     let mut router = Router::new().route("/healthz", get(handler::healthz));
@@ -168,8 +193,9 @@ pub fn router_with(engine: Tally, options: Options) -> Router {
     router.fallback(handler::handle).with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then stops
-/// accepting and waits for the requests in flight to finish.
+/// Serves `router` on `listener` with the default [`ServeOptions`] until
+/// `shutdown` completes, then stops accepting and waits for the requests
+/// in flight to finish. See [`serve_with`].
 pub async fn serve<F>(
     listener: tokio::net::TcpListener,
     router: Router,
@@ -178,10 +204,5 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    serve_with(listener, router, ServeOptions::default(), shutdown).await
 }
