@@ -54,9 +54,10 @@ pub(super) async fn handle(State(state): State<Arc<AppState>>, request: Request)
         let read = read_form(&state.options, &parts.headers, body);
         let read = match parts.extensions.get::<ReceiveBy>() {
             None => read.await,
-            Some(&ReceiveBy { at, limit }) => match tokio::time::timeout_at(at, read).await {
-                Ok(read) => read,
-                Err(_) => return too_slow(&state, &params, limit),
+            Some(deadline) => tokio::select! {
+                biased;
+                read = read => read,
+                () = deadline.passed() => return too_slow(&state, &params, deadline.limit()),
             },
         };
         match read {
