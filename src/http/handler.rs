@@ -172,7 +172,7 @@ fn too_slow(state: &AppState, params: &[(String, String)], limit: Duration) -> R
 }
 
 /// The envelope for an error the HTTP layer raises, answered like the
-/// REST layer's own (SPEC §11: HTTP 200 unless `httpStatusCodes=true`).
+/// REST layer's own (HTTP 200 unless `httpStatusCodes=true`).
 fn reply(state: &AppState, params: &[(String, String)], error: &Error) -> Response {
     into_http(error_response(&state.engine, &borrowed(params), error))
 }

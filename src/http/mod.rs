@@ -60,7 +60,7 @@
 //!   the content type), are platform envelopes following the REST
 //!   layer's rules with the parameters that could be read (`format`,
 //!   `callback`, `httpStatusCodes`, `context`), HTTP status included:
-//!   200 unless `httpStatusCodes=true` (SPEC §11: "always 200"). So a
+//!   200 unless `httpStatusCodes=true`, as in the REST layer. So a
 //!   body over the limit and a method other than `GET` and `POST` are
 //!   400006 envelopes like any other error (the latter with
 //!   `Allow: GET, POST`), not 413 or 405.
