@@ -296,6 +296,16 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A single record (a cell, a regToken, a registry change, a batch)
+    /// would be larger than a data file's frame may be, so the engine
+    /// refuses to write it rather than write a file it could not read.
+    #[error("a record of {bytes} bytes is larger than the {max} a data file's frame may hold")]
+    RecordTooLarge {
+        /// The record's encoded size.
+        bytes: u64,
+        /// The most a frame may hold.
+        max: u64,
+    },
     /// An earlier write or sync of the log failed, so the engine refuses
     /// writes rather than acknowledge what it cannot persist.
     #[error("the engine refuses writes after a failed log write or sync: {reason}")]
@@ -386,7 +396,12 @@ impl Error {
             | Config(_) => ErrorCode::InvalidParameterValue,
             UnknownClass { .. } | NotRegistered { .. } => ErrorCode::CounterNotRegistered,
             Entry { source, .. } => source.code(),
-            Random(_) | Io { .. } | Corrupt { .. } | Poisoned { .. } | Locked { .. } => {
+            Random(_)
+            | Io { .. }
+            | Corrupt { .. }
+            | RecordTooLarge { .. }
+            | Poisoned { .. }
+            | Locked { .. } => {
                 ErrorCode::GeneralServerError
             }
             InvalidApiKey { .. } => ErrorCode::InvalidApiKey,

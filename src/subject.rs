@@ -142,6 +142,27 @@ fn has_ascii_control(bytes: &[u8]) -> bool {
     }
 }
 
+/// The length of the regTokens this engine issues: 16 random bytes, in
+/// lowercase hexadecimal.
+const TOKEN_CHARS: usize = 32;
+
+/// Checks a regToken read back from a data file as [`TokenStore::issue`]
+/// made it: [`TOKEN_CHARS`] lowercase hexadecimal digits, and a valid UID,
+/// or none once a sweep dropped the UID of the expired token.
+pub(crate) fn validate_issued_token(token: &str, issued: &IssuedToken) -> Result<()> {
+    let is_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+    if token.len() != TOKEN_CHARS || !token.bytes().all(is_hex) {
+        return Err(Error::InvalidFormat {
+            name: "regToken".into(),
+            reason: format!("an issued regToken is {TOKEN_CHARS} lowercase hexadecimal digits"),
+        });
+    }
+    if issued.uid.is_empty() {
+        return Ok(());
+    }
+    validate_uid(&issued.uid)
+}
+
 /// The most expired tokens remembered, so that a late caller hears
 /// "expired" rather than "unknown" (SPEC §8): the latest to expire are
 /// kept, without their UIDs, about 100 bytes each.
@@ -225,7 +246,8 @@ impl TokenStore {
         }
     }
 
-    /// Puts back a token issued before a restart.
+    /// Puts back a token issued before a restart, checked with
+    /// [`validate_issued_token`].
     pub(crate) fn restore(&self, token: &str, issued: IssuedToken) {
         self.tokens.insert(token.into(), issued);
     }
@@ -244,7 +266,9 @@ impl TokenStore {
     pub(crate) fn lookup(&self, token: &str, now_secs: i64) -> Result<Option<String>> {
         match self.tokens.get(token) {
             None => Ok(None),
-            Some(t) if t.expires_at <= now_secs => Err(Error::ExpiredRegToken {
+            // A token without a UID is one a sweep found expired (were
+            // the clock to go back since).
+            Some(t) if t.expires_at <= now_secs || t.uid.is_empty() => Err(Error::ExpiredRegToken {
                 expired_at: t.expires_at,
             }),
             Some(t) => Ok(Some(t.uid.clone())),

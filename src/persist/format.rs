@@ -14,6 +14,16 @@
 //! and at most [`MAX_FRAME_BYTES`] long, decoded with that size limit.
 //! Snapshots fill `body_len`/`body_crc` over all frames; log segments grow,
 //! so theirs are zero. `docs/format.md` describes the records.
+//!
+//! The decoding limit counts what decoding claims, not the bytes it reads:
+//! bincode claims a value's size in memory as it decodes it (8 bytes for a
+//! `u64` whose varint is one byte). Writers therefore keep every payload
+//! within [`FRAME_BUDGET_BYTES`], an eighth of the limit: no encoded byte
+//! makes the decoder claim more than 8 (a `u64` or `i64` varint claims 8
+//! for at least 1 byte read, a variant index or `u32` claims 4, a string
+//! claims its length and then reads that many bytes, and sequences,
+//! tuples and structs claim nothing of their own), so a payload within the
+//! budget decodes within the limit, whatever it holds.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -27,10 +37,70 @@ pub(crate) const HEADER_BYTES: usize = 32;
 /// Bytes before a frame's payload.
 pub(crate) const FRAME_OVERHEAD: usize = 8;
 /// The largest payload a frame may carry; larger claims are corruption.
+/// It is also the most a frame's decoding may claim.
 pub(crate) const MAX_FRAME_BYTES: usize = 64 << 20;
 
-/// The on-disk format versions this build reads.
+/// The most any encoded byte makes the decoder claim (see the module
+/// documentation).
+const MAX_CLAIM_PER_BYTE: usize = 8;
+
+/// The largest payload a writer puts in a frame: one whose decoding cannot
+/// claim more than [`MAX_FRAME_BYTES`], so that whatever is written reads
+/// back.
+pub(crate) const FRAME_BUDGET_BYTES: usize = MAX_FRAME_BYTES / MAX_CLAIM_PER_BYTE;
+
+/// A record alone would take a frame past [`FRAME_BUDGET_BYTES`]: `bytes`
+/// long. Never written; the writer reports it as an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TooLarge {
+    pub bytes: usize,
+}
+
+impl From<TooLarge> for crate::error::Error {
+    fn from(too_large: TooLarge) -> Self {
+        crate::error::Error::RecordTooLarge {
+            bytes: too_large.bytes as u64,
+            max: FRAME_BUDGET_BYTES as u64,
+        }
+    }
+}
+
+/// `items` cut into runs, in order, each encoding within `budget` bytes
+/// (measured by `len`); an item that alone takes more is refused.
+pub(crate) fn runs<T>(
+    items: &[T],
+    budget: usize,
+    len: impl Fn(&T) -> usize,
+) -> Result<Vec<std::ops::Range<usize>>, TooLarge> {
+    let mut runs = Vec::new();
+    let (mut start, mut used) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        let bytes = len(item);
+        if bytes > budget {
+            return Err(TooLarge { bytes });
+        }
+        if used + bytes > budget {
+            runs.push(start..i);
+            (start, used) = (i, 0);
+        }
+        used += bytes;
+    }
+    if start < items.len() || runs.is_empty() {
+        runs.push(start..items.len());
+    }
+    Ok(runs)
+}
+
+/// The number of bytes bincode encodes `value` into.
+pub(crate) fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut size, bincode::config::standard())
+        .expect("measuring an encoding cannot fail");
+    size.bytes_written
+}
+
+/// The on-disk format versions this build reads, oldest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u32)]
 pub(crate) enum FormatVersion {
     /// The first format: every increment log record carries its LSN and
@@ -44,16 +114,23 @@ pub(crate) enum FormatVersion {
     /// subjects changed since they were last written back (write-behind,
     /// under `Durability::Interval`). Snapshots are as in V2.
     V3 = 3,
+    /// Writers split state into frames within [`FRAME_BUDGET_BYTES`]: a
+    /// snapshot may hold several `Tokens` and `Registry` frames, and a
+    /// subject's cells may go on over consecutive `Subject` frames of the
+    /// same UID; a log may hold `Cells` records, each a run of one
+    /// subject's cells, for a subject too large for one record.
+    V4 = 4,
 }
 
 impl FormatVersion {
-    pub(crate) const CURRENT: FormatVersion = FormatVersion::V3;
+    pub(crate) const CURRENT: FormatVersion = FormatVersion::V4;
 
     fn parse(number: u32) -> Option<FormatVersion> {
         match number {
             1 => Some(FormatVersion::V1),
             2 => Some(FormatVersion::V2),
             3 => Some(FormatVersion::V3),
+            4 => Some(FormatVersion::V4),
             _ => None,
         }
     }
@@ -132,15 +209,17 @@ fn frame_crc(len: [u8; 4], payload: &[u8]) -> u32 {
     hasher.finalize()
 }
 
-/// Appends `value` to `out` as one frame.
-pub(crate) fn write_frame<T: Serialize>(out: &mut Vec<u8>, value: &T) {
+/// Appends `value` to `out` as one frame, unless its payload would be
+/// larger than [`FRAME_BUDGET_BYTES`] (then `out` is left as it was).
+pub(crate) fn write_frame<T: Serialize>(out: &mut Vec<u8>, value: &T) -> Result<(), TooLarge> {
     let start = out.len();
     out.extend_from_slice(&[0u8; FRAME_OVERHEAD]);
     write_record(out, value);
-    let len = u32::try_from(out.len() - start - FRAME_OVERHEAD).expect("frame under 4 GiB");
-    let crc = frame_crc(len.to_le_bytes(), &out[start + FRAME_OVERHEAD..]);
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    let sealed = seal_frame(&mut out[start..]);
+    if sealed.is_err() {
+        out.truncate(start);
+    }
+    sealed
 }
 
 /// Appends `value` as a bare record, for a log frame that
@@ -179,11 +258,10 @@ fn put_long_varint(out: &mut Vec<u8>, value: u64) {
     }
 }
 
-/// Starts a log frame in `out` (emptied first): [`FRAME_OVERHEAD`]
-/// reserved bytes for [`seal_frame`], then `first_lsn`, the LSN of the
-/// frame's first record (version 2).
+/// Starts a log frame at the end of `out`: [`FRAME_OVERHEAD`] reserved
+/// bytes for [`seal_frame`], then `first_lsn`, the LSN of the frame's
+/// first record (version 2).
 pub(crate) fn start_log_frame(out: &mut Vec<u8>, first_lsn: u64) {
-    out.clear();
     out.extend_from_slice(&[0u8; FRAME_OVERHEAD]);
     put_varint(out, first_lsn);
 }
@@ -236,12 +314,19 @@ fn zigzag(value: i64) -> u64 {
 /// followed by records; this fills in the length and the checksum. A log
 /// frame thus carries every record of one group commit, and its checksum
 /// is computed once over all of them, by the writer, off the appenders' path.
-pub(crate) fn seal_frame(frame: &mut [u8]) {
-    let len = u32::try_from(frame.len() - FRAME_OVERHEAD).expect("frame under 4 GiB");
+/// A payload larger than [`FRAME_BUDGET_BYTES`] is refused (and the frame
+/// left unsealed): the reader might not accept it.
+pub(crate) fn seal_frame(frame: &mut [u8]) -> Result<(), TooLarge> {
+    let payload = frame.len() - FRAME_OVERHEAD;
+    if payload > FRAME_BUDGET_BYTES {
+        return Err(TooLarge { bytes: payload });
+    }
+    let len = payload as u32;
     let len_bytes = len.to_le_bytes();
     let crc = frame_crc(len_bytes, &frame[FRAME_OVERHEAD..]);
     frame[..4].copy_from_slice(&len_bytes);
     frame[4..8].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
 }
 
 /// Decodes every record of a log frame's payload, in order: the payload
@@ -353,8 +438,8 @@ mod tests {
     #[test]
     fn frames_round_trip_and_detect_damage() {
         let mut out = Vec::new();
-        write_frame(&mut out, &("hello".to_string(), 42u64));
-        write_frame(&mut out, &vec![1u32, 2, 3]);
+        write_frame(&mut out, &("hello".to_string(), 42u64)).unwrap();
+        write_frame(&mut out, &vec![1u32, 2, 3]).unwrap();
         let (payload, used) = read_frame(&out).unwrap();
         assert_eq!(
             decode::<(String, u64)>(payload).unwrap(),
@@ -425,7 +510,7 @@ mod tests {
         write_increment_record(&mut frame, "user-ü", 1_795_780_800, &entries[1..]);
         write_record(&mut frame, &RecordV2Ref::Registry(&[]));
         write_increment_record(&mut frame, "u", -86_400, &entries[..1]);
-        seal_frame(&mut frame);
+        seal_frame(&mut frame).unwrap();
         let (payload, used) = read_frame(&frame).unwrap();
         assert_eq!(used, frame.len());
         let decoded = decode_log_frame(FormatVersion::V2, payload).unwrap();
@@ -473,7 +558,7 @@ mod tests {
         start_log_frame(&mut frame, 5);
         write_increment_record(&mut frame, "u2", 1_795_780_800, &entries);
         write_increment_record(&mut frame, "u3", 60, &entries);
-        seal_frame(&mut frame);
+        seal_frame(&mut frame).unwrap();
         let hex: Vec<String> = frame.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
             hex.join(" "),

@@ -28,6 +28,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::format::{
+    FormatVersion,
     FormatError, HEADER_BYTES, Header, LOG_MAGIC, SNAPSHOT_MAGIC, is_torn_tail, read_frame,
 };
 use super::recovery::{Recovered, RecoveryReport, recover_read_only};
@@ -489,6 +490,15 @@ fn inspect_log(path: &Path, bytes: &[u8], number: u64) -> LogInspection {
                 log.lsn_range = Some(widen(log.lsn_range, lsn));
                 subjects.extend(states.into_iter().map(|(uid, _)| uid));
             }
+            LogRecord::Cells { lsn, uid, from, .. } => {
+                log.state_records += 1;
+                // A subject's state starts with the part from counter 0.
+                if from == 0 {
+                    log.subject_states += 1;
+                }
+                log.lsn_range = Some(widen(log.lsn_range, lsn));
+                subjects.insert(uid);
+            }
         }
         Ok(())
     });
@@ -535,6 +545,10 @@ fn inspect_snapshot(path: &Path, bytes: &[u8], number: u64) -> SnapshotInspectio
     // Counter id -> registered, as the registry record leaves it.
     let mut counters = BTreeMap::new();
     let mut ended = false;
+    // From version 4 on, a subject's cells may go on over the frames that
+    // follow, with its UID: the subject read last, if the last frame was one.
+    let split = header.version >= FormatVersion::V4;
+    let mut last_subject = None::<String>;
     // A snapshot frame holds exactly one record.
     let decode_frame =
         |payload: &[u8]| decode_record(header.version, payload).map(|record| vec![record]);
@@ -547,6 +561,7 @@ fn inspect_snapshot(path: &Path, bytes: &[u8], number: u64) -> SnapshotInspectio
                 return Err("bytes after the end record".into());
             }
             snapshot.records += 1;
+            let previous = last_subject.take();
             match record {
                 SnapshotRecord::Meta {
                     created_millis,
@@ -561,8 +576,11 @@ fn inspect_snapshot(path: &Path, bytes: &[u8], number: u64) -> SnapshotInspectio
                 }
                 SnapshotRecord::Meta { .. } => return Err("a second metadata record".into()),
                 SnapshotRecord::Tokens(tokens) => snapshot.tokens += tokens.len() as u64,
-                SnapshotRecord::Subject(_, cells) => {
-                    snapshot.subjects += 1;
+                SnapshotRecord::Subject(uid, cells) => {
+                    if !(split && previous.as_ref() == Some(&uid)) {
+                        snapshot.subjects += 1;
+                    }
+                    last_subject = Some(uid);
                     snapshot.cells += cells.cells().count() as u64;
                     // Version 1: each subject's own last LSN.
                     snapshot.max_lsn = snapshot.max_lsn.max(subject_lsn.unwrap_or(0));

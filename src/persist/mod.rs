@@ -189,12 +189,21 @@ impl Storage {
             }
         };
         let summary = snapshot::write(&self.dir, replay_from, now_millis, registry, store, tokens)?;
+        // Only a snapshot that reads back counts as one that opens: one
+        // that does not is removed, and the files before it stay.
+        if let Err(error) = snapshot::verify(&summary.path) {
+            let _ = std::fs::remove_file(&summary.path);
+            return Err(error);
+        }
         self.remove_obsolete()?;
         Ok(summary)
     }
 
     /// Removes the snapshots older than the [`SNAPSHOTS_KEPT`] newest
-    /// valid ones, and the log segments only they needed. A snapshot
+    /// valid ones, and the log segments only they needed. Every snapshot
+    /// counted valid is known to open: the one recovery loaded, or one
+    /// this engine wrote and read back ([`snapshot::verify`]); those
+    /// recovery did not try are older than the one it loaded. A snapshot
     /// recovery found damaged does not count as kept (else, after a
     /// fallback, the next snapshot would delete the valid one recovery
     /// fell back to and keep the damaged one); it is left in place, never
@@ -279,4 +288,54 @@ fn remove_temporary_files(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_795_780_800;
+
+    fn open(dir: &Path) -> (Storage, Recovered) {
+        let fresh = || {
+            (
+                Registry::new(2, 10_000),
+                Store::default(),
+                TokenStore::new(Duration::from_secs(3600)),
+            )
+        };
+        let horizon = crate::period::Retention {
+            months: 24,
+            days: 90,
+        }
+        .horizon(NOW);
+        Storage::open(dir, Durability::Never, NOW, horizon, &fresh).unwrap()
+    }
+
+    #[test]
+    fn fault_a_retention_keeps_the_newest_snapshot_that_opens_when_newer_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = {
+            let (storage, engine) = open(dir.path());
+            let token = engine.tokens.issue("u", NOW, |_, _| Ok(())).unwrap();
+            let snapshot = |storage: &Storage| {
+                storage.snapshot(0, &engine.registry, &engine.store, &engine.tokens)
+            };
+            snapshot(&storage).unwrap();
+            // Two snapshots written wrong: they do not read back.
+            snapshot::WRITE_UNREADABLE.set(true);
+            let unreadable = [snapshot(&storage), snapshot(&storage)];
+            snapshot::WRITE_UNREADABLE.set(false);
+            for written in unreadable {
+                assert!(matches!(written, Err(Error::Corrupt { .. })), "{written:?}");
+            }
+            token
+        };
+        // The first snapshot is still there, and opens.
+        let (_, engine) = open(dir.path());
+        assert_eq!(
+            engine.tokens.lookup(token.as_str(), NOW).unwrap().as_deref(),
+            Some("u")
+        );
+    }
 }

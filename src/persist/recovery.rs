@@ -316,9 +316,11 @@ impl Replayer<'_> {
                 uid,
                 expires_at,
             } => {
+                // A logged token was just issued: it has its UID.
                 validate_uid(&uid).map_err(|e| e.to_string())?;
-                self.tokens
-                    .restore(&token, crate::subject::IssuedToken { uid, expires_at });
+                let issued = crate::subject::IssuedToken { uid, expires_at };
+                crate::subject::validate_issued_token(&token, &issued).map_err(|e| e.to_string())?;
+                self.tokens.restore(&token, issued);
                 self.report.other_records += 1;
             }
             LogRecord::Increment {
@@ -372,6 +374,36 @@ impl Replayer<'_> {
                         self.report.states_skipped += 1;
                     } else {
                         self.store.replace(&uid, cells, lsn);
+                        self.report.states_replayed += 1;
+                    }
+                }
+                *self.max_lsn = (*self.max_lsn).max(lsn);
+            }
+            LogRecord::Cells {
+                lsn,
+                uid,
+                from,
+                until,
+                cells,
+            } => {
+                validate_uid(&uid).map_err(|e| e.to_string())?;
+                if !cells.is_well_formed(self.registry.counter_count()) {
+                    return Err(format!("malformed state of subject {uid:?} at {lsn}"));
+                }
+                if self.held.is_some_and(|held| held.holds(&uid, lsn)) {
+                    self.report.states_skipped += 1;
+                } else {
+                    let mut state = (self.store)
+                        .read(&uid, |cells| cells.to_owned_cells())
+                        .unwrap_or_default();
+                    if !state.replace_range(from, until, cells) {
+                        return Err(format!(
+                            "part of the state of subject {uid:?} at {lsn} outside its counters"
+                        ));
+                    }
+                    self.store.replace(&uid, state, lsn);
+                    // A state is counted once, by its first part.
+                    if from == 0 {
                         self.report.states_replayed += 1;
                     }
                 }

@@ -3,12 +3,22 @@
 //!
 //! A snapshot is a file header (magic `TALLYSNP`, version, body length and
 //! CRC-32) and frames: `Meta`, `Tokens`, one `Subject` per subject, the
-//! `Registry`, and `End`. Subjects are encoded one at a time under their
-//! shard's read lock, so writers of other shards never wait and writers of
-//! a shard wait only while one subject is encoded. Each subject carries the
-//! sequence number of the last logged batch it holds, so replaying the log
-//! after the snapshot skips exactly what the snapshot already has. The
-//! registry comes last so that it holds every counter a subject refers to.
+//! `Registry`, and `End`. Every frame keeps within the writers' budget
+//! ([`FRAME_BUDGET_BYTES`]), so that the reader accepts it: the tokens and
+//! the registry take as many frames as they need, and a subject too large
+//! for one frame goes on over consecutive `Subject` frames of its UID.
+//!
+//! A shard's subjects are encoded into memory under the shard's read lock,
+//! all of them in one go, and written to the file after the lock is
+//! released: writers of other shards never wait, and writers of a shard
+//! wait while its subjects are encoded (never for the disk). The `End`
+//! record carries, for each shard, the sequence number of the last logged
+//! batch it held when it was encoded, so replaying the log after the
+//! snapshot skips exactly what the snapshot already has. The registry
+//! comes after the subjects so that it holds every counter they refer to.
+//!
+//! A snapshot just written is read back and checked ([`verify`]) before
+//! it counts as one that opens.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
@@ -17,14 +27,21 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::format::{
-    FormatError, FormatVersion, HEADER_BYTES, Header, SNAPSHOT_MAGIC, decode, read_frame,
-    write_frame,
+    FRAME_BUDGET_BYTES, FormatError, FormatVersion, HEADER_BYTES, Header, SNAPSHOT_MAGIC,
+    TooLarge, decode, encoded_len, read_frame, runs, write_frame,
 };
 use super::sync_dir;
 use crate::error::{Error, Result};
 use crate::registry::{Registry, RegistryChange};
 use crate::store::{CellsView, HeldBatches, Store, SubjectCells};
 use crate::subject::{IssuedToken, TokenStore};
+
+#[cfg(test)]
+thread_local! {
+    /// Makes this thread's snapshots unreadable (a record no reader
+    /// decodes after the metadata), for tests of what happens then.
+    pub(crate) static WRITE_UNREADABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 /// The file name of the snapshot after which log segment `replay_from` starts.
 pub(crate) fn snapshot_name(replay_from: u64) -> String {
@@ -156,11 +173,48 @@ struct BodyWriter {
     scratch: Vec<u8>,
 }
 
+/// The most bytes the fixed part of a record splitting a list may take
+/// around the list's items: the variant index and the list's length.
+const LIST_OVERHEAD_BYTES: usize = 16;
+
+/// Where a writer's error goes: I/O to [`Error::Io`] on `temp`, a record
+/// too large to [`Error::RecordTooLarge`].
+enum WriteError {
+    Io(std::io::Error),
+    TooLarge(TooLarge),
+}
+
+impl From<std::io::Error> for WriteError {
+    fn from(e: std::io::Error) -> Self {
+        WriteError::Io(e)
+    }
+}
+
+impl From<TooLarge> for WriteError {
+    fn from(e: TooLarge) -> Self {
+        WriteError::TooLarge(e)
+    }
+}
+
 impl BodyWriter {
-    fn frame(&mut self, record: &SnapshotRecordRef<'_>) -> std::io::Result<()> {
+    fn frame(&mut self, record: &SnapshotRecordRef<'_>) -> std::result::Result<(), WriteError> {
         self.scratch.clear();
-        write_frame(&mut self.scratch, record);
-        self.flush_scratch()
+        write_frame(&mut self.scratch, record)?;
+        Ok(self.flush_scratch()?)
+    }
+
+    /// Writes `items` as records `wrap` makes of runs of them, as many
+    /// frames as the budget needs (one, empty, for no items).
+    fn list<T>(
+        &mut self,
+        items: &[T],
+        len: impl Fn(&T) -> usize,
+        wrap: impl Fn(&[T]) -> SnapshotRecordRef<'_>,
+    ) -> std::result::Result<(), WriteError> {
+        for run in runs(items, FRAME_BUDGET_BYTES - LIST_OVERHEAD_BYTES, len)? {
+            self.frame(&wrap(&items[run]))?;
+        }
+        Ok(())
     }
 
     /// Writes out the frames gathered in `scratch`.
@@ -183,15 +237,65 @@ pub(crate) fn write(
 ) -> Result<SnapshotSummary> {
     let path = dir.join(snapshot_name(replay_from));
     let temp = dir.join(format!("{}.tmp", snapshot_name(replay_from)));
+    let written = write_to(&temp, replay_from, created_millis, registry, store, tokens);
+    let (bytes, subjects) = match written {
+        Ok(written) => written,
+        Err(error) => {
+            let _ = std::fs::remove_file(&temp);
+            return Err(error);
+        }
+    };
+    std::fs::rename(&temp, &path)
+        .map_err(|e| Error::io(format!("renaming {}", temp.display()), e))?;
+    sync_dir(dir)?;
+    Ok(SnapshotSummary {
+        path,
+        bytes,
+        subjects,
+        replay_from,
+    })
+}
+
+/// Encodes the frames of one subject into `out`: one `Subject` frame, or
+/// several of its UID with consecutive runs of its cells if one would
+/// take more than the budget.
+fn subject_frames(out: &mut Vec<u8>, uid: &str, cells: CellsView<'_>) -> Result<(), TooLarge> {
+    if write_frame(out, &SnapshotRecordRef::Subject(uid, cells)).is_ok() {
+        return Ok(());
+    }
+    let budget = FRAME_BUDGET_BYTES - LIST_OVERHEAD_BYTES - encoded_len(uid);
+    let all: Vec<(u32, &crate::period::Cell)> = cells.cells().collect();
+    for run in runs(&all, budget, encoded_len)? {
+        write_frame(
+            out,
+            &SnapshotRecordRef::Subject(uid, cells.slice(run.start..run.end)),
+        )?;
+    }
+    Ok(())
+}
+
+/// [`write`] into `temp`: returns the file's size and its subjects.
+fn write_to(
+    temp: &Path,
+    replay_from: u64,
+    created_millis: i64,
+    registry: &Registry,
+    store: &Store,
+    tokens: &TokenStore,
+) -> Result<(u64, u64)> {
     let io = |what: &str| {
         let what = format!("{what} {}", temp.display());
         move |e| Error::io(what, e)
+    };
+    let failed = |e: WriteError| match e {
+        WriteError::Io(e) => io("writing")(e),
+        WriteError::TooLarge(too_large) => Error::from(too_large),
     };
     let file = OpenOptions::new()
         .create(true)
         .truncate(true)
         .write(true)
-        .open(&temp)
+        .open(temp)
         .map_err(io("creating"))?;
     let mut body = BodyWriter {
         out: BufWriter::with_capacity(1 << 20, file),
@@ -207,30 +311,43 @@ pub(crate) fn write(
         replay_from,
         hash_seed: store.seed(),
     })
-    .map_err(io("writing"))?;
+    .map_err(failed)?;
+    #[cfg(test)]
+    if WRITE_UNREADABLE.get() {
+        body.scratch.clear();
+        write_frame(&mut body.scratch, &u32::MAX).map_err(Error::from)?;
+        body.flush_scratch().map_err(io("writing"))?;
+    }
     let token_image = tokens.image();
-    body.frame(&SnapshotRecordRef::Tokens(&token_image))
-        .map_err(io("writing"))?;
-    // Each shard's subjects are copied under its read lock, then encoded
-    // and written after it is released: a shard's writers wait only for
-    // that copy, never for encoding or the disk.
+    body.list(&token_image, encoded_len, |run| SnapshotRecordRef::Tokens(run))
+        .map_err(failed)?;
+    drop(token_image);
+    // Each shard's subjects are encoded under its read lock, all in one
+    // go, and written after it is released: a shard's writers wait for
+    // the encoding, never for the disk.
     let mut subjects = 0u64;
     let mut shard_lsns = Vec::with_capacity(store.shard_count());
     for shard in 0..store.shard_count() {
         body.scratch.clear();
+        let mut encoded = Ok(());
         shard_lsns.push(store.for_each_in_shard(shard, |uid, cells| {
             subjects += 1;
-            write_frame(&mut body.scratch, &SnapshotRecordRef::Subject(uid, cells));
+            if encoded.is_ok() {
+                encoded = subject_frames(&mut body.scratch, uid, cells);
+            }
         }));
+        encoded.map_err(Error::from)?;
         body.flush_scratch().map_err(io("writing"))?;
     }
-    body.frame(&SnapshotRecordRef::Registry(&registry.image()))
-        .map_err(io("writing"))?;
+    body.list(&registry.image(), encoded_len, |run| {
+        SnapshotRecordRef::Registry(run)
+    })
+        .map_err(failed)?;
     body.frame(&SnapshotRecordRef::End {
         subjects,
         shard_lsns: &shard_lsns,
     })
-    .map_err(io("writing"))?;
+    .map_err(failed)?;
     let header = Header::new(SNAPSHOT_MAGIC, body.len, body.crc.clone().finalize());
     let mut file = body
         .out
@@ -240,15 +357,7 @@ pub(crate) fn write(
         .and_then(|_| file.write_all(&header.encode()))
         .and_then(|()| file.sync_all())
         .map_err(io("syncing"))?;
-    drop(file);
-    std::fs::rename(&temp, &path).map_err(io("renaming"))?;
-    sync_dir(dir)?;
-    Ok(SnapshotSummary {
-        path,
-        bytes: HEADER_BYTES as u64 + body.len,
-        subjects,
-        replay_from,
-    })
+    Ok((HEADER_BYTES as u64 + body.len, subjects))
 }
 
 /// A snapshot read back into fresh engine parts.
@@ -335,6 +444,35 @@ pub(crate) fn load_bytes(
     store: &mut Store,
     tokens: &TokenStore,
 ) -> Result<Loaded> {
+    read_bytes(path, bytes, registry, Some((store, tokens)))
+}
+
+/// Reads back the snapshot at `path` and checks it as [`load`] would,
+/// without keeping its subjects or regTokens: whether it opens.
+pub(crate) fn verify(path: &Path) -> Result<()> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let registry = Registry::new(crate::config::MAX_PATH_DEPTH, usize::MAX);
+    read_bytes(path, &bytes, &registry, None).map(drop)
+}
+
+/// The subject being read: a version-4 snapshot may continue its cells
+/// over the frames that follow, with the same UID.
+struct CurrentSubject {
+    uid: String,
+    cells: SubjectCells,
+    /// The offset of its first frame.
+    at: usize,
+}
+
+/// [`load_bytes`], restoring into `into` (a store and its tokens), or,
+/// without, only checking.
+fn read_bytes(
+    path: &Path,
+    bytes: &[u8],
+    registry: &Registry,
+    mut into: Option<(&mut Store, &TokenStore)>,
+) -> Result<Loaded> {
     let corrupt = |offset: usize, reason: String| Error::Corrupt {
         file: path.to_owned(),
         offset: offset as u64,
@@ -394,10 +532,15 @@ pub(crate) fn load_bytes(
     // The store takes the snapshot's seed (a version-1 snapshot has
     // none), so that its subjects come in shard by shard and each shard's
     // tables are sized once for them.
-    if header.version != FormatVersion::V1 {
+    if header.version != FormatVersion::V1
+        && let Some((store, _)) = &mut into
+    {
         store.reseed(hash_seed);
     }
-    let store = &*store;
+    let into = into.map(|(store, tokens)| (&*store, tokens));
+    // Before version 4, the tokens and the registry are one frame each,
+    // and a subject is one frame.
+    let split = header.version >= FormatVersion::V4;
     let mut subjects = 0u64;
     let held;
     // A version-1 snapshot's per-subject last LSNs.
@@ -405,6 +548,24 @@ pub(crate) fn load_bytes(
     let mut max_counter = None::<u32>;
     let (mut seen_tokens, mut seen_registry) = (false, false);
     let mut pending = PendingSubjects::default();
+    let mut current = None::<CurrentSubject>;
+    // Files the subject read, once its last frame is behind.
+    let finish = |current: &mut Option<CurrentSubject>,
+                  subjects: &mut u64,
+                  max_counter: &mut Option<u32>,
+                  pending: &mut PendingSubjects|
+     -> Result<()> {
+        let Some(CurrentSubject { uid, cells, at }) = current.take() else {
+            return Ok(());
+        };
+        *max_counter = (*max_counter).max(cells.max_counter());
+        *subjects += 1;
+        if let Some((store, _)) = into {
+            let shard = store.shard_of(&uid);
+            pending.push(store, path, shard, (uid, cells), at)?;
+        }
+        Ok(())
+    };
     loop {
         let Some((record, subject_lsn, at)) = next()? else {
             return Err(corrupt(
@@ -412,17 +573,26 @@ pub(crate) fn load_bytes(
                 "the snapshot has no end record".into(),
             ));
         };
+        if !matches!(&record, SnapshotRecord::Subject(uid, _)
+            if split && current.as_ref().is_some_and(|c| c.uid == *uid))
+        {
+            finish(&mut current, &mut subjects, &mut max_counter, &mut pending)?;
+        }
         match record {
-            SnapshotRecord::Tokens(_) if seen_tokens => {
+            SnapshotRecord::Tokens(_) if seen_tokens && !split => {
                 return Err(corrupt(at, "a second token record".into()));
             }
-            SnapshotRecord::Registry(_) if seen_registry => {
+            SnapshotRecord::Registry(_) if seen_registry && !split => {
                 return Err(corrupt(at, "a second registry record".into()));
             }
             SnapshotRecord::Tokens(list) => {
                 seen_tokens = true;
                 for (token, issued) in list {
-                    tokens.restore(&token, issued);
+                    crate::subject::validate_issued_token(&token, &issued)
+                        .map_err(|e| corrupt(at, e.to_string()))?;
+                    if let Some((_, tokens)) = into {
+                        tokens.restore(&token, issued);
+                    }
                 }
             }
             SnapshotRecord::Subject(uid, cells) => {
@@ -430,13 +600,20 @@ pub(crate) fn load_bytes(
                 if !cells.is_well_formed(u32::MAX as usize) {
                     return Err(corrupt(at, format!("malformed cells of subject {uid:?}")));
                 }
-                max_counter = max_counter.max(cells.max_counter());
-                subjects += 1;
                 if let Some(lsn) = subject_lsn {
                     subject_lsns.insert(uid.clone(), lsn);
                 }
-                let shard = store.shard_of(&uid);
-                pending.push(store, path, shard, (uid, cells), at)?;
+                match &mut current {
+                    Some(current) if current.uid == uid => {
+                        if !current.cells.extend_with(cells) {
+                            return Err(corrupt(
+                                at,
+                                format!("cells of subject {uid:?} out of order across frames"),
+                            ));
+                        }
+                    }
+                    _ => current = Some(CurrentSubject { uid, cells, at }),
+                }
             }
             SnapshotRecord::Registry(changes) => {
                 seen_registry = true;
@@ -448,7 +625,9 @@ pub(crate) fn load_bytes(
                 subjects: expected,
                 shard_lsns,
             } => {
-                pending.restore_into(store, path)?;
+                if let Some((store, _)) = into {
+                    pending.restore_into(store, path)?;
+                }
                 if !(seen_tokens && seen_registry) {
                     return Err(corrupt(
                         at,

@@ -27,8 +27,9 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::format::{
-    FormatError, FormatVersion, Header, LOG_MAGIC, decode_all, seal_frame, split_first_lsn,
-    start_log_frame, write_increment_record, write_record,
+    FRAME_BUDGET_BYTES, FRAME_OVERHEAD, FormatError, FormatVersion, Header, LOG_MAGIC, TooLarge, decode_all,
+    encoded_len, runs, seal_frame, split_first_lsn, start_log_frame, write_increment_record,
+    write_record,
 };
 use super::{Durability, sync_dir};
 use crate::error::{Error, Result};
@@ -69,6 +70,18 @@ pub(crate) enum LogRecord {
         lsn: u64,
         subjects: Vec<(String, SubjectCells)>,
     },
+    /// Part of the state of a subject written back whose state is too
+    /// large for one record (format version 4 on): replay sets the
+    /// subject's cells of the counters `from..until` (no upper bound if
+    /// `None`) to these, and keeps its others. A subject's state takes
+    /// consecutive records, whose ranges follow on from 0.
+    Cells {
+        lsn: u64,
+        uid: String,
+        from: CounterId,
+        until: Option<CounterId>,
+        cells: SubjectCells,
+    },
 }
 
 /// A log record in format version 2 or 3, as decoded: an increment carries
@@ -88,11 +101,18 @@ enum LogRecordV2 {
         at_delta: i64,
         entries: Vec<LoggedEntry>,
     },
-    /// Version 3 only.
+    /// Version 3 on.
     Subjects(Vec<(String, SubjectCells)>),
+    /// Version 4 on.
+    Cells {
+        uid: String,
+        from: CounterId,
+        until: Option<CounterId>,
+        cells: SubjectCells,
+    },
 }
 
-/// A log record in format version 3, to encode. The engine encodes
+/// A log record in format version 4, to encode. The engine encodes
 /// increments by hand (`write_increment_record`, pinned to this layout by
 /// a test); the other records go through this.
 #[derive(Serialize)]
@@ -113,6 +133,12 @@ pub(crate) enum RecordV2Ref<'a> {
         entries: &'a [ResolvedEntry<'a>],
     },
     Subjects(&'a [(&'a str, CellsView<'a>)]),
+    Cells {
+        uid: &'a str,
+        from: CounterId,
+        until: Option<CounterId>,
+        cells: CellsView<'a>,
+    },
 }
 
 /// Decodes the records of a log frame's payload written in `version`.
@@ -179,6 +205,24 @@ pub(crate) fn decode_log_frame(
                 lsn: lsn()?,
                 subjects,
             },
+            LogRecordV2::Cells { .. } if version < FormatVersion::V4 => {
+                return Err(FormatError::Corrupt(format!(
+                    "a part of a subject's state in a version-{} log",
+                    version as u32
+                )));
+            }
+            LogRecordV2::Cells {
+                uid,
+                from,
+                until,
+                cells,
+            } => LogRecord::Cells {
+                lsn: lsn()?,
+                uid,
+                from,
+                until,
+                cells,
+            },
         });
     }
     Ok(decoded)
@@ -186,6 +230,7 @@ pub(crate) fn decode_log_frame(
 
 /// A log record to append, borrowing its parts. Its layout on disk is
 /// [`RecordV2Ref`]'s.
+#[derive(Clone, Copy)]
 pub(crate) enum RecordRef<'a> {
     /// See [`LogRecord::Registry`].
     Registry(&'a [RegistryChange]),
@@ -206,7 +251,20 @@ pub(crate) enum RecordRef<'a> {
     /// See [`LogRecord::Subjects`]; its LSN is the one [`Wal::append`]
     /// returns.
     Subjects(&'a [(&'a str, CellsView<'a>)]),
+    /// See [`LogRecord::Cells`]; its LSN is the one [`Wal::append`]
+    /// returns.
+    Cells {
+        uid: &'a str,
+        from: CounterId,
+        until: Option<CounterId>,
+        cells: CellsView<'a>,
+    },
 }
+
+/// Room a frame keeps beside a record that must fit it alone: the frame's
+/// first LSN (up to 9 bytes), and an increment's event time, which a new
+/// frame writes from 0 rather than as a difference (up to 9 more).
+const LONE_RECORD_SLACK: usize = 32;
 
 /// The file name of log segment `number`.
 pub(crate) fn segment_name(number: u64) -> String {
@@ -245,9 +303,13 @@ const INITIAL_BUFFER_BYTES: usize = 1 << 16;
 
 /// What appenders share: the bytes not yet written, and the counters.
 struct Buffer {
-    /// A log frame being filled ([`start_log_frame`]): reserved header
-    /// bytes, the LSN of its first record, then records.
+    /// Log frames: sealed ones ([`seal_frame`]), each within
+    /// [`FRAME_BUDGET_BYTES`], then, from `frame_start` on, the one being
+    /// filled ([`start_log_frame`]): reserved header bytes, the LSN of its
+    /// first record, then records.
     bytes: Vec<u8>,
+    /// Where the frame being filled starts in `bytes`.
+    frame_start: usize,
     /// The LSN of the first record in `bytes`.
     first_lsn: u64,
     next_lsn: u64,
@@ -263,6 +325,90 @@ struct Buffer {
     wake_syncer_at: usize,
     /// The interval sync thread has been asked to write `bytes` early.
     early_requested: bool,
+}
+
+impl Buffer {
+    /// Appends `record`, numbered `lsn`, to the frame being filled.
+    #[inline(always)]
+    fn encode(&mut self, lsn: u64, record: RecordRef<'_>) {
+        match record {
+            RecordRef::Increment {
+                lsn: record_lsn,
+                uid,
+                at,
+                entries,
+            } => {
+                // Version 2 stores no LSN: it is implied by the position.
+                debug_assert_eq!(record_lsn, lsn, "an increment logged with another LSN");
+                let at_delta = at.wrapping_sub(self.last_at);
+                self.last_at = at;
+                write_increment_record(&mut self.bytes, uid, at_delta, entries);
+            }
+            RecordRef::Registry(changes) => {
+                write_record(&mut self.bytes, &RecordV2Ref::Registry(changes));
+            }
+            RecordRef::Subjects(subjects) => {
+                write_record(&mut self.bytes, &RecordV2Ref::Subjects(subjects));
+            }
+            RecordRef::Cells {
+                uid,
+                from,
+                until,
+                cells,
+            } => write_record(
+                &mut self.bytes,
+                &RecordV2Ref::Cells {
+                    uid,
+                    from,
+                    until,
+                    cells,
+                },
+            ),
+            RecordRef::Token {
+                token,
+                uid,
+                expires_at,
+            } => write_record(
+                &mut self.bytes,
+                &RecordV2Ref::Token {
+                    token,
+                    uid,
+                    expires_at,
+                },
+            ),
+        }
+    }
+
+    /// `record` (numbered `lsn`, encoded from `before` on) took the frame
+    /// being filled past [`FRAME_BUDGET_BYTES`]: seals the frame without
+    /// it and encodes it again at the start of a new one. A record too
+    /// large for a frame of its own is taken back (its LSN and the
+    /// previous event time with it) and refused.
+    #[cold]
+    #[inline(never)]
+    fn refit(
+        &mut self,
+        before: usize,
+        lsn: u64,
+        last_at: i64,
+        record: RecordRef<'_>,
+    ) -> Result<(), TooLarge> {
+        let bytes = self.bytes.len() - before;
+        self.bytes.truncate(before);
+        if bytes + LONE_RECORD_SLACK > FRAME_BUDGET_BYTES {
+            self.last_at = last_at;
+            self.next_lsn = lsn;
+            return Err(TooLarge { bytes });
+        }
+        // The frame held records before this one (a frame of this one
+        // alone fits), all within the budget.
+        seal_frame(&mut self.bytes[self.frame_start..])?;
+        self.frame_start = before;
+        start_log_frame(&mut self.bytes, lsn);
+        self.last_at = 0;
+        self.encode(lsn, record);
+        Ok(())
+    }
 }
 
 /// The file side, held by whoever writes the buffer out.
@@ -316,6 +462,7 @@ impl Wal {
             durability,
             buffer: Mutex::new(Buffer {
                 bytes,
+                frame_start: 0,
                 first_lsn: next_lsn,
                 next_lsn,
                 last_at: 0,
@@ -381,37 +528,14 @@ impl Wal {
         let lsn = buffer.next_lsn;
         buffer.next_lsn += 1;
         let before = buffer.bytes.len();
-        match record(lsn) {
-            RecordRef::Increment {
-                lsn: record_lsn,
-                uid,
-                at,
-                entries,
-            } => {
-                // Version 2 stores no LSN: it is implied by the position.
-                debug_assert_eq!(record_lsn, lsn, "an increment logged with another LSN");
-                let at_delta = at.wrapping_sub(buffer.last_at);
-                buffer.last_at = at;
-                write_increment_record(&mut buffer.bytes, uid, at_delta, entries);
-            }
-            RecordRef::Registry(changes) => {
-                write_record(&mut buffer.bytes, &RecordV2Ref::Registry(changes));
-            }
-            RecordRef::Subjects(subjects) => {
-                write_record(&mut buffer.bytes, &RecordV2Ref::Subjects(subjects));
-            }
-            RecordRef::Token {
-                token,
-                uid,
-                expires_at,
-            } => write_record(
-                &mut buffer.bytes,
-                &RecordV2Ref::Token {
-                    token,
-                    uid,
-                    expires_at,
-                },
-            ),
+        let record = record(lsn);
+        let last_at = buffer.last_at;
+        buffer.encode(lsn, record);
+        if buffer.bytes.len() - buffer.frame_start > FRAME_OVERHEAD + FRAME_BUDGET_BYTES
+            && let Err(too_large) = buffer.refit(before, lsn, last_at, record)
+        {
+            drop(buffer);
+            return Err(too_large.into());
         }
         buffer.end += (buffer.bytes.len() - before) as u64;
         let end = buffer.end;
@@ -534,7 +658,7 @@ impl Wal {
     /// records that covered.
     fn flush_locked(&self, segment: &mut Segment) -> Result<()> {
         self.check_poison()?;
-        let (mut bytes, end, waiters) = {
+        let (mut bytes, end, waiters, frame_start) = {
             let mut fresh = std::mem::take(&mut segment.spare);
             if fresh.capacity() == 0 {
                 fresh.reserve(INITIAL_BUFFER_BYTES);
@@ -550,15 +674,16 @@ impl Wal {
             start_log_frame(&mut fresh, buffer.next_lsn);
             std::mem::swap(&mut buffer.bytes, &mut fresh);
             std::mem::swap(&mut buffer.waiters, &mut fresh_waiters);
+            let frame_start = std::mem::replace(&mut buffer.frame_start, 0);
             buffer.first_lsn = buffer.next_lsn;
             buffer.last_at = 0;
             buffer.early_requested = false;
-            (fresh, buffer.end, fresh_waiters)
+            (fresh, buffer.end, fresh_waiters, frame_start)
         };
-        seal_frame(&mut bytes);
-        let written = segment
-            .file
-            .write_all(&bytes)
+        // Within the budget: every append keeps the frame being filled so.
+        let written = seal_frame(&mut bytes[frame_start..])
+            .map_err(|too_large| std::io::Error::other(Error::from(too_large)))
+            .and_then(|()| segment.file.write_all(&bytes))
             .and_then(|()| segment.file.sync_data());
         let result = match written {
             Ok(()) => {
@@ -743,15 +868,70 @@ impl Wal {
     pub(crate) fn write_back(&self, store: &Store) -> Result<()> {
         self.check_poison()?;
         for shard in 0..store.shard_count() {
-            store.write_back(shard, |subjects| {
-                self.append(|_| RecordRef::Subjects(subjects))
-                    .map(|(lsn, _)| lsn)
-            })?;
+            store.write_back(shard, |subjects| self.append_states(subjects))?;
             if self.buffer.lock().bytes.len() >= WRITE_BACK_SYNC_BYTES {
                 self.sync()?;
             }
         }
         Ok(())
+    }
+}
+
+impl Wal {
+    /// Appends the states of `subjects` as `Subjects` records, as many as
+    /// keep each within the frame budget; a subject too large for one
+    /// record alone takes `Cells` records of runs of its cells. Returns
+    /// the last record's LSN.
+    fn append_states(&self, subjects: &[(&str, CellsView<'_>)]) -> Result<u64> {
+        let budget = FRAME_BUDGET_BYTES - 2 * LONE_RECORD_SLACK;
+        let mut lsn = 0;
+        let mut run = 0..0;
+        let mut used = 0;
+        let append_run = |run: std::ops::Range<usize>| -> Result<u64> {
+            if run.is_empty() {
+                return Ok(0);
+            }
+            let subjects = &subjects[run];
+            self.append(|_| RecordRef::Subjects(subjects))
+                .map(|(lsn, _)| lsn)
+        };
+        for (i, subject) in subjects.iter().enumerate() {
+            let bytes = encoded_len(subject);
+            if bytes > budget {
+                lsn = lsn.max(append_run(std::mem::replace(&mut run, i + 1..i + 1))?);
+                used = 0;
+                lsn = lsn.max(self.append_large_state(subject.0, subject.1, budget)?);
+                continue;
+            }
+            if used + bytes > budget {
+                lsn = lsn.max(append_run(std::mem::replace(&mut run, i..i))?);
+                used = 0;
+            }
+            used += bytes;
+            run.end = i + 1;
+        }
+        Ok(lsn.max(append_run(run)?))
+    }
+
+    /// Appends the state of one subject as `Cells` records of runs of its
+    /// cells, each within `budget`; returns the last record's LSN.
+    fn append_large_state(&self, uid: &str, cells: CellsView<'_>, budget: usize) -> Result<u64> {
+        let all: Vec<(CounterId, &crate::period::Cell)> = cells.cells().collect();
+        let runs = runs(&all, budget - encoded_len(uid), encoded_len)?;
+        let mut lsn = 0;
+        for (i, run) in runs.iter().enumerate() {
+            let from = if i == 0 { 0 } else { all[run.start].0 };
+            let until = runs.get(i + 1).map(|next| all[next.start].0);
+            let part = cells.slice(run.clone());
+            let (appended, _) = self.append(|_| RecordRef::Cells {
+                uid,
+                from,
+                until,
+                cells: part,
+            })?;
+            lsn = appended;
+        }
+        Ok(lsn)
     }
 }
 

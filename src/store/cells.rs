@@ -315,6 +315,11 @@ impl<C: AsRef<[Cell]>> Cells<C> {
         self.as_slice().last().map(Cell::counter)
     }
 
+    /// The cells, copied into an owned [`SubjectCells`].
+    pub(crate) fn to_owned_cells(&self) -> SubjectCells {
+        Cells(self.as_slice().to_vec())
+    }
+
     /// Whether decoded cells keep the invariants and name only counters below `counters`.
     pub(crate) fn is_well_formed(&self, counters: usize) -> bool {
         let cells = self.as_slice();
@@ -435,7 +440,46 @@ impl<C: AsRef<[Cell]> + AsMut<[Cell]>> Cells<C> {
     }
 }
 
+impl<'a> CellsView<'a> {
+    /// The cells at `range` of these (by position, not counter id).
+    pub(crate) fn slice(&self, range: std::ops::Range<usize>) -> CellsView<'a> {
+        Cells(&self.0[range])
+    }
+}
+
 impl SubjectCells {
+    /// Appends `more`, the cells that follow these in a data file: `false`
+    /// (and nothing appended) unless every counter of `more` is above every
+    /// counter of these.
+    pub(crate) fn extend_with(&mut self, more: SubjectCells) -> bool {
+        if let (Some(last), Some(first)) = (self.0.last(), more.0.first())
+            && first.counter() <= last.counter()
+        {
+            return false;
+        }
+        self.0.extend(more.0);
+        true
+    }
+
+    /// Replaces the cells whose counters are in `from..until` (`until`
+    /// `None`: no upper bound) with `with`: `false` (and nothing changed)
+    /// unless every counter of `with` is in that range.
+    pub(crate) fn replace_range(
+        &mut self,
+        from: CounterId,
+        until: Option<CounterId>,
+        with: SubjectCells,
+    ) -> bool {
+        let inside = |counter: CounterId| counter >= from && until.is_none_or(|end| counter < end);
+        if !with.0.iter().all(|cell| inside(cell.counter())) {
+            return false;
+        }
+        let start = self.0.partition_point(|cell| cell.counter() < from);
+        let end = start + self.0[start..].partition_point(|cell| inside(cell.counter()));
+        self.0.splice(start..end, with.0);
+        true
+    }
+
     /// Cells sorted by counter id.
     pub(super) fn new(cells: Vec<Cell>) -> SubjectCells {
         Cells(cells)
