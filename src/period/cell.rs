@@ -22,7 +22,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::{Amount, DayKey, EventTime, Horizon, MonthKey, Period};
 use std::num::NonZeroU64;
 
-use crate::calendar::{END_EVENT_SECS, SECS_PER_DAY, month_of_day};
+use crate::calendar::{END_EVENT_SECS, MIN_EVENT_SECS, SECS_PER_DAY, month_of_day};
 use crate::error::AmountField;
 use crate::registry::CounterId;
 
@@ -723,8 +723,45 @@ impl Serialize for Cell {
     }
 }
 
+/// Months of 2000..=2099: bucket month indices are below this.
+const END_MONTH: u32 = 1200;
+
+impl Bucket {
+    /// Why a decoded bucket could not have been written, if it could not:
+    /// its key is a month of 2000..=2099 or a day of those years, and its
+    /// `lastUpdated` falls in that month or day.
+    fn impossible(&self) -> Option<String> {
+        let secs = i64::from(self.last_updated);
+        if self.key & MONTH_TAG != 0 {
+            let month = self.key & !MONTH_TAG;
+            if month >= END_MONTH {
+                return Some(format!("a month bucket's index {month} is past 2099"));
+            }
+            if !(MIN_EVENT_SECS..END_EVENT_SECS).contains(&secs)
+                || month_of_day(secs.div_euclid(SECS_PER_DAY)) != month
+            {
+                return Some(format!(
+                    "month bucket {month}'s lastUpdated {secs} is not in that month"
+                ));
+            }
+        } else {
+            let (first, end) = (MIN_EVENT_SECS / SECS_PER_DAY, END_EVENT_SECS / SECS_PER_DAY);
+            let day = i64::from(self.key);
+            if !(first..end).contains(&day) {
+                return Some(format!("a day bucket's day {day} is outside 2000..=2099"));
+            }
+            if secs.div_euclid(SECS_PER_DAY) != day {
+                return Some(format!("day bucket {day}'s lastUpdated {secs} is not in that day"));
+            }
+        }
+        None
+    }
+}
+
 /// Decoded without its counter (the layout keeps it beside the cell):
-/// [`Cell::of_counter`] gives it one.
+/// [`Cell::of_counter`] gives it one. Every bucket is checked to be one
+/// the engine could have written (see [`Bucket::impossible`]), so that
+/// reading it never meets a period key outside the calendar.
 impl<'de> Deserialize<'de> for Cell {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let image = CellImage::deserialize(deserializer)?;
@@ -737,6 +774,9 @@ impl<'de> Deserialize<'de> for Cell {
                     image.last_updated
                 ))
             })?;
+        if let Some(reason) = image.buckets.iter().find_map(Bucket::impossible) {
+            return Err(D::Error::custom(reason));
+        }
         Ok(Cell {
             counter: 0,
             total: image.total,
