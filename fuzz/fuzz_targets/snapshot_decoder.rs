@@ -5,7 +5,8 @@
 //! Odd: the rest is cut into chunks (each a `u16` LE length, then that many
 //! bytes, the last chunk taking what is left), every chunk becomes a frame
 //! with a correct checksum, and a correct header goes in front (format
-//! version 2 if bit 1 of the mode is set, else 1: their records differ);
+//! version 2 if bit 1 of the mode is set, else 1, or 4 if bit 2 is also set:
+//! their records differ);
 //! so the fuzzer reaches the bincode records instead of stopping at a
 //! checksum. The byte layout is `src/persist/format.rs`.
 #![no_main]
@@ -16,11 +17,23 @@ const MAGIC: &[u8; 8] = b"TALLYSNP";
 
 fuzz_target!(|data: &[u8]| {
     let bytes = match data.split_first() {
-        Some((mode, rest)) if mode & 1 == 1 => framed(rest, if mode & 2 == 2 { 2 } else { 1 }),
+        Some((mode, rest)) if mode & 1 == 1 => framed(rest, version(*mode)),
         _ => data.to_vec(),
     };
-    let _ = tally::fuzzing::decode_snapshot(&bytes);
+    // Whatever decodes is then read end to end: every subject, every cell
+    // and stored period (`class: regex(''), period: regex('')`), every
+    // regToken.
+    let _ = tally::fuzzing::decode_snapshot_and_read(&bytes);
 });
+
+/// The format version a framed input's mode picks.
+fn version(mode: u8) -> u32 {
+    match (mode & 2 == 2, mode & 4 == 4) {
+        (false, _) => 1,
+        (true, false) => 2,
+        (true, true) => 4,
+    }
+}
 
 /// A snapshot with a valid header and valid frame checksums around `rest`.
 fn framed(rest: &[u8], version: u32) -> Vec<u8> {
