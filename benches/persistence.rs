@@ -1,5 +1,6 @@
-//! Durability costs (issue: durability): snapshot write and recovery of
-//! 1,000,000 subjects, acknowledged-increment throughput under
+//! Durability costs: snapshot write and recovery of 1,000,000 subjects,
+//! reopening a data directory holding 1,000,000 live regTokens,
+//! acknowledged-increment throughput under
 //! `Durability::Always` with 64 writer threads (group commit), and the
 //! increment path under `Interval(1 s)` beside the in-memory engine.
 //!
@@ -127,10 +128,56 @@ fn interval_against_memory(c: &mut Criterion) {
     group.finish();
 }
 
+/// Reopening a snapshot of 1,000,000 live regTokens (their frames split
+/// within the writers' budget).
+fn reg_tokens_reopen(c: &mut Criterion) {
+    const TOKENS: usize = 1_000_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ttl = Duration::from_secs(30 * 86_400);
+    let builder = || {
+        Tally::builder()
+            .data_dir(dir.path())
+            .durability(Durability::Never)
+            .reg_token_ttl(ttl)
+    };
+    let token = {
+        let engine = builder().build().expect("open");
+        let mut last = None;
+        for i in 0..TOKENS {
+            last = Some(engine.issue_reg_token(&format!("user-{i:08}")).expect("issue"));
+        }
+        let summary = engine.snapshot().expect("snapshot");
+        eprintln!(
+            "snapshot of {TOKENS} regTokens: {} bytes",
+            summary.bytes
+        );
+        last.expect("a token")
+    };
+    let mut group = c.benchmark_group("persistence/1m_reg_tokens");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
+    group.bench_function("reopen", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                let engine = builder().build().expect("open");
+                total += start.elapsed();
+                let uid = engine.resolve_uid((&token).into()).expect("resolves");
+                assert_eq!(uid, format!("user-{:08}", TOKENS - 1));
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     interval_against_memory,
     group_commit,
-    snapshot_and_recovery
+    snapshot_and_recovery,
+    reg_tokens_reopen
 );
 criterion_main!(benches);

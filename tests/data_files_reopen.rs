@@ -71,8 +71,9 @@ fn fault_a_retention_keeps_the_newest_snapshot_that_opens() {
     // snapshots: if those do not open, the first (and the log after it)
     // must still be there.
     let dir = tempfile::tempdir().unwrap();
+    let logged = Durability::Interval(Duration::from_secs(3600));
     let (early, late) = {
-        let engine = open(dir.path(), Durability::Always);
+        let engine = open(dir.path(), logged);
         let early = issue_tokens(&engine, 3);
         engine.snapshot().unwrap();
         let late = issue_tokens(&engine, 1_000_000);
@@ -80,7 +81,7 @@ fn fault_a_retention_keeps_the_newest_snapshot_that_opens() {
         engine.snapshot().unwrap();
         (early, late)
     };
-    let engine = open(dir.path(), Durability::Always);
+    let engine = open(dir.path(), logged);
     assert_tokens_resolve(&engine, &early);
     assert_tokens_resolve(&engine, &late);
 }
@@ -101,20 +102,43 @@ fn fault_a_many_registrations_and_as_many_unregistered_counters_reopen() {
     let pairs = |range: std::ops::Range<usize>| -> Vec<(String, String)> {
         range.map(|i| ("long".to_string(), long_path(i))).collect()
     };
+    // Registered through the log (`register` logs its changes as one
+    // batch), then a crash: the log alone holds them.
     let registered = {
-        let engine = open(dir.path(), Durability::Never);
+        let engine = open(dir.path(), Durability::Always);
         let gone = pairs(0..REGISTRATIONS);
         engine.register(gone.clone()).unwrap();
         engine.unregister(gone).unwrap();
         engine
             .register(pairs(REGISTRATIONS..2 * REGISTRATIONS))
             .unwrap();
-        engine.snapshot().unwrap();
-        engine.registered()
+        let registered = engine.registered();
+        std::mem::forget(engine);
+        registered
     };
     assert_eq!(registered.len(), REGISTRATIONS);
-    let engine = open(dir.path(), Durability::Never);
+    let copy = crash_copy(dir.path());
+    {
+        let engine = open(copy.path(), Durability::Always);
+        assert_eq!(engine.registered(), registered);
+        engine.snapshot().unwrap();
+    }
+    // And from the snapshot.
+    let engine = open(copy.path(), Durability::Always);
     assert_eq!(engine.registered(), registered);
+}
+
+/// The files of a data directory, without its lock, in a fresh one: what
+/// a crash leaves.
+fn crash_copy(dir: &Path) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "LOCK" {
+            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+        }
+    }
+    copy
 }
 
 /// Registers `counters` counters and gives subject `uid` a cell in each,
@@ -184,13 +208,7 @@ fn fault_a_a_subject_with_many_cells_reopens_from_a_written_back_log() {
         std::mem::forget(engine);
         rows
     };
-    let copy = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(dir.path()).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() != "LOCK" {
-            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
-        }
-    }
+    let copy = crash_copy(dir.path());
     let engine = open(copy.path(), interval);
     assert_eq!(everything(&engine, "wide"), before);
 }

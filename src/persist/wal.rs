@@ -381,9 +381,11 @@ impl Buffer {
 
     /// `record` (numbered `lsn`, encoded from `before` on) took the frame
     /// being filled past [`FRAME_BUDGET_BYTES`]: seals the frame without
-    /// it and encodes it again at the start of a new one. A record too
-    /// large for a frame of its own is taken back (its LSN and the
-    /// previous event time with it) and refused.
+    /// it and encodes it again at the start of a new one. Registry changes
+    /// too many for one frame become as many `Registry` records as they
+    /// fill, numbered on from `lsn`. Another record too large for a frame
+    /// of its own is taken back (its LSN and the previous event time with
+    /// it) and refused.
     #[cold]
     #[inline(never)]
     fn refit(
@@ -395,15 +397,41 @@ impl Buffer {
     ) -> Result<(), TooLarge> {
         let bytes = self.bytes.len() - before;
         self.bytes.truncate(before);
-        if bytes + LONE_RECORD_SLACK > FRAME_BUDGET_BYTES {
+        if bytes + LONE_RECORD_SLACK <= FRAME_BUDGET_BYTES {
+            return self.push_in_new_frame(lsn, record);
+        }
+        let RecordRef::Registry(changes) = record else {
             self.last_at = last_at;
             self.next_lsn = lsn;
             return Err(TooLarge { bytes });
+        };
+        let runs = match runs(changes, FRAME_BUDGET_BYTES - 2 * LONE_RECORD_SLACK, encoded_len) {
+            Ok(runs) => runs,
+            Err(too_large) => {
+                self.next_lsn = lsn;
+                return Err(too_large);
+            }
+        };
+        self.next_lsn = lsn + runs.len() as u64;
+        for (i, run) in runs.into_iter().enumerate() {
+            let lsn = lsn + i as u64;
+            let record = RecordRef::Registry(&changes[run]);
+            let start = self.bytes.len();
+            self.encode(lsn, record);
+            if self.bytes.len() - self.frame_start > FRAME_OVERHEAD + FRAME_BUDGET_BYTES {
+                self.bytes.truncate(start);
+                self.push_in_new_frame(lsn, record)?;
+            }
         }
-        // The frame held records before this one (a frame of this one
-        // alone fits), all within the budget.
+        Ok(())
+    }
+
+    /// Seals the frame being filled, which holds records within the
+    /// budget, and encodes `record`, which fits a frame of its own, at the
+    /// start of a new one.
+    fn push_in_new_frame(&mut self, lsn: u64, record: RecordRef<'_>) -> Result<(), TooLarge> {
         seal_frame(&mut self.bytes[self.frame_start..])?;
-        self.frame_start = before;
+        self.frame_start = self.bytes.len();
         start_log_frame(&mut self.bytes, lsn);
         self.last_at = 0;
         self.encode(lsn, record);
@@ -960,6 +988,8 @@ impl Segment {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::period::Amount;
 
@@ -1045,6 +1075,89 @@ mod tests {
             wal.write_back(&store),
             Err(Error::Poisoned { .. })
         ));
+    }
+
+    /// The payload lengths of the frames of segment 1.
+    fn frame_lengths(dir: &Path) -> Vec<usize> {
+        let bytes = std::fs::read(dir.join(segment_name(1))).unwrap();
+        let mut offset = super::super::format::HEADER_BYTES;
+        let mut lengths = Vec::new();
+        while offset < bytes.len() {
+            let (payload, used) = super::super::format::read_frame(&bytes[offset..]).unwrap();
+            lengths.push(payload.len());
+            offset += used;
+        }
+        lengths
+    }
+
+    #[test]
+    fn fault_a_log_frames_stay_within_the_budget_however_much_is_buffered() {
+        // More increments buffered than one frame may hold (no sync in
+        // between), and registry changes too many for one record.
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::create(dir.path(), 1, 1, Durability::Interval(Duration::from_secs(3600)))
+            .unwrap();
+        let entries = one_entry();
+        let increments = 2 * FRAME_BUDGET_BYTES / 10;
+        for _ in 0..increments {
+            wal.append(increment(&entries)).unwrap();
+        }
+        let changes: Vec<RegistryChange> = (0..40_000)
+            .map(|id| RegistryChange::Created {
+                id,
+                class: "c".into(),
+                path: format!("/{id:0>499}"),
+            })
+            .collect();
+        let (registry_lsn, _) = wal.append(|_| RecordRef::Registry(&changes)).unwrap();
+        let (after, _) = wal.append(increment(&entries)).unwrap();
+        wal.sync().unwrap();
+        let lengths = frame_lengths(dir.path());
+        assert!(lengths.len() >= 5, "{lengths:?}");
+        assert!(lengths.iter().all(|&len| len <= FRAME_BUDGET_BYTES), "{lengths:?}");
+        let records = records_in(dir.path(), 1);
+        let replayed: Vec<RegistryChange> = records
+            .iter()
+            .filter_map(|record| match record {
+                LogRecord::Registry(changes) => Some(changes.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(replayed, changes);
+        let registry_records = records.len() - increments - 1;
+        assert!(registry_records >= 3, "{registry_records}");
+        // Every record took the next LSN, the registry's as many as it took.
+        assert_eq!(registry_lsn, increments as u64 + 1);
+        assert_eq!(after, registry_lsn + registry_records as u64);
+        let lsns: Vec<u64> = records
+            .iter()
+            .filter_map(|record| match record {
+                LogRecord::Increment { lsn, .. } => Some(*lsn),
+                _ => None,
+            })
+            .collect();
+        let expected: Vec<u64> = (1..=increments as u64).chain([after]).collect();
+        assert_eq!(lsns, expected);
+    }
+
+    #[test]
+    fn fault_a_a_record_too_large_for_a_frame_is_refused_and_its_lsn_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::create(dir.path(), 1, 1, Durability::Always).unwrap();
+        let uid = "u".repeat(FRAME_BUDGET_BYTES);
+        let entries = one_entry();
+        let huge = wal.append(|lsn| RecordRef::Increment {
+            lsn,
+            uid: &uid,
+            at: 1_795_780_800,
+            entries: &entries,
+        });
+        assert!(matches!(huge, Err(Error::RecordTooLarge { .. })), "{huge:?}");
+        let (lsn, end) = wal.append(increment(&entries)).unwrap();
+        assert_eq!(lsn, 1);
+        wal.wait_durable(end).unwrap();
+        assert_eq!(records_in(dir.path(), 1).len(), 1);
     }
 
     /// Records in segments `1..=last`, decoded.
