@@ -144,13 +144,14 @@ fn reg_tokens_reopen(c: &mut Criterion) {
         let engine = builder().build().expect("open");
         let mut last = None;
         for i in 0..TOKENS {
-            last = Some(engine.issue_reg_token(&format!("user-{i:08}")).expect("issue"));
+            last = Some(
+                engine
+                    .issue_reg_token(&format!("user-{i:08}"))
+                    .expect("issue"),
+            );
         }
         let summary = engine.snapshot().expect("snapshot");
-        eprintln!(
-            "snapshot of {TOKENS} regTokens: {} bytes",
-            summary.bytes
-        );
+        eprintln!("snapshot of {TOKENS} regTokens: {} bytes", summary.bytes);
         last.expect("a token")
     };
     let mut group = c.benchmark_group("persistence/1m_reg_tokens");

@@ -401,9 +401,7 @@ impl Error {
             | Corrupt { .. }
             | RecordTooLarge { .. }
             | Poisoned { .. }
-            | Locked { .. } => {
-                ErrorCode::GeneralServerError
-            }
+            | Locked { .. } => ErrorCode::GeneralServerError,
             InvalidApiKey { .. } => ErrorCode::InvalidApiKey,
             RequestExpired { .. } => ErrorCode::RequestExpired,
             InvalidSignature { .. } => ErrorCode::InvalidSignature,

@@ -268,9 +268,11 @@ impl TokenStore {
             None => Ok(None),
             // A token without a UID is one a sweep found expired (were
             // the clock to go back since).
-            Some(t) if t.expires_at <= now_secs || t.uid.is_empty() => Err(Error::ExpiredRegToken {
-                expired_at: t.expires_at,
-            }),
+            Some(t) if t.expires_at <= now_secs || t.uid.is_empty() => {
+                Err(Error::ExpiredRegToken {
+                    expired_at: t.expires_at,
+                })
+            }
             Some(t) => Ok(Some(t.uid.clone())),
         }
     }

@@ -190,7 +190,11 @@ fn fault_a_a_subject_with_many_cells_reopens_from_a_snapshot() {
     };
     // Each of the three cells read in full has its total, 90 days and
     // the months they and the older increments fall in.
-    assert!(before.len() > 100 + 3 * (1 + 90 + 20), "{} rows", before.len());
+    assert!(
+        before.len() > 100 + 3 * (1 + 90 + 20),
+        "{} rows",
+        before.len()
+    );
     let engine = open(dir.path(), Durability::Never);
     assert_eq!(everything(&engine, "wide"), before);
 }

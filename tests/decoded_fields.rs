@@ -3,7 +3,9 @@
 //! day bucket past the calendar, loaded and then misread (or panicked in
 //! a read, formatting its period key); and a regToken's UID (or the token
 //! itself) restored from a snapshot was not checked at all, so that a
-//! token could resolve to a UID no caller may give. Every decoded field
+//! token could resolve to a UID no caller may give; and a snapshot's last
+//! LSN of `u64::MAX` overflowed numbering the log on (a panic in a debug
+//! build). Every decoded field
 //! is validated as input is: such a file is an error naming the file and
 //! the offset, when the engine opens.
 
@@ -36,6 +38,7 @@ fn valid() -> CraftedSnapshot {
                 last_updated: NOW as u32,
             },
         ],
+        shard_lsn: 0,
     }
 }
 
@@ -55,7 +58,10 @@ fn open_with(crafted: &CraftedSnapshot) -> (std::path::PathBuf, tally::Result<us
     std::fs::write(&path, crafted_snapshot(crafted)).unwrap();
     let opened = open(dir.path()).map(|engine| {
         let everything = Selector::class("regex('')").period("regex('')");
-        engine.get(crafted.uid.as_str(), &[everything]).unwrap().len()
+        engine
+            .get(crafted.uid.as_str(), &[everything])
+            .unwrap()
+            .len()
     });
     (path, opened)
 }
@@ -131,6 +137,13 @@ fn fault_b_a_reg_token_the_engine_could_not_have_issued_is_refused() {
         crafted.tokens[0].0 = token.into();
         assert_refused(&crafted);
     }
+}
+
+#[test]
+fn fault_b_a_shard_lsn_the_log_could_not_go_on_from_is_refused() {
+    let mut crafted = valid();
+    crafted.shard_lsn = u64::MAX;
+    assert_refused(&crafted);
 }
 
 #[test]

@@ -126,7 +126,7 @@ fn a_version_1_directory_opens_and_takes_current_log_segments() {
     // Appending goes to a new segment in the current version; a crash
     // image of the mixed directory opens to the same state.
     let (crashed, versions, readable) = more_then_crash(&engine, fixture.path());
-    assert_eq!(versions, [(2, Some(1), 8), (3, Some(3), 2)]);
+    assert_eq!(versions, [(2, Some(1), 8), (3, Some(4), 2)]);
     assert!(readable);
     let reopened = open(crashed.path());
     assert_eq!(reopened.recovery_report().unwrap().batches_replayed, 10);
@@ -153,7 +153,7 @@ fn a_version_2_directory_opens_and_takes_current_log_segments() {
     );
 
     let (crashed, versions, readable) = more_then_crash(&engine, fixture.path());
-    assert_eq!(versions, [(2, Some(2), 2), (3, Some(3), 2)]);
+    assert_eq!(versions, [(2, Some(2), 2), (3, Some(4), 2)]);
     assert!(readable);
     let reopened = open(crashed.path());
     assert_eq!(state(&reopened, &UIDS), expected(&[workload, more]));

@@ -751,7 +751,9 @@ impl Bucket {
                 return Some(format!("a day bucket's day {day} is outside 2000..=2099"));
             }
             if secs.div_euclid(SECS_PER_DAY) != day {
-                return Some(format!("day bucket {day}'s lastUpdated {secs} is not in that day"));
+                return Some(format!(
+                    "day bucket {day}'s lastUpdated {secs} is not in that day"
+                ));
             }
         }
         None

@@ -602,6 +602,36 @@ mod tests {
     }
 
     #[test]
+    fn fault_a_a_payload_within_the_budget_decodes_within_the_limit() {
+        // The densest claims there are: `u64`s of one byte each, 8 bytes
+        // claimed per byte read. A payload of the budget decodes; one of
+        // twice the budget (still well under the frame limit) does not,
+        // which is why writers keep to the budget.
+        let payload_of = |len: usize| {
+            let count = len - 5;
+            let mut payload = vec![0xFC];
+            payload.extend_from_slice(&(count as u32).to_le_bytes());
+            payload.resize(len, 0);
+            payload
+        };
+        let within = payload_of(FRAME_BUDGET_BYTES);
+        assert_eq!(
+            decode::<Vec<u64>>(&within).unwrap().len(),
+            FRAME_BUDGET_BYTES - 5
+        );
+        let twice = payload_of(2 * FRAME_BUDGET_BYTES);
+        assert!(matches!(
+            decode::<Vec<u64>>(&twice),
+            Err(FormatError::Corrupt(_))
+        ));
+        // And a frame over the budget is never written.
+        let mut out = vec![1, 2, 3];
+        let too_large = write_frame(&mut out, &vec![0u8; FRAME_BUDGET_BYTES]);
+        assert!(matches!(too_large, Err(TooLarge { .. })), "{too_large:?}");
+        assert_eq!(out, [1, 2, 3]);
+    }
+
+    #[test]
     fn decoding_claims_are_bounded() {
         // A length prefix claiming 2^60 elements must fail, not allocate.
         let mut evil = vec![0xFFu8];

@@ -150,6 +150,8 @@ pub struct CraftedSnapshot {
     pub uid: String,
     /// Its cell's buckets, newest first.
     pub buckets: Vec<CraftedBucket>,
+    /// The LSN of the last logged batch each store shard holds.
+    pub shard_lsn: u64,
 }
 
 /// A snapshot file in the current format, with valid checksums, holding
@@ -192,7 +194,7 @@ pub fn crafted_snapshot(crafted: &CraftedSnapshot) -> Vec<u8> {
         }]),
         RecordImage::End {
             subjects: 1,
-            shard_lsns: vec![0; Store::default().shard_count()],
+            shard_lsns: vec![crafted.shard_lsn; Store::default().shard_count()],
         },
     ];
     let mut body = Vec::new();

@@ -28,8 +28,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::format::{
-    FormatVersion,
-    FormatError, HEADER_BYTES, Header, LOG_MAGIC, SNAPSHOT_MAGIC, is_torn_tail, read_frame,
+    FormatError, FormatVersion, HEADER_BYTES, Header, LOG_MAGIC, SNAPSHOT_MAGIC, is_torn_tail,
+    read_frame,
 };
 use super::recovery::{Recovered, RecoveryReport, recover_read_only};
 use super::snapshot::{SnapshotRecord, decode_record, load_bytes, snapshot_number};

@@ -334,7 +334,11 @@ mod tests {
         // The first snapshot is still there, and opens.
         let (_, engine) = open(dir.path());
         assert_eq!(
-            engine.tokens.lookup(token.as_str(), NOW).unwrap().as_deref(),
+            engine
+                .tokens
+                .lookup(token.as_str(), NOW)
+                .unwrap()
+                .as_deref(),
             Some("u")
         );
     }

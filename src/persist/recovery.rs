@@ -15,6 +15,9 @@ use crate::registry::Registry;
 use crate::store::{HeldBatches, ResolvedEntry, Store};
 use crate::subject::{TokenStore, validate_uid};
 
+/// No record's LSN reaches this: the log numbers on after the highest.
+pub(crate) const MAX_LSN: u64 = u64::MAX;
+
 /// What recovery loaded, replayed and cut when the engine opened.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
@@ -300,12 +303,21 @@ impl Replayer<'_> {
         }
         let last = first
             .checked_add(records.saturating_sub(1) as u64)
+            .filter(|&last| last < MAX_LSN)
             .ok_or("LSN overflow")?;
         *self.last_record_lsn = Some(last);
         Ok(())
     }
 
     fn apply(&mut self, record: LogRecord) -> std::result::Result<(), String> {
+        // The log goes on after the highest LSN read: none may be the last.
+        if let LogRecord::Increment { lsn, .. }
+        | LogRecord::Subjects { lsn, .. }
+        | LogRecord::Cells { lsn, .. } = record
+            && lsn >= MAX_LSN
+        {
+            return Err(format!("LSN {lsn} out of range"));
+        }
         match record {
             LogRecord::Registry(changes) => {
                 self.registry.replay(&changes)?;
@@ -319,7 +331,8 @@ impl Replayer<'_> {
                 // A logged token was just issued: it has its UID.
                 validate_uid(&uid).map_err(|e| e.to_string())?;
                 let issued = crate::subject::IssuedToken { uid, expires_at };
-                crate::subject::validate_issued_token(&token, &issued).map_err(|e| e.to_string())?;
+                crate::subject::validate_issued_token(&token, &issued)
+                    .map_err(|e| e.to_string())?;
                 self.tokens.restore(&token, issued);
                 self.report.other_records += 1;
             }

@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::format::{
-    FRAME_BUDGET_BYTES, FormatError, FormatVersion, HEADER_BYTES, Header, SNAPSHOT_MAGIC,
-    TooLarge, decode, encoded_len, read_frame, runs, write_frame,
+    FRAME_BUDGET_BYTES, FormatError, FormatVersion, HEADER_BYTES, Header, SNAPSHOT_MAGIC, TooLarge,
+    decode, encoded_len, read_frame, runs, write_frame,
 };
 use super::sync_dir;
 use crate::error::{Error, Result};
@@ -319,8 +319,10 @@ fn write_to(
         body.flush_scratch().map_err(io("writing"))?;
     }
     let token_image = tokens.image();
-    body.list(&token_image, encoded_len, |run| SnapshotRecordRef::Tokens(run))
-        .map_err(failed)?;
+    body.list(&token_image, encoded_len, |run| {
+        SnapshotRecordRef::Tokens(run)
+    })
+    .map_err(failed)?;
     drop(token_image);
     // Each shard's subjects are encoded under its read lock, all in one
     // go, and written after it is released: a shard's writers wait for
@@ -342,7 +344,7 @@ fn write_to(
     body.list(&registry.image(), encoded_len, |run| {
         SnapshotRecordRef::Registry(run)
     })
-        .map_err(failed)?;
+    .map_err(failed)?;
     body.frame(&SnapshotRecordRef::End {
         subjects,
         shard_lsns: &shard_lsns,
@@ -601,6 +603,9 @@ fn read_bytes(
                     return Err(corrupt(at, format!("malformed cells of subject {uid:?}")));
                 }
                 if let Some(lsn) = subject_lsn {
+                    if lsn >= super::recovery::MAX_LSN {
+                        return Err(corrupt(at, format!("LSN {lsn} out of range")));
+                    }
                     subject_lsns.insert(uid.clone(), lsn);
                 }
                 match &mut current {
@@ -646,6 +651,12 @@ fn read_bytes(
                 held = if header.version == FormatVersion::V1 {
                     HeldBatches::by_subject(std::mem::take(&mut subject_lsns))
                 } else {
+                    if let Some(lsn) = shard_lsns
+                        .iter()
+                        .find(|&&lsn| lsn >= super::recovery::MAX_LSN)
+                    {
+                        return Err(corrupt(at, format!("LSN {lsn} out of range")));
+                    }
                     let shards = shard_lsns.len();
                     HeldBatches::by_shard(hash_seed, shard_lsns).ok_or_else(|| {
                         corrupt(at, format!("the end record lists {shards} shards"))

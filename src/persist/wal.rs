@@ -6,7 +6,9 @@
 //! critical section that also assigns the log sequence number). A
 //! background thread makes the buffer durable: under
 //! [`Durability::Always`] it is group commit ([`Wal::group_commit`]): the
-//! thread writes and syncs everything buffered as one frame, wakes the
+//! thread writes and syncs everything buffered (one frame, or as many as
+//! keep each within [`FRAME_BUDGET_BYTES`], the budget the reader
+//! accepts: a frame is sealed before a record would take it past), wakes the
 //! writers whose records that covered, and starts the next sync with what
 //! arrived meanwhile. Under [`Durability::Interval`] it is write-behind
 //! ([`Wal::sync_every`]): writers log nothing; the store marks the
@@ -27,9 +29,9 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::format::{
-    FRAME_BUDGET_BYTES, FRAME_OVERHEAD, FormatError, FormatVersion, Header, LOG_MAGIC, TooLarge, decode_all,
-    encoded_len, runs, seal_frame, split_first_lsn, start_log_frame, write_increment_record,
-    write_record,
+    FRAME_BUDGET_BYTES, FRAME_OVERHEAD, FormatError, FormatVersion, Header, LOG_MAGIC, TooLarge,
+    decode_all, encoded_len, runs, seal_frame, split_first_lsn, start_log_frame,
+    write_increment_record, write_record,
 };
 use super::{Durability, sync_dir};
 use crate::error::{Error, Result};
@@ -284,12 +286,13 @@ pub(crate) fn segment_number(name: &str) -> Option<u64> {
 const EARLY_SYNC_BYTES: usize = 1 << 20;
 
 /// Bytes appended but not yet synced past which appenders wait for a
-/// sync. Well under the 64 MiB frame limit, which one group commit's
-/// frame must respect.
+/// sync, so that a writer faster than the disk cannot grow the buffer
+/// without bound. (Frames need no such bound: each is sealed before a
+/// record would take it past the budget, [`FRAME_BUDGET_BYTES`].)
 const MAX_BACKLOG_BYTES: u64 = 16 << 20;
 
 /// Buffered bytes past which a write-back writes and syncs what it has
-/// logged so far, well under the 64 MiB frame limit.
+/// logged so far, so that the buffer stays small.
 const WRITE_BACK_SYNC_BYTES: usize = 8 << 20;
 
 /// A spare buffer larger than this is dropped rather than kept.
@@ -405,7 +408,11 @@ impl Buffer {
             self.next_lsn = lsn;
             return Err(TooLarge { bytes });
         };
-        let runs = match runs(changes, FRAME_BUDGET_BYTES - 2 * LONE_RECORD_SLACK, encoded_len) {
+        let runs = match runs(
+            changes,
+            FRAME_BUDGET_BYTES - 2 * LONE_RECORD_SLACK,
+            encoded_len,
+        ) {
             Ok(runs) => runs,
             Err(too_large) => {
                 self.next_lsn = lsn;
@@ -1095,8 +1102,13 @@ mod tests {
         // More increments buffered than one frame may hold (no sync in
         // between), and registry changes too many for one record.
         let dir = tempfile::tempdir().unwrap();
-        let wal = Wal::create(dir.path(), 1, 1, Durability::Interval(Duration::from_secs(3600)))
-            .unwrap();
+        let wal = Wal::create(
+            dir.path(),
+            1,
+            1,
+            Durability::Interval(Duration::from_secs(3600)),
+        )
+        .unwrap();
         let entries = one_entry();
         let increments = 2 * FRAME_BUDGET_BYTES / 10;
         for _ in 0..increments {
@@ -1114,7 +1126,10 @@ mod tests {
         wal.sync().unwrap();
         let lengths = frame_lengths(dir.path());
         assert!(lengths.len() >= 5, "{lengths:?}");
-        assert!(lengths.iter().all(|&len| len <= FRAME_BUDGET_BYTES), "{lengths:?}");
+        assert!(
+            lengths.iter().all(|&len| len <= FRAME_BUDGET_BYTES),
+            "{lengths:?}"
+        );
         let records = records_in(dir.path(), 1);
         let replayed: Vec<RegistryChange> = records
             .iter()
@@ -1153,7 +1168,10 @@ mod tests {
             at: 1_795_780_800,
             entries: &entries,
         });
-        assert!(matches!(huge, Err(Error::RecordTooLarge { .. })), "{huge:?}");
+        assert!(
+            matches!(huge, Err(Error::RecordTooLarge { .. })),
+            "{huge:?}"
+        );
         let (lsn, end) = wal.append(increment(&entries)).unwrap();
         assert_eq!(lsn, 1);
         wal.wait_durable(end).unwrap();
