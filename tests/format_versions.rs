@@ -1,5 +1,5 @@
 //! On-disk format versions (docs/format.md §8): a data directory written
-//! by an older build opens in this one and reads the same, and the log
+//! by an older build (format versions 1, 2 and 3) opens in this one and reads the same, and the log
 //! this build appends after it opens again with the old files.
 
 use std::path::Path;
@@ -28,6 +28,16 @@ const V2_FIXTURE: &str = "tests/fixtures/log-v2";
 
 /// The regToken issued for `u4` when the version-2 fixture was written.
 const V2_TOKEN: &str = "26765d467d9cda6b30c800d731b8eae7";
+
+/// A directory written by the third release (format version 3) with
+/// `Durability::Interval`: `common::mixed_workload`, a snapshot, the
+/// regToken for `u4`, the rest of [`workload`], a write-back (`sync`) and a
+/// crash. The increments after the snapshot are in its version-3 segment
+/// as a `Subjects` record (written-back states), not as increments.
+const V3_FIXTURE: &str = "tests/fixtures/log-v3";
+
+/// The regToken issued for `u4` when the version-3 fixture was written.
+const V3_TOKEN: &str = "7a2cd3c38f56955869273f2895ef8188";
 
 const UIDS: [&str; 4] = ["u1", "u2", "u3", "u4"];
 
@@ -159,6 +169,33 @@ fn a_version_2_directory_opens_and_takes_current_log_segments() {
     assert_eq!(state(&reopened, &UIDS), expected(&[workload, more]));
     assert_eq!(
         reopened.resolve_uid(Subject::RegToken(V2_TOKEN)).unwrap(),
+        "u4"
+    );
+}
+
+#[test]
+fn a_version_3_directory_opens_and_takes_current_log_segments() {
+    let fixture = copy_dir(Path::new(V3_FIXTURE));
+    let engine = open(fixture.path());
+    let report = engine.recovery_report().unwrap().clone();
+    assert!(report.snapshot.is_some());
+    assert_eq!(report.batches_replayed, 0, "{report:?}");
+    assert_eq!(report.states_replayed, 2, "the states of u2 and u3");
+    assert_eq!(report.other_records, 2, "a registry record and a token");
+    assert_eq!(report.cut, None);
+    assert_eq!(state(&engine, &UIDS), expected(&[workload]));
+    assert_eq!(
+        engine.resolve_uid(Subject::RegToken(V3_TOKEN)).unwrap(),
+        "u4"
+    );
+
+    let (crashed, versions, readable) = more_then_crash(&engine, fixture.path());
+    assert_eq!(versions, [(2, Some(3), 0), (3, Some(4), 2)]);
+    assert!(readable);
+    let reopened = open(crashed.path());
+    assert_eq!(state(&reopened, &UIDS), expected(&[workload, more]));
+    assert_eq!(
+        reopened.resolve_uid(Subject::RegToken(V3_TOKEN)).unwrap(),
         "u4"
     );
 }
