@@ -303,7 +303,7 @@ impl Replayer<'_> {
         }
         let last = first
             .checked_add(records.saturating_sub(1) as u64)
-            .filter(|&last| last < MAX_LSN)
+            .filter(|&last| last != MAX_LSN)
             .ok_or("LSN overflow")?;
         *self.last_record_lsn = Some(last);
         Ok(())
@@ -314,7 +314,7 @@ impl Replayer<'_> {
         if let LogRecord::Increment { lsn, .. }
         | LogRecord::Subjects { lsn, .. }
         | LogRecord::Cells { lsn, .. } = record
-            && lsn >= MAX_LSN
+            && lsn == MAX_LSN
         {
             return Err(format!("LSN {lsn} out of range"));
         }

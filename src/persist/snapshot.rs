@@ -603,7 +603,7 @@ fn read_bytes(
                     return Err(corrupt(at, format!("malformed cells of subject {uid:?}")));
                 }
                 if let Some(lsn) = subject_lsn {
-                    if lsn >= super::recovery::MAX_LSN {
+                    if lsn == super::recovery::MAX_LSN {
                         return Err(corrupt(at, format!("LSN {lsn} out of range")));
                     }
                     subject_lsns.insert(uid.clone(), lsn);
@@ -653,7 +653,7 @@ fn read_bytes(
                 } else {
                     if let Some(lsn) = shard_lsns
                         .iter()
-                        .find(|&&lsn| lsn >= super::recovery::MAX_LSN)
+                        .find(|&&lsn| lsn == super::recovery::MAX_LSN)
                     {
                         return Err(corrupt(at, format!("LSN {lsn} out of range")));
                     }
