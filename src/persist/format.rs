@@ -312,8 +312,10 @@ fn zigzag(value: i64) -> u64 {
 
 /// Closes a log frame: `frame` is [`FRAME_OVERHEAD`] reserved bytes
 /// followed by records; this fills in the length and the checksum. A log
-/// frame thus carries every record of one group commit, and its checksum
-/// is computed once over all of them, by the writer, off the appenders' path.
+/// frame thus carries the records of one group commit (as many as fit the
+/// budget; the log seals a frame and starts the next rather than go past
+/// it), and its checksum is computed once over all of them, by the writer,
+/// off the appenders' path.
 /// A payload larger than [`FRAME_BUDGET_BYTES`] is refused (and the frame
 /// left unsealed): the reader might not accept it.
 pub(crate) fn seal_frame(frame: &mut [u8]) -> Result<(), TooLarge> {

@@ -459,7 +459,7 @@ fn inspect_log(path: &Path, bytes: &[u8], number: u64) -> LogInspection {
         }
     };
     let mut subjects = HashSet::new();
-    // A log frame holds the records of one group commit.
+    // A log frame holds records of one group commit.
     let decode_frame = |payload: &[u8]| decode_log_frame(version, payload);
     let end = walk(bytes, decode_frame, HEADER_BYTES, |record: LogRecord, _| {
         match record {
