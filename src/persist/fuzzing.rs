@@ -12,7 +12,7 @@ use super::recovery::replay_segment_bytes;
 use super::snapshot::load_bytes;
 use crate::error::Result;
 use crate::period::{Amount, Horizon, Retention};
-use crate::query::{CompiledSelector, Selector, read_rows};
+use crate::query::{CompiledRead, Selector, read_rows};
 use crate::registry::{Registry, RegistryChange};
 use crate::store::Store;
 use crate::subject::TokenStore;
@@ -42,21 +42,15 @@ fn horizon() -> Horizon {
 fn read_everything(parts: &(Registry, Store, TokenStore)) -> usize {
     let (registry, store, tokens) = parts;
     let everything = Selector::class("regex('')").period("regex('')");
-    let Ok(everything) = CompiledSelector::compile(&everything, crate::config::MAX_PATH_DEPTH)
+    let Ok(everything) = CompiledRead::compile(&[everything], crate::config::MAX_PATH_DEPTH, 1)
     else {
         return 0;
     };
     let view = registry.view();
     let mut rows = 0;
     store.for_each(|_, cells| {
-        rows += read_rows(
-            cells,
-            &view,
-            std::slice::from_ref(&everything),
-            NOW_SECS,
-            horizon(),
-        )
-        .len();
+        rows += read_rows(cells, &view, &everything, NOW_SECS, horizon(), usize::MAX)
+            .map_or(0, |rows| rows.len());
     });
     drop(view);
     for (token, _) in tokens.image() {
