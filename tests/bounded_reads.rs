@@ -70,6 +70,12 @@ fn an_answer_over_max_rows_is_refused() {
     assert!(matches!(err, Error::TooManyRows { max: 6 }), "{err:?}");
     assert_eq!(err.code().number(), 400006);
     assert!(err.to_string().contains("max_rows"), "{err}");
+    // One cell more than max_rows: even reading everything is refused.
+    let engine = engine_with_cells(6, 6);
+    assert!(matches!(
+        engine.get(UID, &[]),
+        Err(Error::TooManyRows { max: 6 })
+    ));
 }
 
 #[test]

@@ -68,7 +68,8 @@
 //!   `callback`, `httpStatusCodes`, `context`, the method name, the
 //!   subject (missing or both), the shape of `counters` (valid JSON, an
 //!   array, every element an object: 400004; for incrementCounters, at
-//!   most `max_batch` elements), the subject's value (UID syntax,
+//!   most `max_batch` elements; for getCounters, at most `max_selectors`,
+//!   counted before any element is parsed), the subject's value (UID syntax,
 //!   regToken), and then the entries in order: the error names the first
 //!   bad entry (SPEC §5), whether its fields are bad (missing, of the
 //!   wrong type) or the engine rejects it (class or path syntax,
@@ -180,7 +181,7 @@ fn dispatch(engine: &Tally, method: &str, params: &Params<'_>) -> Result<Data> {
         }
         "accounts.getCounters" => {
             let subject = params.subject()?;
-            let selectors = params.selectors()?;
+            let selectors = params.selectors(engine.config().max_selectors)?;
             Ok(Data::Rows(engine.get(subject, &selectors)?))
         }
         other => Err(Error::InvalidValue {

@@ -105,12 +105,20 @@ impl<'a> Params<'a> {
     }
 
     /// The selectors of getCounters; none (read everything) when `counters`
-    /// is absent or `[]`.
-    pub(super) fn selectors(&self) -> Result<Vec<Selector>> {
+    /// is absent or `[]`. More than `max_selectors` elements are refused
+    /// before any element is parsed.
+    pub(super) fn selectors(&self, max_selectors: usize) -> Result<Vec<Selector>> {
         let Some(raw) = self.get("counters")? else {
             return Ok(Vec::new());
         };
-        counter_objects(raw)?
+        let items = counter_items(raw)?;
+        if items.len() > max_selectors {
+            return Err(Error::TooManySelectors {
+                count: items.len(),
+                max: max_selectors,
+            });
+        }
+        objects(items)?
             .into_iter()
             .enumerate()
             .map(|(i, mut entry)| {
@@ -202,18 +210,28 @@ impl Field {
 /// out of `serde_json`'s range is a bad field value (400006), not
 /// malformed JSON.
 fn counter_objects(raw: &str) -> Result<Vec<Entry>> {
+    objects(counter_items(raw)?)
+}
+
+/// The elements of `counters`, unparsed; an error unless it is a JSON array.
+fn counter_items(raw: &str) -> Result<Vec<Box<RawValue>>> {
     let invalid = |name: String, reason: String| Error::InvalidFormat { name, reason };
     let whole: Box<RawValue> = serde_json::from_str(raw)
         .map_err(|e| invalid("counters".to_owned(), format!("not valid JSON: {e}")))?;
-    let Ok(items) = serde_json::from_str::<Vec<Box<RawValue>>>(whole.get()) else {
-        return Err(invalid(
+    serde_json::from_str::<Vec<Box<RawValue>>>(whole.get()).map_err(|_| {
+        invalid(
             "counters".to_owned(),
             format!(
                 "expected a JSON array of objects, found {}",
                 describe_raw(whole.get())
             ),
-        ));
-    };
+        )
+    })
+}
+
+/// The elements of `counters` as objects; an error names the first that is not one.
+fn objects(items: Vec<Box<RawValue>>) -> Result<Vec<Entry>> {
+    let invalid = |name: String, reason: String| Error::InvalidFormat { name, reason };
     items
         .into_iter()
         .enumerate()
@@ -432,18 +450,18 @@ mod tests {
 
     #[test]
     fn selectors_are_optional_and_typed() {
-        assert!(Params::new(&[]).selectors().unwrap().is_empty());
+        assert!(Params::new(&[]).selectors(100).unwrap().is_empty());
         let pairs = [("counters", "[]")];
-        assert!(Params::new(&pairs).selectors().unwrap().is_empty());
+        assert!(Params::new(&pairs).selectors(100).unwrap().is_empty());
         let pairs = [(
             "counters",
             r#"[{"class":"c","period":"total","extra":1},{"class":"d","path":null}]"#,
         )];
-        let selectors = Params::new(&pairs).selectors().unwrap();
+        let selectors = Params::new(&pairs).selectors(100).unwrap();
         assert_eq!(selectors[0], Selector::class("c").period("total"));
         assert_eq!(selectors[1], Selector::class("d"));
         let pairs = [("counters", r#"[{"class":"c","period":2611}]"#)];
-        let (code, details) = code_of(Params::new(&pairs).selectors());
+        let (code, details) = code_of(Params::new(&pairs).selectors(100));
         assert_eq!(code, 400_006);
         assert!(details.contains("`counters[0].period`"), "{details}");
     }
