@@ -28,7 +28,7 @@ const CLASS: &str = "shares";
 const PATH: &str = "/news";
 
 fn uids(count: usize) -> Vec<String> {
-    (0..count).map(|i| format!("user-{i:08}")).collect()
+    (0..count as u64).map(common::platform_uid).collect()
 }
 
 fn engine_with(uids: &[String]) -> Tally {

@@ -121,9 +121,9 @@ mod store;
 mod subject;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Builder, Config};
+pub use config::Config;
 pub use counter::{CounterKey, MAX_CLASS_BYTES, validate_class};
-pub use engine::{Increment, Tally};
+pub use engine::{Builder, Increment, Tally};
 pub use error::{AmountField, Error, ErrorCode, Result};
 pub use path::{MAX_PATH_BYTES, ROOT, validate_path};
 pub use period::{DayKey, MonthKey, Period};

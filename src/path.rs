@@ -5,6 +5,9 @@ use crate::error::{Error, Result};
 /// The root path, level 0.
 pub const ROOT: &str = "/";
 
+/// The deepest `max_path_depth` a configuration may set.
+pub(crate) const MAX_PATH_DEPTH: usize = 16;
+
 /// The longest accepted path, in bytes.
 pub const MAX_PATH_BYTES: usize = 512;
 

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::config::MAX_PATH_DEPTH;
 use crate::counter::{CounterKey, validate_class};
 use crate::error::{Error, Result};
+use crate::path::MAX_PATH_DEPTH;
 use crate::path::{ROOT, validate_path};
 
 mod plan;

@@ -22,6 +22,7 @@ fn builder(dir: &Path, durability: Durability) -> tally::Builder {
         .durability(durability)
         .max_batch(100_000)
         .max_registrations(1_000_000)
+        .max_counters(1_000_000)
         .max_path_depth(16)
         .reg_token_ttl(Duration::from_secs(30 * 86_400))
 }

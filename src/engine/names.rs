@@ -17,7 +17,7 @@
 
 use std::cell::{Cell, RefCell};
 
-use super::TargetBuf;
+use super::targets::TargetBuf;
 
 /// Slots per thread; a name that collides with another merely resolves again.
 const SLOTS: usize = 64;
@@ -97,10 +97,7 @@ const EMPTY: Key = Key {
 };
 
 /// The targets of an empty slot.
-const NO_TARGETS: TargetBuf = TargetBuf {
-    len: 0,
-    ids: [0; super::MAX_TARGETS],
-};
+const NO_TARGETS: TargetBuf = TargetBuf::EMPTY;
 
 thread_local! {
     static KEYS: [Cell<Key>; SLOTS] = const { [const { Cell::new(EMPTY) }; SLOTS] };

@@ -42,7 +42,7 @@ fn horizon() -> Horizon {
 fn read_everything(parts: &(Registry, Store, TokenStore)) -> usize {
     let (registry, store, tokens) = parts;
     let everything = Selector::class("regex('')").period("regex('')");
-    let Ok(everything) = CompiledRead::compile(&[everything], crate::config::MAX_PATH_DEPTH, 1)
+    let Ok(everything) = CompiledRead::compile(&[everything], crate::path::MAX_PATH_DEPTH, 1)
     else {
         return 0;
     };

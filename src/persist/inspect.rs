@@ -43,7 +43,7 @@ use crate::subject::{TokenStore, validate_uid};
 
 /// The deepest path any engine configuration accepts: reading a directory
 /// must not reject the paths of an engine configured deeper than the default.
-const ANY_DEPTH: usize = crate::config::MAX_PATH_DEPTH;
+const ANY_DEPTH: usize = crate::path::MAX_PATH_DEPTH;
 
 /// A horizon that keeps every bucket: inspection shows what the files
 /// hold, whatever retention the engine that wrote them used.

@@ -454,7 +454,7 @@ pub(crate) fn load_bytes(
 pub(crate) fn verify(path: &Path) -> Result<()> {
     let bytes =
         std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    let registry = Registry::new(crate::config::MAX_PATH_DEPTH, usize::MAX);
+    let registry = Registry::new(crate::path::MAX_PATH_DEPTH, usize::MAX);
     read_bytes(path, &bytes, &registry, None).map(drop)
 }
 
