@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use tally::{Durability, Tally};
 
-#[expect(dead_code, reason = "the generator of subject indices is for the increment benches")]
+#[expect(
+    dead_code,
+    reason = "the generator of subject indices is for the increment benches"
+)]
 mod common;
 use common::platform_uid;
 
@@ -94,8 +97,7 @@ fn group_commit(c: &mut Criterion) {
                     let (engine, handle) = (&engine, &handle);
                     scope.spawn(move || {
                         for i in 0..per_thread {
-                            let uid =
-                                platform_uid((t as u64 * 7919 + i * 104_729) % 10_000);
+                            let uid = platform_uid((t as u64 * 7919 + i * 104_729) % 10_000);
                             engine
                                 .increment_counter(uid.as_str(), handle, 1, 1)
                                 .expect("increment");
