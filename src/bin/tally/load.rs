@@ -1,0 +1,421 @@
+//! `tally load`: increments under load, to size tally for a workload.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::Failure;
+
+#[derive(Debug, Args)]
+pub(crate) struct LoadArgs {
+    /// Threads incrementing at once.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Run for this many seconds (the default: 10)...
+    #[arg(long, value_name = "SECS", conflicts_with = "count")]
+    duration: Option<f64>,
+    /// ...or make this many increment calls in all.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Distinct subjects (UIDs `user-00000000`, ...); each thread works on
+    /// its own share of them.
+    #[arg(long, default_value_t = 1_000_000)]
+    subjects: u64,
+    /// Distinct counters: class `load`, paths `/`, `/c1`, ..., each call
+    /// picks one at random (every path rolls up to `/`).
+    #[arg(long, default_value_t = 1)]
+    counters: u32,
+    /// Entries per call; above 1, calls go by name.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Increment through resolved handles or by (class, path) names.
+    #[arg(long, default_value = "handle", value_parser = ["handle", "name"])]
+    by: String,
+    /// `sequential` walks each thread's subjects in turn (with `--count`
+    /// equal to `--subjects`, every subject gets one call); `random` picks
+    /// among them uniformly.
+    #[arg(long, default_value = "random", value_parser = ["random", "sequential"])]
+    pattern: String,
+    /// Keep the engine's data (log and snapshots) in DIR; without it the
+    /// engine lives in memory.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// With --data-dir: acknowledge after the log is synced (`always`),
+    /// sync within a second (`interval`), or keep no log (`never`).
+    #[arg(long, default_value = "interval", value_parser = ["always", "interval", "never"])]
+    durability: String,
+    /// Print the summary as one JSON object. (With --data-dir, the
+    /// engine's memory includes its log buffers, so bytes per cell are
+    /// meaningful in memory only.)
+    #[arg(long)]
+    json: bool,
+}
+
+/// One call in this many is timed for the latency percentiles, so that
+/// reading the clock does not dominate what is measured.
+const LATENCY_SAMPLE_EVERY: u64 = 8;
+
+/// A log-linear latency histogram: 16 buckets per power of two (about 6%
+/// resolution), in nanoseconds.
+struct Histogram {
+    counts: Vec<u64>,
+}
+
+impl Histogram {
+    const SUB: u32 = 16;
+
+    fn new() -> Self {
+        Histogram {
+            counts: vec![0; 64 * Self::SUB as usize],
+        }
+    }
+
+    fn bucket(nanos: u64) -> usize {
+        if nanos < u64::from(Self::SUB) {
+            return nanos as usize;
+        }
+        let exp = 63 - nanos.leading_zeros();
+        let sub = (nanos >> (exp - 4)) & u64::from(Self::SUB - 1);
+        ((exp - 3) * Self::SUB) as usize + sub as usize
+    }
+
+    /// The middle of a bucket's range.
+    fn value(bucket: usize) -> u64 {
+        let sub = u64::from(Self::SUB);
+        if (bucket as u64) < sub {
+            return bucket as u64;
+        }
+        let exp = bucket as u64 / sub + 3;
+        let low = (sub + bucket as u64 % sub) << (exp - 4);
+        low + (1u64 << (exp - 4)) / 2
+    }
+
+    fn record(&mut self, nanos: u64) {
+        self.counts[Self::bucket(nanos)] += 1;
+    }
+
+    fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+    }
+
+    fn quantile(&self, q: f64) -> u64 {
+        let total: u64 = self.counts.iter().sum();
+        let rank = ((total as f64 * q).ceil() as u64).clamp(1, total.max(1));
+        let mut seen = 0;
+        for (bucket, &count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return Self::value(bucket);
+            }
+        }
+        0
+    }
+}
+
+/// This process's resident memory (`VmRSS` of /proc/self/status), in bytes.
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[derive(serde::Serialize)]
+struct LoadSummary {
+    threads: usize,
+    subjects: u64,
+    counters: u32,
+    batch: usize,
+    by: String,
+    pattern: String,
+    durability: String,
+    calls: u64,
+    seconds: f64,
+    calls_per_sec: f64,
+    entries_per_sec: f64,
+    latency_ns: LatencySummary,
+    rss_bytes: Option<u64>,
+    engine_bytes: Option<u64>,
+    subjects_with_cells: usize,
+    cells: u64,
+    bytes_per_cell: Option<f64>,
+}
+
+#[derive(serde::Serialize)]
+struct LatencySummary {
+    sampled_every: u64,
+    p50: u64,
+    p99: u64,
+    p999: u64,
+    max: u64,
+}
+
+/// How each load thread increments: through handles or by name.
+enum Calls<'a> {
+    Handles(&'a [tally::CounterHandle]),
+    Names(&'a [String]),
+}
+
+pub(crate) fn load(args: &LoadArgs, out: &mut impl Write) -> Result<ExitCode, Failure> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    if args.threads == 0 || args.subjects == 0 || args.counters == 0 || args.batch == 0 {
+        return Err("--threads, --subjects, --counters and --batch must be at least 1".into());
+    }
+    if args.subjects < args.threads as u64 {
+        return Err("--subjects must be at least --threads".into());
+    }
+    if args.batch > 1 && args.by == "handle" {
+        return Err("--batch above 1 needs --by name".into());
+    }
+    let durability = match args.durability.as_str() {
+        "always" => tally::Durability::Always,
+        "never" => tally::Durability::Never,
+        _ => tally::Durability::Interval(Duration::from_secs(1)),
+    };
+    let mut builder = tally::Tally::builder().system_classes(["load"]);
+    if let Some(dir) = &args.data_dir {
+        builder = builder.data_dir(dir).durability(durability);
+    }
+    let engine = builder.build()?;
+    let paths: Vec<String> = (0..args.counters)
+        .map(|i| {
+            if i == 0 {
+                "/".to_owned()
+            } else {
+                format!("/c{i}")
+            }
+        })
+        .collect();
+    let handles = paths
+        .iter()
+        .map(|path| engine.counter("load", path))
+        .collect::<Result<Vec<_>, _>>()?;
+    let calls = if args.by == "name" {
+        Calls::Names(&paths)
+    } else {
+        Calls::Handles(&handles)
+    };
+    // The UIDs exist before memory is first measured: only the engine's
+    // growth is charged to the cells.
+    let uids: Vec<String> = (0..args.subjects).map(|i| format!("user-{i:08}")).collect();
+    let mut histograms: Vec<Histogram> = (0..args.threads).map(|_| Histogram::new()).collect();
+    let rss_before = resident_bytes();
+
+    let total = args.count;
+    let duration = Duration::from_secs_f64(args.duration.unwrap_or(10.0).max(0.0));
+    let progress = match total {
+        Some(total) => indicatif::ProgressBar::new(total),
+        None => indicatif::ProgressBar::new(duration.as_secs().max(1)),
+    };
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let done = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let failure = parking_lot::Mutex::new(None::<tally::Error>);
+    let share = args.subjects / args.threads as u64;
+    let start = Instant::now();
+    let elapsed = std::thread::scope(|scope| {
+        for (thread, histogram) in histograms.iter_mut().enumerate() {
+            let (engine, uids, calls, done, stop, failure) =
+                (&engine, &uids, &calls, &done, &stop, &failure);
+            let quota = total.map(|t| {
+                t / args.threads as u64 + u64::from((thread as u64) < t % args.threads as u64)
+            });
+            let first = thread as u64 * share;
+            let sequential = args.pattern == "sequential";
+            let (counters, batch) = (args.counters as u64, args.batch);
+            scope.spawn(move || {
+                let mut rng = 0x9E37_79B9_7F4A_7C15u64
+                    ^ (thread as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                let mut next = || {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    rng
+                };
+                let mut entries: Vec<tally::Increment<'_>> = Vec::with_capacity(batch);
+                let mut made = 0u64;
+                loop {
+                    if quota.is_some_and(|q| made >= q)
+                        || (quota.is_none() && stop.load(Ordering::Relaxed))
+                    {
+                        break;
+                    }
+                    let subject = if sequential {
+                        made % share
+                    } else {
+                        next() % share
+                    };
+                    let uid = uids[(first + subject) as usize].as_str();
+                    let timed = made.is_multiple_of(LATENCY_SAMPLE_EVERY);
+                    let began = timed.then(Instant::now);
+                    let result = match calls {
+                        Calls::Handles(handles) => {
+                            let handle = &handles[(next() % counters) as usize];
+                            engine.increment_counter(uid, handle, 1, 1)
+                        }
+                        Calls::Names(paths) => {
+                            entries.clear();
+                            for _ in 0..batch {
+                                let path = &paths[(next() % counters) as usize];
+                                entries.push(tally::Increment::new("load", path).value(1));
+                            }
+                            engine.increment(uid, &entries)
+                        }
+                    };
+                    if let Some(began) = began {
+                        histogram.record(began.elapsed().as_nanos() as u64);
+                    }
+                    if let Err(error) = result {
+                        failure.lock().get_or_insert(error);
+                        stop.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    made += 1;
+                    if made.is_multiple_of(1024) {
+                        done.fetch_add(1024, Ordering::Relaxed);
+                        if quota.is_some() && stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                    }
+                }
+                done.fetch_add(made % 1024, Ordering::Relaxed);
+            });
+        }
+        // This thread draws the progress bar and ends a timed run.
+        loop {
+            let finished = done.load(Ordering::Relaxed);
+            let elapsed = start.elapsed();
+            match total {
+                Some(total) if finished >= total => break,
+                Some(_) => progress.set_position(finished),
+                None => {
+                    progress.set_position(elapsed.as_secs());
+                    if elapsed >= duration {
+                        stop.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                }
+            }
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let rate = finished as f64 / elapsed.as_secs_f64().max(1e-9);
+            progress.set_message(format!("{rate:.0} calls/s"));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The threads are joined when the scope ends; time ends with them.
+        start
+    });
+    let seconds = elapsed.elapsed().as_secs_f64();
+    progress.finish_and_clear();
+    if let Some(error) = failure.into_inner() {
+        return Err(error.into());
+    }
+    let rss = resident_bytes();
+    let calls_made = done.load(Ordering::Relaxed);
+    // Cells: one row per cell when every counter is read at period total.
+    let mut cells = 0u64;
+    for uid in &uids {
+        cells += engine.get(uid.as_str(), &[])?.len() as u64;
+    }
+    let engine_bytes = rss
+        .zip(rss_before)
+        .map(|(after, before)| after.saturating_sub(before));
+    let mut latency = Histogram::new();
+    for histogram in &histograms {
+        latency.merge(histogram);
+    }
+    let max = latency
+        .counts
+        .iter()
+        .rposition(|&c| c > 0)
+        .map_or(0, Histogram::value);
+    let summary = LoadSummary {
+        threads: args.threads,
+        subjects: args.subjects,
+        counters: args.counters,
+        batch: args.batch,
+        by: args.by.clone(),
+        pattern: args.pattern.clone(),
+        durability: if args.data_dir.is_some() {
+            args.durability.clone()
+        } else {
+            "in memory".to_owned()
+        },
+        calls: calls_made,
+        seconds,
+        calls_per_sec: calls_made as f64 / seconds,
+        entries_per_sec: (calls_made * args.batch as u64) as f64 / seconds,
+        latency_ns: LatencySummary {
+            sampled_every: LATENCY_SAMPLE_EVERY,
+            p50: latency.quantile(0.50),
+            p99: latency.quantile(0.99),
+            p999: latency.quantile(0.999),
+            max,
+        },
+        rss_bytes: rss,
+        engine_bytes,
+        subjects_with_cells: engine.subject_count(),
+        cells,
+        bytes_per_cell: engine_bytes
+            .filter(|_| cells > 0)
+            .map(|bytes| bytes as f64 / cells as f64),
+    };
+    if args.data_dir.is_some() {
+        engine.close()?;
+    }
+    if args.json {
+        serde_json::to_writer(&mut *out, &summary)?;
+        writeln!(out)?;
+    } else {
+        write_load_summary(&summary, out)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_load_summary(s: &LoadSummary, out: &mut impl Write) -> std::io::Result<()> {
+    let mib = |bytes: Option<u64>| {
+        bytes.map_or("unknown".to_owned(), |b| {
+            format!("{:.1} MiB", b as f64 / 1048576.0)
+        })
+    };
+    writeln!(
+        out,
+        "{} threads, {} subjects, {} counters, batch {}, by {}, {} pattern, {}",
+        s.threads, s.subjects, s.counters, s.batch, s.by, s.pattern, s.durability
+    )?;
+    writeln!(
+        out,
+        "calls         {} in {:.2} s: {:.0} calls/s ({:.0} entries/s)",
+        s.calls, s.seconds, s.calls_per_sec, s.entries_per_sec
+    )?;
+    let l = &s.latency_ns;
+    writeln!(
+        out,
+        "latency       p50 {} ns, p99 {} ns, p99.9 {} ns, max {} ns (1 call in {} timed)",
+        l.p50, l.p99, l.p999, l.max, l.sampled_every
+    )?;
+    writeln!(out, "resident      {}", mib(s.rss_bytes))?;
+    writeln!(
+        out,
+        "engine        {} for {} cells of {} subjects: {}",
+        mib(s.engine_bytes),
+        s.cells,
+        s.subjects_with_cells,
+        s.bytes_per_cell
+            .map_or("unknown bytes per cell".to_owned(), |b| format!(
+                "{b:.1} bytes per cell"
+            ))
+    )
+}

@@ -1,0 +1,198 @@
+//! `tally serve`: the HTTP API on a durable engine, until a signal.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::Failure;
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The data directory: created if missing, recovered if not.
+    #[arg(long, value_name = "DIR", default_value = "./tally-data")]
+    data_dir: PathBuf,
+    /// The address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// Require API keys, read from FILE: lines `api-key KEY [SECRET]` and
+    /// `user-key KEY SECRET`, secrets in base64. Without it the server is open.
+    #[arg(long, value_name = "FILE")]
+    keys: Option<PathBuf>,
+    /// Where a plain `secret` parameter is accepted (signed requests are
+    /// accepted everywhere).
+    #[arg(long, default_value = "loopback", value_parser = ["never", "loopback", "always"])]
+    plain_secrets: String,
+    /// The scheme and host clients sign requests for; the request's path is
+    /// appended. The server's own URL is accepted too.
+    #[arg(long, value_name = "URL", default_value = tally::http::DEFAULT_PUBLIC_BASE_URL)]
+    public_url: String,
+    /// The largest accepted request body, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = tally::http::DEFAULT_BODY_LIMIT)]
+    body_limit: usize,
+    /// When an increment is answered: after the log is synced (`always`),
+    /// with the log synced within a second (`interval`), or with no log,
+    /// only snapshots (`never`).
+    #[arg(long, default_value = "interval", value_parser = ["always", "interval", "never"])]
+    durability: String,
+    /// Seconds between background snapshots.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    snapshot_interval: u64,
+    /// Seconds a client has to send a complete request head, from the
+    /// connection's accept or from the request's first byte; past it the
+    /// connection is closed without a response.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT_SECS),
+          default_value_t = tally::http::DEFAULT_HEADER_READ_TIMEOUT.as_secs())]
+    header_read_timeout: u64,
+    /// Seconds a kept-alive connection may wait after a response for the
+    /// first byte of its next request; past it the connection is closed.
+    /// A client must also read its response within this time.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT_SECS),
+          default_value_t = tally::http::DEFAULT_IDLE_TIMEOUT.as_secs())]
+    idle_timeout: u64,
+    /// Seconds a request may take to arrive in full, head and body, from
+    /// its first byte. A body still missing then is answered with a 400006
+    /// envelope naming `body` (HTTP 200, or 400 with httpStatusCodes=true)
+    /// and the connection closed; nothing of it is applied. A REST call
+    /// that has begun is always answered with its outcome.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT_SECS),
+          default_value_t = tally::http::DEFAULT_REQUEST_TIMEOUT.as_secs())]
+    request_timeout: u64,
+    /// The most connections open at once; at the bound the server stops
+    /// accepting and further clients wait in the listen backlog. Keep it
+    /// below the file-descriptor limit (`ulimit -n`) less what the engine uses.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..),
+          default_value_t = tally::http::DEFAULT_MAX_CONNECTIONS as u32)]
+    max_connections: u32,
+}
+
+/// The longest timeout `tally serve` takes, in seconds: a day.
+const MAX_LIMIT_SECS: u64 = 86_400;
+
+pub(crate) fn serve(args: &ServeArgs, out: &mut impl Write) -> Result<ExitCode, Failure> {
+    use std::time::Duration;
+    use tally::http::{Auth, Options, PlainSecrets, ServeOptions};
+
+    let durability = match args.durability.as_str() {
+        "always" => tally::Durability::Always,
+        "never" => tally::Durability::Never,
+        _ => tally::Durability::Interval(Duration::from_secs(1)),
+    };
+    // Only `always` makes an increment wait (for a log sync); otherwise
+    // calls run on the async workers, about twice the throughput.
+    let mut options = Options::default()
+        .body_limit(args.body_limit)
+        .blocking_pool(args.durability == "always");
+    if let Some(file) = &args.keys {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("reading the key file {}: {e}", file.display()))?;
+        let auth = Auth::new()
+            .keys_from_str(&text)?
+            .plain_secrets(match args.plain_secrets.as_str() {
+                "never" => PlainSecrets::Never,
+                "always" => PlainSecrets::Always,
+                _ => PlainSecrets::Loopback,
+            })
+            .public_base_url(&args.public_url);
+        options = options.auth(auth);
+    }
+    let engine = tally::Tally::builder()
+        .data_dir(&args.data_dir)
+        .durability(durability)
+        .snapshot_interval(Duration::from_secs(args.snapshot_interval.max(1)))
+        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let served: Result<(), Failure> = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&args.addr).await?;
+        writeln!(
+            out,
+            "tally serve: listening on http://{}, data in {} ({} subjects recovered)",
+            listener.local_addr()?,
+            args.data_dir.display(),
+            engine.subject_count()
+        )?;
+        match &options.auth {
+            None => writeln!(
+                out,
+                "tally serve: OPEN: no --keys given, so every request is served without authorization"
+            )?,
+            Some(auth) => {
+                let (api, user) = auth.key_counts();
+                writeln!(
+                    out,
+                    "tally serve: authorization required: {api} API keys, {user} user keys; \
+                     plain secrets {}; signatures for {}/<method> or this server's URL",
+                    match auth.plain_secret_policy() {
+                        PlainSecrets::Never => "refused",
+                        PlainSecrets::Always => "accepted",
+                        _ => "from loopback only",
+                    },
+                    auth.public_base()
+                )?
+            }
+        }
+        out.flush()?;
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            shutdown_signal().await;
+            let _ = stopping_tx.send(());
+        };
+        let router = tally::http::router_with(engine.clone(), options);
+        let limits = ServeOptions::default()
+            .header_read_timeout(Duration::from_secs(args.header_read_timeout))
+            .idle_timeout(Duration::from_secs(args.idle_timeout))
+            .request_timeout(Duration::from_secs(args.request_timeout))
+            .max_connections(usize::try_from(args.max_connections).unwrap_or(usize::MAX));
+        let server = tally::http::serve_with(listener, router, limits, shutdown);
+        // In-flight requests get 30 s to finish once a signal arrives.
+        let deadline = async {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = server => result?,
+            () = deadline => eprintln!("tally serve: requests still in flight after 30 s; closing anyway"),
+        }
+        Ok(())
+    });
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    writeln!(
+        out,
+        "tally serve: stopping: syncing the log and writing a final snapshot"
+    )?;
+    out.flush()?;
+    let closed = engine.close();
+    served?;
+    closed?;
+    writeln!(out, "tally serve: stopped")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on Ctrl-C or, on Unix, SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
