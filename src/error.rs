@@ -9,7 +9,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// Every [`Error`] maps to one of these through [`Error::code`]; the REST
 /// layer puts the number in `errorCode`, the message in `errorMessage` and
-/// the error's `Display` text in `errorDetails`.
+/// the error's `Display` text in `errorDetails`. The authorization codes
+/// (`400093` and `403002` to `403006`) exist only with the `http` feature.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum ErrorCode {
@@ -26,16 +27,22 @@ pub enum ErrorCode {
     /// `500001`: a storage or I/O failure.
     GeneralServerError,
     /// `400093`: the `apiKey` is missing or not one the server knows.
+    #[cfg(feature = "http")]
     InvalidApiKey,
     /// `403002`: a signed request's `timestamp` is too far from the server's clock.
+    #[cfg(feature = "http")]
     RequestExpired,
     /// `403003`: the request's `sig` (or plain `secret`) does not match.
+    #[cfg(feature = "http")]
     InvalidSignature,
     /// `403004`: a signed request's `nonce` was already used.
+    #[cfg(feature = "http")]
     DuplicateNonce,
     /// `403005`: the request carries no usable credentials, or an unknown `userKey`.
+    #[cfg(feature = "http")]
     Unauthorized,
     /// `403006`: a plain `secret` was sent where the server does not accept one.
+    #[cfg(feature = "http")]
     SecretSentOverHttp,
 }
 
@@ -49,11 +56,17 @@ impl ErrorCode {
             ErrorCode::InvalidParameterValue => 400_006,
             ErrorCode::CounterNotRegistered => 409_011,
             ErrorCode::GeneralServerError => 500_001,
+            #[cfg(feature = "http")]
             ErrorCode::InvalidApiKey => 400_093,
+            #[cfg(feature = "http")]
             ErrorCode::RequestExpired => 403_002,
+            #[cfg(feature = "http")]
             ErrorCode::InvalidSignature => 403_003,
+            #[cfg(feature = "http")]
             ErrorCode::DuplicateNonce => 403_004,
+            #[cfg(feature = "http")]
             ErrorCode::Unauthorized => 403_005,
+            #[cfg(feature = "http")]
             ErrorCode::SecretSentOverHttp => 403_006,
         }
     }
@@ -67,11 +80,17 @@ impl ErrorCode {
             ErrorCode::InvalidParameterValue => "Invalid parameter value",
             ErrorCode::CounterNotRegistered => "Counter not registered",
             ErrorCode::GeneralServerError => "General Server Error",
+            #[cfg(feature = "http")]
             ErrorCode::InvalidApiKey => "Invalid ApiKey parameter",
+            #[cfg(feature = "http")]
             ErrorCode::RequestExpired => "Request has expired",
+            #[cfg(feature = "http")]
             ErrorCode::InvalidSignature => "Invalid request signature",
+            #[cfg(feature = "http")]
             ErrorCode::DuplicateNonce => "Duplicate nonce",
+            #[cfg(feature = "http")]
             ErrorCode::Unauthorized => "Unauthorized user",
+            #[cfg(feature = "http")]
             ErrorCode::SecretSentOverHttp => "Secret sent over HTTP",
         }
     }
@@ -112,7 +131,9 @@ impl fmt::Display for AmountField {
 /// Everything that can go wrong in tally.
 ///
 /// Each variant carries what a caller needs to fix the request, and maps to
-/// the platform's numeric code through [`Error::code`].
+/// the platform's numeric code through [`Error::code`]. The HTTP server's
+/// authorization variants (`InvalidApiKey` and the five after it)
+/// exist only with the `http` feature.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -327,12 +348,14 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    #[cfg(feature = "http")]
     /// The request's `apiKey` is missing or unknown to the server.
     #[error("invalid apiKey: {reason}")]
     InvalidApiKey {
         /// What is wrong with it.
         reason: String,
     },
+    #[cfg(feature = "http")]
     /// A signed request's `timestamp` is more than the allowed skew away
     /// from the server's clock.
     #[error(
@@ -346,21 +369,25 @@ pub enum Error {
         /// The accepted skew, seconds.
         max_skew_secs: i64,
     },
+    #[cfg(feature = "http")]
     /// The request's `sig` or plain `secret` does not match.
     #[error("invalid request signature: {reason}")]
     InvalidSignature {
         /// What did not match.
         reason: String,
     },
+    #[cfg(feature = "http")]
     /// A signed request's `nonce` was already used within the accepted window.
     #[error("duplicate nonce: this nonce was already used by a recent request")]
     DuplicateNonce,
+    #[cfg(feature = "http")]
     /// The request carries no usable credentials, or an unknown `userKey`.
     #[error("unauthorized: {reason}")]
     Unauthorized {
         /// What is missing or unknown.
         reason: String,
     },
+    #[cfg(feature = "http")]
     /// A plain `secret` was sent where the server does not accept one.
     #[error(
         "a plain secret is not accepted on this connection; sign the request (timestamp, nonce, sig) instead"
@@ -402,11 +429,17 @@ impl Error {
             | RecordTooLarge { .. }
             | Poisoned { .. }
             | Locked { .. } => ErrorCode::GeneralServerError,
+            #[cfg(feature = "http")]
             InvalidApiKey { .. } => ErrorCode::InvalidApiKey,
+            #[cfg(feature = "http")]
             RequestExpired { .. } => ErrorCode::RequestExpired,
+            #[cfg(feature = "http")]
             InvalidSignature { .. } => ErrorCode::InvalidSignature,
+            #[cfg(feature = "http")]
             DuplicateNonce => ErrorCode::DuplicateNonce,
+            #[cfg(feature = "http")]
             Unauthorized { .. } => ErrorCode::Unauthorized,
+            #[cfg(feature = "http")]
             SecretSentOverHttp => ErrorCode::SecretSentOverHttp,
         }
     }
@@ -447,16 +480,20 @@ mod tests {
         assert_eq!(ErrorCode::MissingParameter.http_status(), 400);
         assert_eq!(ErrorCode::CounterNotRegistered.http_status(), 409);
         assert_eq!(ErrorCode::GeneralServerError.http_status(), 500);
-        assert_eq!(ErrorCode::InvalidApiKey.number(), 400_093);
-        assert_eq!(ErrorCode::InvalidApiKey.http_status(), 400);
-        for (code, number) in [
-            (ErrorCode::RequestExpired, 403_002),
-            (ErrorCode::InvalidSignature, 403_003),
-            (ErrorCode::DuplicateNonce, 403_004),
-            (ErrorCode::Unauthorized, 403_005),
-            (ErrorCode::SecretSentOverHttp, 403_006),
-        ] {
-            assert_eq!((code.number(), code.http_status()), (number, 403));
+        // The authorization codes exist with the HTTP server only.
+        #[cfg(feature = "http")]
+        {
+            assert_eq!(ErrorCode::InvalidApiKey.number(), 400_093);
+            assert_eq!(ErrorCode::InvalidApiKey.http_status(), 400);
+            for (code, number) in [
+                (ErrorCode::RequestExpired, 403_002),
+                (ErrorCode::InvalidSignature, 403_003),
+                (ErrorCode::DuplicateNonce, 403_004),
+                (ErrorCode::Unauthorized, 403_005),
+                (ErrorCode::SecretSentOverHttp, 403_006),
+            ] {
+                assert_eq!((code.number(), code.http_status()), (number, 403));
+            }
         }
     }
 
