@@ -4,9 +4,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
-use crate::Failure;
+use crate::{DurabilityArg, Failure, flag_value};
 
 #[derive(Debug, Args)]
 pub(crate) struct LoadArgs {
@@ -31,26 +31,44 @@ pub(crate) struct LoadArgs {
     #[arg(long, default_value_t = 1)]
     batch: usize,
     /// Increment through resolved handles or by (class, path) names.
-    #[arg(long, default_value = "handle", value_parser = ["handle", "name"])]
-    by: String,
+    #[arg(long, value_enum, default_value_t = By::Handle)]
+    by: By,
     /// `sequential` walks each thread's subjects in turn (with `--count`
     /// equal to `--subjects`, every subject gets one call); `random` picks
     /// among them uniformly.
-    #[arg(long, default_value = "random", value_parser = ["random", "sequential"])]
-    pattern: String,
+    #[arg(long, value_enum, default_value_t = Pattern::Random)]
+    pattern: Pattern,
     /// Keep the engine's data (log and snapshots) in DIR; without it the
     /// engine lives in memory.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// With --data-dir: acknowledge after the log is synced (`always`),
     /// sync within a second (`interval`), or keep no log (`never`).
-    #[arg(long, default_value = "interval", value_parser = ["always", "interval", "never"])]
-    durability: String,
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Interval)]
+    durability: DurabilityArg,
     /// Print the summary as one JSON object. (With --data-dir, the
     /// engine's memory includes its log buffers, so bytes per cell are
     /// meaningful in memory only.)
     #[arg(long)]
     json: bool,
+}
+
+/// `--by`: how the load threads increment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum By {
+    // Through resolved counter handles.
+    Handle,
+    // By (class, path) names.
+    Name,
+}
+
+/// `--pattern`: which subject each call goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Pattern {
+    // Uniformly at random among the thread's subjects.
+    Random,
+    // Each of the thread's subjects in turn.
+    Sequential,
 }
 
 /// One call in this many is timed for the latency percentiles, so that
@@ -170,17 +188,14 @@ pub(crate) fn load(args: &LoadArgs, out: &mut impl Write) -> Result<ExitCode, Fa
     if args.subjects < args.threads as u64 {
         return Err("--subjects must be at least --threads".into());
     }
-    if args.batch > 1 && args.by == "handle" {
+    if args.batch > 1 && args.by == By::Handle {
         return Err("--batch above 1 needs --by name".into());
     }
-    let durability = match args.durability.as_str() {
-        "always" => tally::Durability::Always,
-        "never" => tally::Durability::Never,
-        _ => tally::Durability::Interval(Duration::from_secs(1)),
-    };
     let mut builder = tally::Tally::builder().system_classes(["load"]);
     if let Some(dir) = &args.data_dir {
-        builder = builder.data_dir(dir).durability(durability);
+        builder = builder
+            .data_dir(dir)
+            .durability(args.durability.durability());
     }
     let engine = builder.build()?;
     let paths: Vec<String> = (0..args.counters)
@@ -196,10 +211,9 @@ pub(crate) fn load(args: &LoadArgs, out: &mut impl Write) -> Result<ExitCode, Fa
         .iter()
         .map(|path| engine.counter("load", path))
         .collect::<Result<Vec<_>, _>>()?;
-    let calls = if args.by == "name" {
-        Calls::Names(&paths)
-    } else {
-        Calls::Handles(&handles)
+    let calls = match args.by {
+        By::Name => Calls::Names(&paths),
+        By::Handle => Calls::Handles(&handles),
     };
     // The UIDs exist before memory is first measured: only the engine's
     // growth is charged to the cells.
@@ -232,7 +246,7 @@ pub(crate) fn load(args: &LoadArgs, out: &mut impl Write) -> Result<ExitCode, Fa
                 t / args.threads as u64 + u64::from((thread as u64) < t % args.threads as u64)
             });
             let first = thread as u64 * share;
-            let sequential = args.pattern == "sequential";
+            let sequential = args.pattern == Pattern::Sequential;
             let (counters, batch) = (args.counters as u64, args.batch);
             scope.spawn(move || {
                 let mut rng = 0x9E37_79B9_7F4A_7C15u64
@@ -346,10 +360,10 @@ pub(crate) fn load(args: &LoadArgs, out: &mut impl Write) -> Result<ExitCode, Fa
         subjects: args.subjects,
         counters: args.counters,
         batch: args.batch,
-        by: args.by.clone(),
-        pattern: args.pattern.clone(),
+        by: flag_value(&args.by),
+        pattern: flag_value(&args.pattern),
         durability: if args.data_dir.is_some() {
-            args.durability.clone()
+            flag_value(&args.durability)
         } else {
             "in memory".to_owned()
         },

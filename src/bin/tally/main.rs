@@ -21,7 +21,7 @@ mod serve;
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use inspect::{DumpArgs, InspectArgs, VerifyArgs};
 use load::LoadArgs;
@@ -59,6 +59,41 @@ enum Command {
     /// percentiles, resident memory and bytes per cell: to size tally for
     /// a workload.
     Load(LoadArgs),
+}
+
+/// `--durability` of `serve` and `load`: when an increment is answered.
+/// (The variants carry no doc comments: clap would list them in `--help`
+/// in place of the one-line `[possible values: ...]`.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum DurabilityArg {
+    // After the log is synced.
+    Always,
+    // With the log synced within a second.
+    Interval,
+    // With no log, only snapshots.
+    Never,
+}
+
+impl DurabilityArg {
+    /// The engine's setting.
+    pub(crate) fn durability(self) -> tally::Durability {
+        match self {
+            DurabilityArg::Always => tally::Durability::Always,
+            DurabilityArg::Interval => {
+                tally::Durability::Interval(std::time::Duration::from_secs(1))
+            }
+            DurabilityArg::Never => tally::Durability::Never,
+        }
+    }
+}
+
+/// The name a value of an enumerated flag is spelled with on the command
+/// line, e.g. `interval`.
+pub(crate) fn flag_value(value: &impl ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|value| value.get_name().to_owned())
+        .unwrap_or_default()
 }
 
 /// What a subcommand can fail with: a tally error, a write to stdout, JSON.

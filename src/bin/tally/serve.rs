@@ -4,9 +4,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
+use tally::http::PlainSecrets;
 
-use crate::Failure;
+use crate::{DurabilityArg, Failure};
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
@@ -22,8 +23,8 @@ pub(crate) struct ServeArgs {
     keys: Option<PathBuf>,
     /// Where a plain `secret` parameter is accepted (signed requests are
     /// accepted everywhere).
-    #[arg(long, default_value = "loopback", value_parser = ["never", "loopback", "always"])]
-    plain_secrets: String,
+    #[arg(long, value_enum, default_value_t = PlainSecretsArg::Loopback)]
+    plain_secrets: PlainSecretsArg,
     /// The scheme and host clients sign requests for; the request's path is
     /// appended. The server's own URL is accepted too.
     #[arg(long, value_name = "URL", default_value = tally::http::DEFAULT_PUBLIC_BASE_URL)]
@@ -34,8 +35,8 @@ pub(crate) struct ServeArgs {
     /// When an increment is answered: after the log is synced (`always`),
     /// with the log synced within a second (`interval`), or with no log,
     /// only snapshots (`never`).
-    #[arg(long, default_value = "interval", value_parser = ["always", "interval", "never"])]
-    durability: String,
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Interval)]
+    durability: DurabilityArg,
     /// Seconds between background snapshots.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     snapshot_interval: u64,
@@ -67,39 +68,48 @@ pub(crate) struct ServeArgs {
     max_connections: u32,
 }
 
+/// `--plain-secrets`: where a plain `secret` parameter is accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PlainSecretsArg {
+    Never,
+    Loopback,
+    Always,
+}
+
+impl PlainSecretsArg {
+    fn policy(self) -> PlainSecrets {
+        match self {
+            PlainSecretsArg::Never => PlainSecrets::Never,
+            PlainSecretsArg::Loopback => PlainSecrets::Loopback,
+            PlainSecretsArg::Always => PlainSecrets::Always,
+        }
+    }
+}
+
 /// The longest timeout `tally serve` takes, in seconds: a day.
 const MAX_LIMIT_SECS: u64 = 86_400;
 
 pub(crate) fn serve(args: &ServeArgs, out: &mut impl Write) -> Result<ExitCode, Failure> {
     use std::time::Duration;
-    use tally::http::{Auth, Options, PlainSecrets, ServeOptions};
+    use tally::http::{Auth, Options, ServeOptions};
 
-    let durability = match args.durability.as_str() {
-        "always" => tally::Durability::Always,
-        "never" => tally::Durability::Never,
-        _ => tally::Durability::Interval(Duration::from_secs(1)),
-    };
     // Only `always` makes an increment wait (for a log sync); otherwise
     // calls run on the async workers, about twice the throughput.
     let mut options = Options::default()
         .body_limit(args.body_limit)
-        .blocking_pool(args.durability == "always");
+        .blocking_pool(args.durability == DurabilityArg::Always);
     if let Some(file) = &args.keys {
         let text = std::fs::read_to_string(file)
             .map_err(|e| format!("reading the key file {}: {e}", file.display()))?;
         let auth = Auth::new()
             .keys_from_str(&text)?
-            .plain_secrets(match args.plain_secrets.as_str() {
-                "never" => PlainSecrets::Never,
-                "always" => PlainSecrets::Always,
-                _ => PlainSecrets::Loopback,
-            })
+            .plain_secrets(args.plain_secrets.policy())
             .public_base_url(&args.public_url);
         options = options.auth(auth);
     }
     let engine = tally::Tally::builder()
         .data_dir(&args.data_dir)
-        .durability(durability)
+        .durability(args.durability.durability())
         .snapshot_interval(Duration::from_secs(args.snapshot_interval.max(1)))
         .build()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
