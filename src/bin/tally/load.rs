@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
 
 use crate::{DurabilityArg, Failure, flag_value};
 
@@ -75,63 +76,14 @@ pub(crate) enum Pattern {
 /// reading the clock does not dominate what is measured.
 const LATENCY_SAMPLE_EVERY: u64 = 8;
 
-/// A log-linear latency histogram: 16 buckets per power of two (about 6%
-/// resolution), in nanoseconds.
-struct Histogram {
-    counts: Vec<u64>,
-}
+/// The longest call the latency histograms tell apart, in nanoseconds (an
+/// hour); a longer one is counted as this long.
+const LATENCY_MAX_NANOS: u64 = 3_600 * 1_000_000_000;
 
-impl Histogram {
-    const SUB: u32 = 16;
-
-    fn new() -> Self {
-        Histogram {
-            counts: vec![0; 64 * Self::SUB as usize],
-        }
-    }
-
-    fn bucket(nanos: u64) -> usize {
-        if nanos < u64::from(Self::SUB) {
-            return nanos as usize;
-        }
-        let exp = 63 - nanos.leading_zeros();
-        let sub = (nanos >> (exp - 4)) & u64::from(Self::SUB - 1);
-        ((exp - 3) * Self::SUB) as usize + sub as usize
-    }
-
-    /// The middle of a bucket's range.
-    fn value(bucket: usize) -> u64 {
-        let sub = u64::from(Self::SUB);
-        if (bucket as u64) < sub {
-            return bucket as u64;
-        }
-        let exp = bucket as u64 / sub + 3;
-        let low = (sub + bucket as u64 % sub) << (exp - 4);
-        low + (1u64 << (exp - 4)) / 2
-    }
-
-    fn record(&mut self, nanos: u64) {
-        self.counts[Self::bucket(nanos)] += 1;
-    }
-
-    fn merge(&mut self, other: &Histogram) {
-        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
-            *a += b;
-        }
-    }
-
-    fn quantile(&self, q: f64) -> u64 {
-        let total: u64 = self.counts.iter().sum();
-        let rank = ((total as f64 * q).ceil() as u64).clamp(1, total.max(1));
-        let mut seen = 0;
-        for (bucket, &count) in self.counts.iter().enumerate() {
-            seen += count;
-            if seen >= rank {
-                return Self::value(bucket);
-            }
-        }
-        0
-    }
+/// A latency histogram in nanoseconds, to three significant digits, its
+/// counts allocated up front so that recording never allocates.
+fn latency_histogram() -> Result<Histogram<u64>, Failure> {
+    Ok(Histogram::new_with_bounds(1, LATENCY_MAX_NANOS, 3)?)
 }
 
 /// This process's resident memory (`VmRSS` of /proc/self/status), in bytes.
@@ -218,7 +170,9 @@ pub(crate) fn load(args: &LoadArgs, out: &mut impl Write) -> Result<ExitCode, Fa
     // The UIDs exist before memory is first measured: only the engine's
     // growth is charged to the cells.
     let uids: Vec<String> = (0..args.subjects).map(|i| format!("user-{i:08}")).collect();
-    let mut histograms: Vec<Histogram> = (0..args.threads).map(|_| Histogram::new()).collect();
+    let mut histograms = (0..args.threads)
+        .map(|_| latency_histogram())
+        .collect::<Result<Vec<_>, _>>()?;
     let rss_before = resident_bytes();
 
     let total = args.count;
@@ -288,7 +242,7 @@ pub(crate) fn load(args: &LoadArgs, out: &mut impl Write) -> Result<ExitCode, Fa
                         }
                     };
                     if let Some(began) = began {
-                        histogram.record(began.elapsed().as_nanos() as u64);
+                        histogram.saturating_record(began.elapsed().as_nanos() as u64);
                     }
                     if let Err(error) = result {
                         failure.lock().get_or_insert(error);
@@ -346,15 +300,11 @@ pub(crate) fn load(args: &LoadArgs, out: &mut impl Write) -> Result<ExitCode, Fa
     let engine_bytes = rss
         .zip(rss_before)
         .map(|(after, before)| after.saturating_sub(before));
-    let mut latency = Histogram::new();
+    let mut latency = latency_histogram()?;
     for histogram in &histograms {
-        latency.merge(histogram);
+        latency.add(histogram)?;
     }
-    let max = latency
-        .counts
-        .iter()
-        .rposition(|&c| c > 0)
-        .map_or(0, Histogram::value);
+    let max = if latency.is_empty() { 0 } else { latency.max() };
     let summary = LoadSummary {
         threads: args.threads,
         subjects: args.subjects,
@@ -373,9 +323,9 @@ pub(crate) fn load(args: &LoadArgs, out: &mut impl Write) -> Result<ExitCode, Fa
         entries_per_sec: (calls_made * args.batch as u64) as f64 / seconds,
         latency_ns: LatencySummary {
             sampled_every: LATENCY_SAMPLE_EVERY,
-            p50: latency.quantile(0.50),
-            p99: latency.quantile(0.99),
-            p999: latency.quantile(0.999),
+            p50: latency.value_at_quantile(0.50),
+            p99: latency.value_at_quantile(0.99),
+            p999: latency.value_at_quantile(0.999),
             max,
         },
         rss_bytes: rss,
