@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 use tally::http::PlainSecrets;
+use tracing_subscriber::filter::LevelFilter;
 
 use crate::{DurabilityArg, Failure};
 
@@ -66,6 +67,59 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..),
           default_value_t = tally::http::DEFAULT_MAX_CONNECTIONS as u32)]
     max_connections: u32,
+    /// How much to log on stderr: a shutdown signal (`info`), requests
+    /// still in flight 30 s after it (`warn`). The default is `info`, or
+    /// what `RUST_LOG` says when it is set (`tracing-subscriber` filter
+    /// directives, e.g. `RUST_LOG=warn`; a directive it cannot parse is
+    /// ignored, with a note on stderr).
+    #[arg(long, value_name = "LEVEL", value_enum)]
+    log: Option<LogLevel>,
+}
+
+/// `--log`: the most detailed log lines written to stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogLevel {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    fn filter(self) -> LevelFilter {
+        match self {
+            LogLevel::Off => LevelFilter::OFF,
+            LogLevel::Error => LevelFilter::ERROR,
+            LogLevel::Warn => LevelFilter::WARN,
+            LogLevel::Info => LevelFilter::INFO,
+            LogLevel::Debug => LevelFilter::DEBUG,
+            LogLevel::Trace => LevelFilter::TRACE,
+        }
+    }
+}
+
+/// Sends this process's `tracing` events to stderr: at `level`, or as
+/// `RUST_LOG` says when no level is given and it is set, else at `info`.
+/// Stdout keeps what scripts read: the start-up lines and the stop lines.
+fn start_logging(level: Option<LogLevel>) -> Result<(), Failure> {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+
+    let builder = EnvFilter::builder()
+        .with_default_directive(level.map_or(LevelFilter::INFO, LogLevel::filter).into());
+    let filter = match level {
+        Some(_) => builder.parse_lossy(""),
+        None => builder.from_env_lossy(),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init()
+        .map_err(|e| e as Failure)?;
+    Ok(())
 }
 
 /// `--plain-secrets`: where a plain `secret` parameter is accepted.
@@ -92,6 +146,8 @@ const MAX_LIMIT_SECS: u64 = 86_400;
 pub(crate) fn serve(args: &ServeArgs, out: &mut impl Write) -> Result<ExitCode, Failure> {
     use std::time::Duration;
     use tally::http::{Auth, Options, ServeOptions};
+
+    start_logging(args.log)?;
 
     // Only `always` makes an increment wait (for a log sync); otherwise
     // calls run on the async workers, about twice the throughput.
@@ -148,6 +204,7 @@ pub(crate) fn serve(args: &ServeArgs, out: &mut impl Write) -> Result<ExitCode, 
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
             shutdown_signal().await;
+            tracing::info!("shutdown signal received; finishing the requests in flight");
             let _ = stopping_tx.send(());
         };
         let router = tally::http::router_with(engine.clone(), options);
@@ -167,7 +224,7 @@ pub(crate) fn serve(args: &ServeArgs, out: &mut impl Write) -> Result<ExitCode, 
         };
         tokio::select! {
             result = server => result?,
-            () = deadline => eprintln!("tally serve: requests still in flight after 30 s; closing anyway"),
+            () = deadline => tracing::warn!("requests still in flight after 30 s; closing anyway"),
         }
         Ok(())
     });
