@@ -20,7 +20,8 @@ pub(crate) struct LoadArgs {
     /// ...or make this many increment calls in all.
     #[arg(long)]
     count: Option<u64>,
-    /// Distinct subjects (UIDs `user-00000000`, ...); each thread works on
+    /// Distinct subjects (UIDs of 32 hexadecimal characters, as the
+    /// platform issues them); each thread works on
     /// its own share of them.
     #[arg(long, default_value_t = 1_000_000)]
     subjects: u64,
@@ -169,7 +170,7 @@ pub(crate) fn load(args: &LoadArgs, out: &mut impl Write) -> Result<ExitCode, Fa
     };
     // The UIDs exist before memory is first measured: only the engine's
     // growth is charged to the cells.
-    let uids: Vec<String> = (0..args.subjects).map(|i| format!("user-{i:08}")).collect();
+    let uids: Vec<String> = (0..args.subjects).map(platform_uid).collect();
     let mut histograms = (0..args.threads)
         .map(|_| latency_histogram())
         .collect::<Result<Vec<_>, _>>()?;
@@ -382,4 +383,17 @@ fn write_load_summary(s: &LoadSummary, out: &mut impl Write) -> std::io::Result<
                 "{b:.1} bytes per cell"
             ))
     )
+}
+
+/// The `i`-th of a set of distinct UIDs shaped as the platform's: 32
+/// lowercase hexadecimal characters, random looking (splitmix64 of `i`, a
+/// bijection, so distinct `i` give distinct UIDs).
+fn platform_uid(i: u64) -> String {
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    format!("{:016x}{:016x}", mix(i), mix(!i))
 }
