@@ -1,8 +1,11 @@
-//! Counters: a (class, path) pair, and the class name rules (SPEC §3).
+//! Counters: a (class, path) pair, and the class name rules.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+
+/// The engine-wide number of a counter; cells are stored under it.
+pub(crate) type CounterId = u32;
 
 /// The longest accepted class name, in bytes.
 pub const MAX_CLASS_BYTES: usize = 100;

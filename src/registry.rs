@@ -25,8 +25,7 @@ use plan::Plan;
 pub(crate) use plan::{PlannedChanges, Provisional};
 use state::{Lookup, State};
 
-/// The engine-wide number of a counter; cells are stored under it.
-pub(crate) type CounterId = u32;
+pub(crate) use crate::counter::CounterId;
 
 /// The cells an increment of one counter lands in: the counter itself, its
 /// registered ancestors, and the class root, in that order.

@@ -23,7 +23,7 @@ use parking_lot::RwLock;
 
 use crate::error::{AmountField, Error};
 use crate::period::{Amount, EventTime};
-use crate::registry::CounterId;
+use crate::counter::CounterId;
 
 mod cells;
 mod shard;

@@ -35,7 +35,8 @@ use super::format::{
 };
 use super::{Durability, sync_dir};
 use crate::error::{Error, Result};
-use crate::registry::{CounterId, RegistryChange};
+use crate::counter::CounterId;
+use crate::registry::RegistryChange;
 use crate::store::{CellsView, ResolvedEntry, Store, SubjectCells};
 
 /// One logged entry of a batch, as decoded.

@@ -20,7 +20,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::{ApplyError, OverflowAt, ResolvedEntry};
 use crate::error::Error;
 use crate::period::{Amount, Cell, CellSpot, EventTime, Projection};
-use crate::registry::CounterId;
+use crate::counter::CounterId;
 
 /// The most cells a single-entry batch plans on the stack: a counter, its
 /// ancestors and the root at the default depth of 2 (and one to spare).
