@@ -7,9 +7,9 @@ use super::{Tally, names};
 use crate::calendar::{END_EVENT_SECS, MIN_EVENT_SECS};
 use crate::error::{Error, Result};
 use crate::period::{Amount, EventTime};
-use crate::persist::{RecordRef, Storage, Wal};
+use crate::persist::Storage;
 use crate::registry::{CounterHandle, Provisional, Targets};
-use crate::store::{ApplyError, OverflowAt, ResolvedEntry};
+use crate::store::{ApplyError, OverflowAt, ResolvedEntry, Unlogged};
 use crate::subject::Subject;
 
 /// One entry of an increment batch: add `count` and `value` to (class, path).
@@ -392,7 +392,7 @@ impl Tally {
             // (one that captured the log, even unused, cost a tenth of
             // an increment: its captures built on the stack, a call).
             return store
-                .apply(uid, entries, at, |_| Ok(0))
+                .apply(uid, entries, at, &mut Unlogged)
                 .map_err(|error| self.apply_error(error));
         };
         // Under write-behind the batch is not appended, which would
@@ -401,17 +401,11 @@ impl Tally {
         // The batch is appended under the subject's lock (so the log holds
         // each subject's batches in order), but synced after it is
         // released. Appending stays out of line.
-        let mut logged_end = None;
-        let log = |entries: &[ResolvedEntry<'_>]| {
-            append_increment(wal, uid, entries, at, &mut logged_end)
-        };
+        let mut log = wal.batch_log();
         store
-            .apply(uid, entries, at, log)
+            .apply(uid, entries, at, &mut log)
             .map_err(|error| self.apply_error(error))?;
-        match logged_end {
-            Some(end) => wal.settle(end),
-            None => Ok(()),
-        }
+        log.settle()
     }
 
     #[cold]
@@ -466,26 +460,6 @@ fn amount_of(entry: &Increment<'_>) -> Amount {
         count: entry.count,
         value: entry.value,
     }
-}
-
-/// Appends an increment batch to the log; returns its sequence number and
-/// keeps where its record ends, for the sync after the subject's lock.
-#[inline(never)]
-fn append_increment(
-    wal: &Wal,
-    uid: &str,
-    entries: &[ResolvedEntry<'_>],
-    at: &EventTime,
-    logged_end: &mut Option<u64>,
-) -> Result<u64> {
-    let (lsn, end) = wal.append(|lsn| RecordRef::Increment {
-        lsn,
-        uid,
-        at: at.secs(),
-        entries,
-    })?;
-    *logged_end = Some(end);
-    Ok(lsn)
 }
 
 /// An entry with its resolved targets, as the store takes it.

@@ -23,8 +23,8 @@ use super::{Amount, DayKey, EventTime, Horizon, MonthKey, Period};
 use std::num::NonZeroU64;
 
 use crate::calendar::{END_EVENT_SECS, MIN_EVENT_SECS, SECS_PER_DAY, month_of_day};
-use crate::error::AmountField;
 use crate::counter::CounterId;
+use crate::error::AmountField;
 
 /// The tag that sets month bucket keys apart from day bucket keys.
 const MONTH_TAG: u32 = 1 << 31;

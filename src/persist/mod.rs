@@ -1,4 +1,4 @@
-//! Durability (SPEC §10): snapshots, the write-ahead log and recovery.
+//! Durability: snapshots, the write-ahead log and recovery.
 //!
 //! A data directory holds `LOCK`, numbered log segments
 //! (`log-NNNNNNNNNNNNNNNNNNNN.tlog`) and snapshots
@@ -8,6 +8,7 @@
 mod format;
 #[doc(hidden)]
 pub mod fuzzing;
+mod held;
 pub mod inspect;
 mod recovery;
 mod snapshot;

@@ -6,13 +6,14 @@ use super::format::{
     FormatError, FormatVersion, HEADER_BYTES, Header, LOG_MAGIC, is_torn_tail, read_frame,
     split_first_lsn,
 };
+use super::held::HeldBatches;
 use super::snapshot::{self, snapshot_number};
 use super::wal::{LogRecord, decode_log_frame, segment_number};
 use crate::calendar::{END_EVENT_SECS, MIN_EVENT_SECS};
 use crate::error::{Error, Result};
 use crate::period::{Amount, Horizon};
 use crate::registry::Registry;
-use crate::store::{HeldBatches, ResolvedEntry, Store};
+use crate::store::{ResolvedEntry, Store};
 use crate::subject::{TokenStore, validate_uid};
 
 /// No record's LSN reaches this: the log numbers on after the highest.

@@ -30,10 +30,11 @@ use super::format::{
     FRAME_BUDGET_BYTES, FormatError, FormatVersion, HEADER_BYTES, Header, SNAPSHOT_MAGIC, TooLarge,
     decode, encoded_len, read_frame, runs, write_frame,
 };
+use super::held::HeldBatches;
 use super::sync_dir;
 use crate::error::{Error, Result};
 use crate::registry::{Registry, RegistryChange};
-use crate::store::{CellsView, HeldBatches, Store, SubjectCells};
+use crate::store::{CellsView, Store, SubjectCells};
 use crate::subject::{IssuedToken, TokenStore};
 
 #[cfg(test)]

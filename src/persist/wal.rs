@@ -34,10 +34,11 @@ use super::format::{
     write_increment_record, write_record,
 };
 use super::{Durability, sync_dir};
-use crate::error::{Error, Result};
 use crate::counter::CounterId;
+use crate::error::{Error, Result};
+use crate::period::EventTime;
 use crate::registry::RegistryChange;
-use crate::store::{CellsView, ResolvedEntry, Store, SubjectCells};
+use crate::store::{BatchLog, CellsView, ResolvedEntry, StateLog, Store, SubjectCells};
 
 /// One logged entry of a batch, as decoded.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -904,7 +905,7 @@ impl Wal {
     pub(crate) fn write_back(&self, store: &Store) -> Result<()> {
         self.check_poison()?;
         for shard in 0..store.shard_count() {
-            store.write_back(shard, |subjects| self.append_states(subjects))?;
+            store.write_back(shard, self)?;
             if self.buffer.lock().bytes.len() >= WRITE_BACK_SYNC_BYTES {
                 self.sync()?;
             }
@@ -971,6 +972,64 @@ impl Wal {
     }
 }
 
+/// A batch's way into the log: [`Store::apply`] appends it under the
+/// subject's shard lock (so the log holds each subject's batches in
+/// order), and [`LoggedBatch::settle`] then waits for it as the
+/// durability asks, once the lock is released.
+pub(crate) struct LoggedBatch<'w> {
+    wal: &'w Wal,
+    /// Where the batch's record ends in the log, once appended.
+    end: Option<u64>,
+}
+
+impl Wal {
+    /// The way in for one batch, to hand to [`Store::apply`].
+    pub(crate) fn batch_log(&self) -> LoggedBatch<'_> {
+        LoggedBatch {
+            wal: self,
+            end: None,
+        }
+    }
+}
+
+impl BatchLog for LoggedBatch<'_> {
+    /// Appends the batch; out of line, so that the store's path stays
+    /// short.
+    #[inline(never)]
+    fn append_batch(
+        &mut self,
+        uid: &str,
+        entries: &[ResolvedEntry<'_>],
+        at: &EventTime,
+    ) -> Result<u64> {
+        let (lsn, end) = self.wal.append(|lsn| RecordRef::Increment {
+            lsn,
+            uid,
+            at: at.secs(),
+            entries,
+        })?;
+        self.end = Some(end);
+        Ok(lsn)
+    }
+}
+
+impl LoggedBatch<'_> {
+    /// Waits as [`Wal::settle`] says for the batch appended, if it was
+    /// (not under write-behind).
+    pub(crate) fn settle(self) -> Result<()> {
+        match self.end {
+            Some(end) => self.wal.settle(end),
+            None => Ok(()),
+        }
+    }
+}
+
+impl StateLog for &Wal {
+    fn append_states(&mut self, subjects: &[(&str, CellsView<'_>)]) -> Result<u64> {
+        Wal::append_states(self, subjects)
+    }
+}
+
 impl Segment {
     fn create(dir: &Path, number: u64) -> Result<Segment> {
         let path = dir.join(segment_name(number));
@@ -1034,6 +1093,15 @@ mod tests {
         assert!(matches!(wal.sync(), Err(Error::Poisoned { .. })));
     }
 
+    /// The log of a batch under write-behind, which is never called.
+    struct MustNotLog;
+
+    impl BatchLog for MustNotLog {
+        fn append_batch(&mut self, _: &str, _: &[ResolvedEntry<'_>], _: &EventTime) -> Result<u64> {
+            panic!("logged under write-behind")
+        }
+    }
+
     #[test]
     fn a_write_back_logs_states_and_a_failed_one_poisons_the_log() {
         let dir = tempfile::tempdir().unwrap();
@@ -1051,9 +1119,7 @@ mod tests {
         );
         for uid in ["a", "b"] {
             store
-                .apply(uid, &one_entry(), &at, |_| {
-                    panic!("logged under write-behind")
-                })
+                .apply(uid, &one_entry(), &at, &mut MustNotLog)
                 .unwrap();
         }
         wal.write_back(&store).unwrap();
@@ -1072,9 +1138,7 @@ mod tests {
         let path = dir.path().join(segment_name(1));
         wal.segment.lock().file = File::open(&path).unwrap();
         store
-            .apply("a", &one_entry(), &at, |_| {
-                panic!("logged under write-behind")
-            })
+            .apply("a", &one_entry(), &at, &mut MustNotLog)
             .unwrap();
         wal.write_back(&store).unwrap();
         assert!(matches!(wal.sync(), Err(Error::Io { .. })));

@@ -17,10 +17,9 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{ApplyError, OverflowAt, ResolvedEntry};
-use crate::error::Error;
-use crate::period::{Amount, Cell, CellSpot, EventTime, Projection};
+use super::{ApplyError, BatchLog, OverflowAt, ResolvedEntry};
 use crate::counter::CounterId;
+use crate::period::{Amount, Cell, CellSpot, EventTime, Projection};
 
 /// The most cells a single-entry batch plans on the stack: a counter, its
 /// ancestors and the root at the default depth of 2 (and one to spare).
@@ -54,11 +53,11 @@ impl Default for SubjectCells {
 }
 
 /// What [`Cells::check_log_apply_in_place`] did.
-pub(super) enum InPlace<L> {
+pub(super) enum InPlace {
     /// The batch is applied; its log sequence number.
     Applied(u64),
-    /// Nothing happened: the batch creates a cell. Here is the log, unused.
-    Grows(L),
+    /// Nothing happened (nothing logged either): the batch creates a cell.
+    Grows,
 }
 
 /// Where a single-entry batch writes: for each target, the index of its
@@ -344,20 +343,18 @@ impl<C: AsRef<[Cell]> + AsMut<[Cell]>> Cells<C> {
         }
     }
 
-    /// Checks a batch that writes only existing cells, logs it through
-    /// `log` (which returns its log sequence number, or 0 when nothing is
-    /// logged), then applies it: all of it or nothing. A batch that would
-    /// create a cell is left alone, and `log` handed back.
+    /// Checks a batch of subject `uid` that writes only existing cells,
+    /// logs it through `log` (which returns its log sequence number, or 0
+    /// when nothing is logged), then applies it: all of it or nothing. A
+    /// batch that would create a cell is left alone, and not logged.
     #[inline(always)]
-    pub(super) fn check_log_apply_in_place<L>(
+    pub(super) fn check_log_apply_in_place<L: BatchLog>(
         &mut self,
+        uid: &str,
         entries: &[ResolvedEntry<'_>],
         at: &EventTime,
-        log: L,
-    ) -> Result<InPlace<L>, ApplyError>
-    where
-        L: FnOnce(&[ResolvedEntry<'_>]) -> Result<u64, Error>,
-    {
+        log: &mut L,
+    ) -> Result<InPlace, ApplyError> {
         let mut found = [0; MAX_FUSED];
         if let [entry] = entries
             && self
@@ -365,7 +362,9 @@ impl<C: AsRef<[Cell]> + AsMut<[Cell]>> Cells<C> {
                 .map_err(ApplyError::Overflow)?
         {
             // The hot path: this month's and today's buckets in every cell.
-            let lsn = log(entries).map_err(ApplyError::Log)?;
+            let lsn = log
+                .append_batch(uid, entries, at)
+                .map_err(ApplyError::Log)?;
             let cells = self.as_mut_slice();
             for &i in &found[..entry.targets.len()] {
                 if let Some(cell) = cells.get_mut(i) {
@@ -374,35 +373,35 @@ impl<C: AsRef<[Cell]> + AsMut<[Cell]>> Cells<C> {
             }
             return Ok(InPlace::Applied(lsn));
         }
-        self.check_log_apply_off_hot_path(entries, at, log)
+        self.check_log_apply_off_hot_path(uid, entries, at, log)
     }
 
     /// [`Cells::check_log_apply_in_place`] for every batch but the hot
     /// path's. Out of line, so that the hot path is compiled on its own.
     #[inline(never)]
-    fn check_log_apply_off_hot_path<L>(
+    fn check_log_apply_off_hot_path<L: BatchLog>(
         &mut self,
+        uid: &str,
         entries: &[ResolvedEntry<'_>],
         at: &EventTime,
-        log: L,
-    ) -> Result<InPlace<L>, ApplyError>
-    where
-        L: FnOnce(&[ResolvedEntry<'_>]) -> Result<u64, Error>,
-    {
+        log: &mut L,
+    ) -> Result<InPlace, ApplyError> {
         match entries {
             // One entry: its cells and buckets located once.
             [entry] if entry.targets.len() <= MAX_FUSED => {
                 if !self.holds_targets_of(entries) {
-                    return Ok(InPlace::Grows(log));
+                    return Ok(InPlace::Grows);
                 }
                 let mut plan = [(0, CellSpot::default()); MAX_FUSED];
                 self.plan(entry, at, &mut plan)
                     .map_err(ApplyError::Overflow)?;
-                let lsn = log(entries).map_err(ApplyError::Log)?;
+                let lsn = log
+                    .append_batch(uid, entries, at)
+                    .map_err(ApplyError::Log)?;
                 self.commit(entry, &plan, at);
                 Ok(InPlace::Applied(lsn))
             }
-            _ => self.check_log_apply_batch_in_place(entries, at, log),
+            _ => self.check_log_apply_batch_in_place(uid, entries, at, log),
         }
     }
 
@@ -412,24 +411,24 @@ impl<C: AsRef<[Cell]> + AsMut<[Cell]>> Cells<C> {
     /// those before it (so the first entry that would overflow is the one
     /// named; [`Cells::carry`]), and the cell then written once, with
     /// their sum.
-    fn check_log_apply_batch_in_place<L>(
+    fn check_log_apply_batch_in_place<L: BatchLog>(
         &mut self,
+        uid: &str,
         entries: &[ResolvedEntry<'_>],
         at: &EventTime,
-        log: L,
-    ) -> Result<InPlace<L>, ApplyError>
-    where
-        L: FnOnce(&[ResolvedEntry<'_>]) -> Result<u64, Error>,
-    {
+        log: &mut L,
+    ) -> Result<InPlace, ApplyError> {
         let carried = self.carry(entries, at).map_err(ApplyError::Overflow)?;
         if carried
             .as_slice()
             .iter()
             .any(|to_cell| to_cell.cell.is_none())
         {
-            return Ok(InPlace::Grows(log));
+            return Ok(InPlace::Grows);
         }
-        let lsn = log(entries).map_err(ApplyError::Log)?;
+        let lsn = log
+            .append_batch(uid, entries, at)
+            .map_err(ApplyError::Log)?;
         let cells = self.as_mut_slice();
         for to_cell in carried.as_slice() {
             if let Some(i) = to_cell.cell {
@@ -507,21 +506,21 @@ impl SubjectCells {
         }
     }
 
-    /// Checks a batch, logs it through `log` (which returns its log
+    /// Checks a batch of subject `uid`, logs it through `log` (which returns its log
     /// sequence number, or 0 when nothing is logged), then applies it,
     /// creating cells as needed: all of it or nothing. Returns the batch's
     /// log sequence number.
-    pub(super) fn check_log_apply<L>(
+    pub(super) fn check_log_apply<L: BatchLog>(
         &mut self,
+        uid: &str,
         entries: &[ResolvedEntry<'_>],
         at: &EventTime,
-        log: L,
-    ) -> Result<u64, ApplyError>
-    where
-        L: FnOnce(&[ResolvedEntry<'_>]) -> Result<u64, Error>,
-    {
+        log: &mut L,
+    ) -> Result<u64, ApplyError> {
         self.check(entries, at).map_err(ApplyError::Overflow)?;
-        let lsn = log(entries).map_err(ApplyError::Log)?;
+        let lsn = log
+            .append_batch(uid, entries, at)
+            .map_err(ApplyError::Log)?;
         self.apply(entries, at);
         Ok(lsn)
     }

@@ -14,6 +14,7 @@ use std::hash::BuildHasher;
 
 use super::SubjectHasher;
 use super::cells::{Cells, CellsView, SubjectCells};
+use super::log::ShardLog;
 use super::table::{Control, Record, Table};
 use crate::period::Cell;
 
@@ -153,12 +154,8 @@ pub(super) struct Shard {
     twos: Table<Packed<2>>,
     spilled: Table<Spilled>,
     long_uids: String,
-    /// The log sequence number of the last logged batch applied to a
-    /// subject of this shard (0: none). Batches are logged and applied
-    /// under the shard's lock, so the shard holds exactly the logged
-    /// batches of its subjects up to this one: a snapshot records it per
-    /// shard, rather than each subject carrying its own.
-    pub(super) last_lsn: u64,
+    /// What the shard keeps for the log.
+    pub(super) log: ShardLog,
 }
 
 /// The UID `uid` keeps, its bytes in `long_uids` if it is long.
