@@ -48,7 +48,13 @@ pub(super) enum BucketSpot {
 
 /// Writes one bucket of `buckets`; `true` if it had to be created.
 #[inline]
-pub(super) fn write(buckets: &mut Vec<Bucket>, spot: BucketSpot, key: u32, delta: Amount, secs: u32) -> bool {
+pub(super) fn write(
+    buckets: &mut Vec<Bucket>,
+    spot: BucketSpot,
+    key: u32,
+    delta: Amount,
+    secs: u32,
+) -> bool {
     match spot {
         BucketSpot::Skip => false,
         BucketSpot::At(i) => {

@@ -101,4 +101,3 @@ impl<'de> Deserialize<'de> for Cell {
         })
     }
 }
-
