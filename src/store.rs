@@ -28,6 +28,7 @@ use crate::counter::CounterId;
 use crate::error::{AmountField, Error};
 use crate::period::{Amount, EventTime};
 
+mod carried;
 mod cells;
 mod log;
 mod shard;
