@@ -1,5 +1,5 @@
 //! The hot increment path beside its baselines, in one criterion group per
-//! population, so that one run gives the ratios (issue: performance).
+//! population, so that one run gives the ratios.
 //!
 //! - `tally/handle`: increment through a resolved `CounterHandle`, existing subject and cell;
 //! - `tally/name`: the same by (class, path) names;

@@ -1,6 +1,6 @@
 //! `getCounters` on one subject holding 50 cells (a class root and 49
 //! registered paths, each with a week of day buckets), in one criterion
-//! group (issue: performance):
+//! group:
 //!
 //! - `exact`: one (class, path), period `total`: one row;
 //! - `class`: every path of the class, period `total`: 50 rows;

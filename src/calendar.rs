@@ -90,7 +90,7 @@ pub(crate) fn is_valid_date(year: i64, month: u32, day: u32) -> bool {
     }
 }
 
-/// `yyyy-mm-dd hh:mm:ssZ`, the `lastUpdated` format of SPEC §7.
+/// `yyyy-mm-dd hh:mm:ssZ`, the `lastUpdated` format of a row.
 pub(crate) fn format_last_updated(unix_secs: i64) -> String {
     let date = civil_from_days(day_of(unix_secs));
     let secs = unix_secs.rem_euclid(SECS_PER_DAY);

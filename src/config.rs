@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::path::MAX_PATH_DEPTH;
 
-/// The engine's limits and retention; every field has the SPEC default.
+/// The engine's limits and retention; every field has the documented default.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// Deepest accepted path level, 1..=16 (default 2).

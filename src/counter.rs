@@ -51,7 +51,7 @@ pub fn validate_class(class: &str) -> Result<()> {
     if class.len() > MAX_CLASS_BYTES {
         return Err(invalid("a class must be at most 100 bytes"));
     }
-    // SPEC §3: whitespace (Unicode's) and ASCII control characters; other
+    // The class rules: whitespace (Unicode's) and ASCII control characters; other
     // characters, C1 controls among them, are allowed.
     if class
         .chars()

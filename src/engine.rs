@@ -73,7 +73,7 @@ impl std::fmt::Debug for Tally {
 }
 
 impl Tally {
-    /// A builder with the SPEC defaults: in memory, system clock, depth 2.
+    /// A builder with the documented defaults: in memory, system clock, depth 2.
     pub fn builder() -> Builder {
         Builder::default()
     }

@@ -5,7 +5,7 @@ use std::fmt;
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The platform's numeric error codes (SPEC §9).
+/// The platform's numeric error codes.
 ///
 /// Every [`Error`] maps to one of these through [`Error::code`]; the REST
 /// layer puts the number in `errorCode`, the message in `errorMessage` and
@@ -159,7 +159,7 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// A counter class name breaks the class rules (SPEC §3).
+    /// A counter class name breaks the class rules.
     #[error("invalid class {class:?}: {reason}")]
     InvalidClass {
         /// The offending class.
@@ -167,7 +167,7 @@ pub enum Error {
         /// Which rule it breaks.
         reason: &'static str,
     },
-    /// A counter path breaks the path rules (SPEC §2).
+    /// A counter path breaks the path rules.
     #[error("invalid path {path:?}: {reason}")]
     InvalidPath {
         /// The offending path.
@@ -185,7 +185,7 @@ pub enum Error {
         /// The engine's `max_path_depth`.
         max: usize,
     },
-    /// A UID breaks the subject rules (SPEC §8).
+    /// A UID breaks the subject rules.
     #[error("invalid UID: {reason}")]
     InvalidUid {
         /// Which rule it breaks.
@@ -396,7 +396,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// The platform error code this error maps to (SPEC §9).
+    /// The platform error code this error maps to.
     pub fn code(&self) -> ErrorCode {
         use Error::*;
         match self {

@@ -1,4 +1,4 @@
-//! Counter paths (SPEC §2): `/` or `/seg1/seg2/…`, with a depth limit.
+//! Counter paths: `/` or `/seg1/seg2/…`, with a depth limit.
 
 use crate::error::{Error, Result};
 

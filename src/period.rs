@@ -1,4 +1,4 @@
-//! Periods (SPEC §6): the `total`, month and day buckets of a cell, their
+//! Periods: the `total`, month and day buckets of a cell, their
 //! retention, and the platform's period keys.
 
 use std::fmt;

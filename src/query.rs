@@ -1,4 +1,4 @@
-//! Reading counters (SPEC §7): selectors, their compiled matchers, and rows.
+//! Reading counters: selectors, their compiled matchers, and rows.
 
 use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! The registry of counters (SPEC §4): which (class, path) pairs accept
+//! The registry of counters: which (class, path) pairs accept
 //! increments, and which cells each accepted increment rolls up to.
 //!
 //! Every counter that ever existed keeps a numeric [`CounterId`]; cells are

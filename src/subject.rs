@@ -1,4 +1,4 @@
-//! Subjects (SPEC §8): whose counters — a UID, or a regToken that resolves
+//! Subjects: whose counters — a UID, or a regToken that resolves
 //! to one.
 
 use std::borrow::Cow;
@@ -164,7 +164,7 @@ pub(crate) fn validate_issued_token(token: &str, issued: &IssuedToken) -> Result
 }
 
 /// The most expired tokens remembered, so that a late caller hears
-/// "expired" rather than "unknown" (SPEC §8): the latest to expire are
+/// "expired" rather than "unknown": the latest to expire are
 /// kept, without their UIDs, about 100 bytes each.
 const MAX_EXPIRED_KEPT: usize = 100_000;
 

@@ -1,4 +1,4 @@
-//! Concurrency (SPEC §5 "atomic per subject", `Tally: Send + Sync`).
+//! Concurrency ("atomic per subject", `Tally: Send + Sync`).
 //!
 //! Pins: N threads × M increments to one subject, or to one subject each,
 //! lose nothing; a reader running alongside sees every batch whole or not at

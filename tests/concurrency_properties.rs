@@ -1,4 +1,4 @@
-//! Property (SPEC §5, "concurrent increments lose nothing"): for any
+//! Property ("concurrent increments lose nothing"): for any
 //! number of threads, any increments per thread and any mix of shared and
 //! own subjects, counts and values, the totals after all threads finish are
 //! exactly the sums of what every thread added (checked against a model

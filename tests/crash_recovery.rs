@@ -1,4 +1,4 @@
-//! Crash safety (SPEC §10, issue 3), sled-style: this test binary launches
+//! Crash safety, sled-style: this test binary launches
 //! itself as a child process that increments with `Durability::Always`
 //! from several threads while another thread snapshots every few
 //! milliseconds, and kills it with SIGKILL at random moments — after a

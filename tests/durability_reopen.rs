@@ -1,4 +1,4 @@
-//! Durability (SPEC §10): what an engine on a data directory acknowledged
+//! Durability: what an engine on a data directory acknowledged
 //! is there after a reopen, whichever durability it ran with, and a data
 //! directory is open in one engine at a time.
 

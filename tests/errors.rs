@@ -1,8 +1,8 @@
-//! Errors (SPEC §9).
+//! Errors.
 //!
 //! Pins: every `ErrorCode` has the platform's number, message and HTTP
 //! status (the code's first three digits, 200 for success); every `Error`
-//! variant maps to the code of the SPEC table (an `Entry` to its inner
+//! variant maps to the code of the platform's table (an `Entry` to its inner
 //! error's); `Display` texts name what to fix (the offending value, the
 //! limit, the entry index); `root()` and `source()` reach the inner error.
 

@@ -1,4 +1,4 @@
-//! Corrupt data files (SPEC §10, issue 3): every single-byte flip in a
+//! Corrupt data files: every single-byte flip in a
 //! snapshot or a log segment is detected on open. A damaged snapshot with
 //! no older one to fall back to, or damage in the middle of the log, is
 //! `Error::Corrupt` naming the file and where the damage is (never a panic,

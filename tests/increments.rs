@@ -1,4 +1,4 @@
-//! Increments (SPEC §5).
+//! Increments.
 //!
 //! Pins: a batch is validated whole before any effect and the error names
 //! the first bad entry (`Error::Entry { index }`); a rejected batch (bad

@@ -1,4 +1,4 @@
-//! Missing log records (SPEC §10: "no corrupt file is ever loaded
+//! Missing log records ("no corrupt file is ever loaded
 //! silently"; acknowledged increments survive). Pins a bug where a log
 //! segment in the middle of the log, emptied or cut short at a frame
 //! boundary, was replayed as if it had held nothing: the engine opened
@@ -33,19 +33,19 @@ fn total(engine: &Tally) -> i64 {
         .sum()
 }
 
-/// Three sessions of five acknowledged increments each, every one ended
+/// Three openings of five acknowledged increments each, every one ended
 /// by a crash (no final snapshot): three segments, no snapshot.
-fn three_crashed_sessions() -> tempfile::TempDir {
+fn three_crashed_openings() -> tempfile::TempDir {
     let mut dir = tempfile::tempdir().unwrap();
-    for session in 0..3 {
+    for opening in 0..3 {
         let engine = open(dir.path()).unwrap();
-        if session == 0 {
+        if opening == 0 {
             engine.register([("c", "/a")]).unwrap();
         }
         for _ in 0..5 {
             engine.increment("u", &[Increment::new("c", "/a")]).unwrap();
         }
-        assert_eq!(total(&engine), 5 * (session + 1));
+        assert_eq!(total(&engine), 5 * (opening + 1));
         std::mem::forget(engine);
         dir = common::copy_dir(dir.path());
     }
@@ -53,8 +53,8 @@ fn three_crashed_sessions() -> tempfile::TempDir {
 }
 
 #[test]
-fn an_undamaged_log_of_several_sessions_recovers_every_count() {
-    let dir = three_crashed_sessions();
+fn an_undamaged_log_of_several_openings_recovers_every_count() {
+    let dir = three_crashed_openings();
     assert_eq!(segments(dir.path()).len(), 3);
     tally::inspect::verify(dir.path()).unwrap();
     let engine = open(dir.path()).unwrap();
@@ -64,7 +64,7 @@ fn an_undamaged_log_of_several_sessions_recovers_every_count() {
 
 #[test]
 fn an_emptied_middle_segment_is_an_error_not_lost_counts() {
-    let dir = three_crashed_sessions();
+    let dir = three_crashed_openings();
     let middle = &segments(dir.path())[1];
     std::fs::write(middle, b"").unwrap();
     let expect_missing = |result: tally::Result<()>| match result {
@@ -80,7 +80,7 @@ fn an_emptied_middle_segment_is_an_error_not_lost_counts() {
 
 #[test]
 fn a_middle_segment_cut_at_a_frame_boundary_is_an_error() {
-    let dir = three_crashed_sessions();
+    let dir = three_crashed_openings();
     let middle = segments(dir.path())[1].clone();
     let bytes = std::fs::read(&middle).unwrap();
     // Under `Always` each increment is its own frame: keep the header and
@@ -99,8 +99,8 @@ fn a_middle_segment_cut_at_a_frame_boundary_is_an_error() {
 
 #[test]
 fn sequence_numbers_go_on_after_registry_records_across_a_reopen() {
-    // A session whose last records are registry changes, then a crash:
-    // the next session's records must number on after them, or the check
+    // A opening whose last records are registry changes, then a crash:
+    // the next opening's records must number on after them, or the check
     // above would have nothing to tell a reused number from a gap.
     let dir = tempfile::tempdir().unwrap();
     let engine = open(dir.path()).unwrap();

@@ -1,4 +1,4 @@
-//! Torn log tails (SPEC §10, issue 3): a log segment cut at any byte of its
+//! Torn log tails: a log segment cut at any byte of its
 //! last records, or followed by garbage, reopens without error, holding
 //! exactly the records wholly before the cut, and `recovery_report().cut`
 //! names the segment, where it was cut and how many bytes went. A segment

@@ -1,6 +1,6 @@
 //! Increments by name go through a per-thread memo of resolved names that
-//! compares names of up to 16 bytes by their length and end words only
-//! (fourth session). Pins, through the public API: names that share their
+//! compares names of up to 16 bytes by their length and end words only.
+//! Pins, through the public API: names that share their
 //! length and both end words but differ in the middle land in their own
 //! cells; a name that differs from a remembered one only in length (a
 //! trailing byte) is resolved and checked on its own, not taken for it; and

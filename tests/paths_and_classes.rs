@@ -1,4 +1,4 @@
-//! Paths and classes (SPEC §2, §3).
+//! Paths and classes.
 //!
 //! Pins: `/` is level 0 and a path's level is its number of `/`; a trailing
 //! slash opens a new, distinct level whose parent is the path without it;
@@ -206,7 +206,7 @@ fn class_rules() {
     validate_class(&"x".repeat(100)).unwrap();
     validate_class("regex").unwrap();
     validate_class("my-regex(").unwrap();
-    // Only ASCII controls are excluded (SPEC §3): a C1 control is allowed,
+    // Only ASCII controls are excluded: a C1 control is allowed,
     // but U+0085 is also whitespace, and Unicode whitespace is not.
     validate_class("a\u{80}b").unwrap();
     validate_class("a\u{9f}").unwrap();

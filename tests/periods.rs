@@ -1,4 +1,4 @@
-//! Periods and retention (SPEC §6).
+//! Periods and retention.
 //!
 //! Pins: every accepted increment lands in `total`, its month bucket `YYMM`
 //! and its day bucket `YYMMDD` (UTC); months are kept for

@@ -1,4 +1,4 @@
-//! Properties (SPEC §4, §5, §6), checked with proptest against plain models.
+//! Properties, checked with proptest against plain models.
 //!
 //! Pins: (a) a class's `/` total is the sum of every accepted increment of
 //! the class (registered and system classes); (b) a registered counter holds
@@ -498,7 +498,7 @@ fn mixed_entry() -> impl Strategy<Value = MixedEntry> {
 proptest! {
     #![proptest_config(config())]
 
-    /// SPEC §5, "the error names the index of the first bad entry": with
+    /// "The error names the index of the first bad entry": with
     /// entries of several kinds of badness in one batch, found by
     /// different checks (names resolved first, overflow after), the error
     /// names the first entry that applying the batch's entries one by one

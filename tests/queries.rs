@@ -1,4 +1,4 @@
-//! Reading counters (SPEC §7).
+//! Reading counters.
 //!
 //! Pins: class, path and period selectors are exact or `regex('…')`
 //! (unanchored searches); an absent path selects every path of the class;

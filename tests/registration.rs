@@ -1,4 +1,4 @@
-//! Registration (SPEC §4).
+//! Registration.
 //!
 //! Pins: `register` validates every pair first and registers nothing when one
 //! is bad (the error names its index); registering an existing pair again is

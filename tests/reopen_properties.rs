@@ -1,4 +1,4 @@
-//! Reopening is invisible (SPEC §10, issue 3), checked with proptest: any
+//! Reopening is invisible, checked with proptest: any
 //! sequence of registrations, unregistrations, increments dated within the
 //! last 60 days (by UID, by regToken and through handles, system class
 //! included), regToken issues, clock moves, snapshots and reopens — clean

@@ -1,4 +1,4 @@
-//! SPEC §5 through REST: "the error names the index of the first bad
+//! Increments through REST: "the error names the index of the first bad
 //! entry", whether the REST layer finds it (a missing field, a count that
 //! is not an integer) or the engine does (an unregistered counter, bad
 //! syntax, overflow by accumulation). Pins a bug where every entry's

@@ -1,4 +1,4 @@
-//! Subjects and regTokens (SPEC §8).
+//! Subjects and regTokens.
 //!
 //! Pins: a UID is 1..=256 bytes without ASCII control characters; the engine
 //! issues regTokens that stand for a UID for `reg_token_ttl` (default 1

@@ -1,4 +1,4 @@
-//! Write-behind under `Durability::Interval` (issue 3): writers do not log
+//! Write-behind under `Durability::Interval`: writers do not log
 //! their batches; once per interval (or on `sync`, `close` and drop) the
 //! log receives the whole state of each subject changed since the last
 //! write-back. What was written back and synced survives a crash exactly,

@@ -263,7 +263,7 @@ impl Tally {
 
     /// The error of a batch whose entry `resolved.len()` did not resolve
     /// (`error`): that one, unless an entry before it would overflow, which
-    /// is then the first bad entry (SPEC §5). `resolved` holds the targets
+    /// is then the first bad entry. `resolved` holds the targets
     /// of the entries before it.
     #[cold]
     #[inline(never)]

@@ -6,15 +6,15 @@ use crate::query::{CompiledRead, CounterRow, Selector, read_rows};
 use crate::subject::Subject;
 
 impl Tally {
-    /// Reads a subject's counters (SPEC §7). An empty selector list reads
+    /// Reads a subject's counters. An empty selector list reads
     /// every counter, period `total`; a subject with no counters yields no rows.
     ///
     /// Rows exist only for periods that hold data: a month, day or
     /// `last7Days` in which the cell received nothing yields no row. Each
     /// row appears once however many selectors match it. At most
-    /// [`Config::max_selectors`] selectors, and at most
-    /// [`Config::max_rows`] rows in the answer: past either, the read
-    /// fails ([`Error::TooManySelectors`], [`Error::TooManyRows`]).
+    /// [`Config::max_selectors`](crate::Config::max_selectors) selectors, and at most
+    /// [`Config::max_rows`](crate::Config::max_rows) rows in the answer: past either, the read
+    /// fails ([`Error::TooManySelectors`](crate::Error::TooManySelectors), [`Error::TooManyRows`](crate::Error::TooManyRows)).
     pub fn get<'s>(
         &self,
         subject: impl Into<Subject<'s>>,

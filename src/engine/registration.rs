@@ -65,7 +65,7 @@ impl Tally {
     /// [`Tally::increment_counter`], which then does no string work.
     ///
     /// For a path of a system class this creates its counter (and its
-    /// ancestors') if new, within [`Config::max_counters`].
+    /// ancestors') if new, within [`Config::max_counters`](crate::Config::max_counters).
     pub fn counter(&self, class: &str, path: &str) -> Result<CounterHandle> {
         let registry = &self.inner.registry;
         let found = match registry.resolve(class, path)? {

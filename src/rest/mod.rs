@@ -1,4 +1,4 @@
-//! The REST-compatible layer (SPEC §11): a method name and the request's
+//! The REST-compatible layer: a method name and the request's
 //! string parameters in, the HTTP status, content type and body the
 //! platform would send out.
 //!
@@ -71,7 +71,7 @@
 //!   most `max_batch` elements; for getCounters, at most `max_selectors`,
 //!   counted before any element is parsed), the subject's value (UID syntax,
 //!   regToken), and then the entries in order: the error names the first
-//!   bad entry (SPEC §5), whether its fields are bad (missing, of the
+//!   bad entry, whether its fields are bad (missing, of the
 //!   wrong type) or the engine rejects it (class or path syntax,
 //!   registration, overflow of the additions up to it). Nothing is
 //!   applied unless all pass.
@@ -110,7 +110,7 @@ use response::{Data, Envelope};
 
 /// The content type of a JSON response.
 pub const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
-/// The content type of a JSONP response, exactly as SPEC §11 gives it
+/// The content type of a JSONP response, exactly as the platform sends it
 /// (the body is UTF-8, as every response's is).
 pub const JAVASCRIPT_CONTENT_TYPE: &str = "application/javascript";
 /// The longest accepted JSONP `callback`, in bytes.

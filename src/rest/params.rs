@@ -71,7 +71,7 @@ impl<'a> Params<'a> {
     /// The entries of incrementCounters, parsed in order; a batch longer
     /// than `max_batch` is rejected before any entry is looked at. An entry
     /// whose fields are bad is returned with the entries before it, which
-    /// the engine must check first (SPEC §5: the first bad entry is named).
+    /// the engine must check first (the first bad entry is named).
     pub(super) fn increments(&self, max_batch: usize) -> Result<Vec<IncrementEntry>, BadEntry> {
         let entries = self.required_counters()?;
         if entries.len() > max_batch {
@@ -205,7 +205,7 @@ impl Field {
     }
 }
 
-/// `counters` as a JSON array of objects (SPEC §9: otherwise 400004).
+/// `counters` as a JSON array of objects (otherwise 400004).
 /// Parsed as raw JSON first, then field by field, so that a valid number
 /// out of `serde_json`'s range is a bad field value (400006), not
 /// malformed JSON.

@@ -1,5 +1,5 @@
 //! The response envelope: output format, HTTP status mode, `context`, the
-//! body fields of SPEC §11, and `callId`s.
+//! body fields of the platform, and `callId`s.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -402,7 +402,7 @@ mod tests {
 
     #[test]
     fn records_are_their_uid_and_their_cells() {
-        // The memory budget (issue: performance) rests on these sizes.
+        // The memory budget rests on these sizes.
         assert_eq!(size_of::<Uid>(), 16);
         assert_eq!(size_of::<Cell>(), 64);
         assert_eq!(size_of::<Packed<1>>(), 80);
