@@ -35,6 +35,8 @@ mod targets;
 mod tokens;
 
 pub use increment::Increment;
+#[cfg(feature = "redis")]
+pub(crate) use increment::check_event_time;
 pub use open::Builder;
 
 static NEXT_ENGINE_ID: AtomicU64 = AtomicU64::new(1);

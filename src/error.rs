@@ -348,6 +348,24 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The shared store (Redis Cluster) did not answer within the bounded
+    /// retry: a failover, `CLUSTERDOWN`, a lost connection or a timeout.
+    /// The call may be retried; the client reconnects by itself.
+    #[cfg(feature = "redis")]
+    #[error("the counter store is unavailable: {reason}")]
+    StoreUnavailable {
+        /// What the store answered, or why it did not.
+        reason: String,
+    },
+    /// The shared store holds data this engine did not write and cannot read.
+    #[cfg(feature = "redis")]
+    #[error("the counter store holds unreadable data at key {key:?}: {reason}")]
+    StoreCorrupt {
+        /// The Redis key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
     #[cfg(feature = "http")]
     /// The request's `apiKey` is missing or unknown to the server.
     #[error("invalid apiKey: {reason}")]
@@ -429,6 +447,8 @@ impl Error {
             | RecordTooLarge { .. }
             | Poisoned { .. }
             | Locked { .. } => ErrorCode::GeneralServerError,
+            #[cfg(feature = "redis")]
+            StoreUnavailable { .. } | StoreCorrupt { .. } => ErrorCode::GeneralServerError,
             #[cfg(feature = "http")]
             InvalidApiKey { .. } => ErrorCode::InvalidApiKey,
             #[cfg(feature = "http")]

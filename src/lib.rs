@@ -46,6 +46,8 @@
 
 mod calendar;
 mod clock;
+#[cfg(feature = "redis")]
+pub mod cluster;
 mod config;
 mod counter;
 mod engine;

@@ -12,6 +12,8 @@ use crate::error::{Error, Result};
 
 mod cell;
 
+#[cfg(feature = "redis")]
+pub(crate) use cell::StoredBucket;
 pub(crate) use cell::{Cell, CellSpot, PeriodReading, Projection};
 
 /// A period a row can be read for.

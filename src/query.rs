@@ -4,12 +4,12 @@ use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::calendar::format_last_updated;
+use crate::counter::CounterId;
 use crate::counter::validate_class;
 use crate::error::{Error, Result};
 use crate::path::validate_path;
-use crate::period::{Horizon, Period, PeriodReading};
+use crate::period::{Cell, Horizon, Period, PeriodReading};
 use crate::registry::RegistryView;
-use crate::store::CellsView;
 
 /// The longest accepted `regex('…')` pattern, in bytes.
 pub const MAX_REGEX_BYTES: usize = 1024;
@@ -312,8 +312,8 @@ impl Wanted {
 /// path and period text. Each (cell, period) row is built once however
 /// many selectors match it, and the read stops with
 /// [`Error::TooManyRows`] once it would return more than `max_rows`.
-pub(crate) fn read_rows(
-    cells: CellsView<'_>,
+pub(crate) fn read_rows<'c>(
+    cells: impl IntoIterator<Item = (CounterId, &'c Cell)>,
     registry: &RegistryView<'_>,
     read: &CompiledRead,
     now_secs: i64,
@@ -323,7 +323,7 @@ pub(crate) fn read_rows(
     let mut rows = Vec::new();
     let mut wanted = Wanted::default();
     let mut matched: Vec<Period> = Vec::new();
-    for (id, cell) in cells.cells() {
+    for (id, cell) in cells {
         let (class, path) = registry.names(id);
         wanted.clear();
         for selector in &read.selectors {

@@ -50,6 +50,12 @@ impl<'a> From<&'a RegToken> for Subject<'a> {
 pub struct RegToken(String);
 
 impl RegToken {
+    /// A token issued with this text.
+    #[cfg(feature = "redis")]
+    pub(crate) fn issued(text: String) -> RegToken {
+        RegToken(text)
+    }
+
     /// The token's text, as clients send it in the `regToken` parameter.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -171,6 +177,14 @@ const MAX_EXPIRED_KEPT: usize = 100_000;
 /// Sweep expired tokens after this many issues.
 const SWEEP_EVERY: u64 = 1024;
 
+/// 128 random bits from the operating system, as 32 lowercase hex digits:
+/// the text of a regToken.
+pub(crate) fn random_hex_128() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Random(e.to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// A token the engine issued: for whom, and until when.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct IssuedToken {
@@ -205,9 +219,7 @@ impl TokenStore {
         log: impl FnOnce(&str, &IssuedToken) -> Result<()>,
     ) -> Result<RegToken> {
         validate_uid(uid)?;
-        let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes).map_err(|e| Error::Random(e.to_string()))?;
-        let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let text = random_hex_128()?;
         let issued = IssuedToken {
             uid: uid.to_owned(),
             expires_at: now_secs.saturating_add(self.ttl_secs),

@@ -471,7 +471,7 @@ fn resolve<'t>((targets, entry): (&'t TargetBuf, &Increment<'_>)) -> ResolvedEnt
 }
 
 #[inline]
-fn check_event_time(at_unix_secs: i64) -> Result<()> {
+pub(crate) fn check_event_time(at_unix_secs: i64) -> Result<()> {
     if (MIN_EVENT_SECS..END_EVENT_SECS).contains(&at_unix_secs) {
         Ok(())
     } else {

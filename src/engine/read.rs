@@ -32,7 +32,7 @@ impl Tally {
         // The registry's lock is taken before the shard's, never inside it.
         let view = self.inner.registry.view();
         let rows = self.inner.store.read(&uid, |cells| {
-            read_rows(cells, &view, &read, now, horizon, config.max_rows)
+            read_rows(cells.cells(), &view, &read, now, horizon, config.max_rows)
         });
         rows.unwrap_or_else(|| Ok(Vec::new()))
     }

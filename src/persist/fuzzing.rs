@@ -49,8 +49,15 @@ fn read_everything(parts: &(Registry, Store, TokenStore)) -> usize {
     let view = registry.view();
     let mut rows = 0;
     store.for_each(|_, cells| {
-        rows += read_rows(cells, &view, &everything, NOW_SECS, horizon(), usize::MAX)
-            .map_or(0, |rows| rows.len());
+        rows += read_rows(
+            cells.cells(),
+            &view,
+            &everything,
+            NOW_SECS,
+            horizon(),
+            usize::MAX,
+        )
+        .map_or(0, |rows| rows.len());
     });
     drop(view);
     for (token, _) in tokens.image() {

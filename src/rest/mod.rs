@@ -101,11 +101,18 @@
 mod params;
 #[cfg(feature = "http")]
 pub(crate) use params::quote_limited;
+mod request;
 mod response;
 
-use crate::engine::{Increment, Tally};
-use crate::error::{Error, Result};
+#[cfg(feature = "redis")]
+mod on_cluster;
+#[cfg(feature = "redis")]
+pub use on_cluster::call_cluster;
+
+use crate::engine::Tally;
+use crate::error::Result;
 use params::Params;
+use request::{Request, as_increments};
 use response::{Data, Envelope};
 
 /// The content type of a JSON response.
@@ -146,65 +153,35 @@ pub fn call(engine: &Tally, method: &str, params: &[(&str, &str)]) -> Response {
     let (envelope, envelope_error) = Envelope::parse(&params);
     let outcome = match envelope_error {
         Some(err) => Err(err),
-        None => dispatch(engine, method, &params),
+        None => Request::parse(method, &params, engine.config()).and_then(|r| execute(engine, r)),
     };
-    envelope.respond(engine, outcome)
+    envelope.respond(engine.now_millis(), outcome)
 }
 
-fn dispatch(engine: &Tally, method: &str, params: &Params<'_>) -> Result<Data> {
-    match method {
-        "accounts.registerCounters" => {
-            engine.register(params.counter_keys()?)?;
-            Ok(Data::Nothing)
+/// Runs a parsed request on the embedded engine.
+fn execute(engine: &Tally, request: Request<'_>) -> Result<Data> {
+    match request {
+        Request::Register(keys) => engine.register(keys).map(|()| Data::Nothing),
+        Request::Unregister(keys) => engine.unregister(keys).map(|()| Data::Nothing),
+        Request::Registered => Ok(Data::Registered(engine.registered())),
+        Request::Increment { subject, entries } => engine
+            .increment(subject, &as_increments(&entries))
+            .map(|()| Data::Nothing),
+        Request::BadIncrement {
+            subject,
+            before,
+            error,
+        } => {
+            // The engine's checks of the subject and of the entries
+            // before come first: an earlier entry it rejects is the first
+            // bad one.
+            if let Some(before) = &before {
+                engine.check_increment(subject, &as_increments(before))?;
+            }
+            Err(error)
         }
-        "accounts.unregisterCounters" => {
-            engine.unregister(params.counter_keys()?)?;
-            Ok(Data::Nothing)
-        }
-        "accounts.getRegisteredCounters" => Ok(Data::Registered(engine.registered())),
-        "accounts.incrementCounters" => {
-            let subject = params.subject()?;
-            let entries = match params.increments(engine.config().max_batch) {
-                Ok(entries) => entries,
-                Err(bad) => {
-                    // The engine's checks of the subject and of the
-                    // entries before come first: an earlier entry it
-                    // rejects is the first bad one.
-                    if let Some(before) = &bad.before {
-                        engine.check_increment(subject, &as_increments(before))?;
-                    }
-                    return Err(bad.error);
-                }
-            };
-            engine.increment(subject, &as_increments(&entries))?;
-            Ok(Data::Nothing)
-        }
-        "accounts.getCounters" => {
-            let subject = params.subject()?;
-            let selectors = params.selectors(engine.config().max_selectors)?;
-            Ok(Data::Rows(engine.get(subject, &selectors)?))
-        }
-        other => Err(Error::InvalidValue {
-            name: "method".to_owned(),
-            reason: format!(
-                "unknown method {:?}; expected one of {}",
-                params::quote_limited(other),
-                METHODS.join(", ")
-            ),
-        }),
+        Request::Get { subject, selectors } => Ok(Data::Rows(engine.get(subject, &selectors)?)),
     }
-}
-
-/// Parsed incrementCounters entries as the engine takes them.
-fn as_increments(entries: &[params::IncrementEntry]) -> Vec<Increment<'_>> {
-    entries
-        .iter()
-        .map(|e| {
-            Increment::new(&e.class, &e.path)
-                .count(e.count)
-                .value(e.value)
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ use super::params::{Params, quote_limited};
 use super::{JAVASCRIPT_CONTENT_TYPE, JSON_CONTENT_TYPE, MAX_CALLBACK_BYTES, Response};
 use crate::calendar::format_iso_millis;
 use crate::counter::CounterKey;
-use crate::engine::Tally;
 use crate::error::{Error, ErrorCode, Result};
 use crate::query::CounterRow;
 
@@ -80,14 +79,14 @@ impl<'a> Envelope<'a> {
     }
 
     /// The response for a method's outcome.
-    pub(super) fn respond(&self, engine: &Tally, outcome: Result<Data>) -> Response {
+    pub(super) fn respond(&self, now_millis: i64, outcome: Result<Data>) -> Response {
         let (code, details, data) = match outcome {
             Ok(data) => (ErrorCode::Ok, None, data),
             Err(err) => (err.code(), Some(err.to_string()), Data::Nothing),
         };
         let status_code = code.http_status();
         let call_id = next_call_id();
-        let time = format_iso_millis(engine.now_millis());
+        let time = format_iso_millis(now_millis);
         let body = Body {
             call_id: &call_id,
             error_code: code.number(),

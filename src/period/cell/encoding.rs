@@ -101,3 +101,61 @@ impl<'de> Deserialize<'de> for Cell {
         })
     }
 }
+
+/// A month or day bucket as a store outside this process keeps it.
+#[cfg(feature = "redis")]
+pub(crate) struct StoredBucket {
+    /// [`Period::Month`](crate::period::Period::Month) or
+    /// [`Period::Day`](crate::period::Period::Day).
+    pub period: crate::period::Period,
+    pub amount: Amount,
+    pub last_updated: i64,
+}
+
+#[cfg(feature = "redis")]
+impl Cell {
+    /// A cell of `counter` rebuilt from what another store kept of it,
+    /// checked as a decoded one is (see [`Bucket::impossible`]); the
+    /// reason when it could not have been written.
+    pub(crate) fn from_parts(
+        counter: crate::counter::CounterId,
+        total: Amount,
+        last_updated: i64,
+        buckets: Vec<StoredBucket>,
+    ) -> Result<Cell, String> {
+        use crate::period::Period;
+        let last_updated = u32::try_from(last_updated)
+            .ok()
+            .filter(|&secs| i64::from(secs) < END_EVENT_SECS)
+            .ok_or_else(|| format!("a cell's lastUpdated {last_updated} is out of range"))?;
+        let mut kept = Vec::with_capacity(buckets.len());
+        for bucket in buckets {
+            let key = match bucket.period {
+                Period::Month(month) => month.0 | MONTH_TAG,
+                Period::Day(day) => day.0,
+                other => return Err(format!("{other} is not a month or a day bucket")),
+            };
+            let bucket = Bucket {
+                key,
+                last_updated: u32::try_from(bucket.last_updated).map_err(|_| {
+                    format!(
+                        "a bucket's lastUpdated {} is out of range",
+                        bucket.last_updated
+                    )
+                })?,
+                amount: bucket.amount,
+            };
+            if let Some(reason) = bucket.impossible() {
+                return Err(reason);
+            }
+            kept.push(bucket);
+        }
+        kept.sort_unstable_by_key(|b| std::cmp::Reverse(b.key));
+        Ok(Cell {
+            counter,
+            total,
+            last_updated,
+            buckets: Buckets::from_vec(kept),
+        })
+    }
+}

@@ -24,6 +24,8 @@ use crate::error::AmountField;
 mod bucket;
 mod buckets;
 mod encoding;
+#[cfg(feature = "redis")]
+pub(crate) use encoding::StoredBucket;
 mod packed;
 #[cfg(test)]
 mod tests;

@@ -308,7 +308,14 @@ pub fn dump(dir: &Path, uid: &str) -> Result<Vec<CounterRow>> {
     let recovered = load(dir)?;
     let rows = recovered.store.read(uid, |cells| {
         let view = recovered.registry.view();
-        read_rows(cells, &view, &everything, 0, KEEP_EVERYTHING, usize::MAX)
+        read_rows(
+            cells.cells(),
+            &view,
+            &everything,
+            0,
+            KEEP_EVERYTHING,
+            usize::MAX,
+        )
     });
     rows.unwrap_or_else(|| Ok(Vec::new()))
 }

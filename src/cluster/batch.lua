@@ -1,0 +1,111 @@
+-- Applies one increment batch to one subject's hash, all or nothing.
+--
+-- KEYS[1]  the subject's hash of cells
+-- KEYS[2]  the batch's marker (same slot)
+-- ARGV     mode ('apply' or 'check'), the marker's lifetime in ms, the
+--          event time (Unix seconds), the oldest month index and day
+--          number kept, then the fields (count; per field: name, lowest
+--          and highest value it may hold, number of additions,
+--          additions) and the buckets written (count; names `ID:B`).
+--
+-- Replies {'ok'}, {'duplicate'} when the marker says the batch was
+-- applied already, {'overflow', {current values}} when a field is out of
+-- its bounds, or {'not_integer', field} when a field does not hold an
+-- integer. Nothing is written unless every check passes.
+--
+-- Amounts stay decimal strings: Lua numbers are doubles.
+
+local cells, marker = KEYS[1], KEYS[2]
+if redis.call('EXISTS', marker) == 1 then
+  return {'duplicate'}
+end
+
+local mode, marker_ms, at = ARGV[1], ARGV[2], ARGV[3]
+local oldest_month, oldest_day = tonumber(ARGV[4]), tonumber(ARGV[5])
+
+-- Compares two canonical decimal integers: -1, 0 or 1.
+local function compare(a, b)
+  local a_negative, b_negative = a:sub(1, 1) == '-', b:sub(1, 1) == '-'
+  if a_negative ~= b_negative then
+    return a_negative and -1 or 1
+  end
+  local a_digits = a_negative and a:sub(2) or a
+  local b_digits = b_negative and b:sub(2) or b
+  local order
+  if #a_digits ~= #b_digits then
+    order = #a_digits < #b_digits and -1 or 1
+  elseif a_digits == b_digits then
+    order = 0
+  else
+    order = a_digits < b_digits and -1 or 1
+  end
+  return a_negative and -order or order
+end
+
+-- Phase one: read and check every field.
+local field_count = tonumber(ARGV[6])
+local fields, current, at_arg = {}, {}, 7
+local out_of_bounds = false
+for f = 1, field_count do
+  local name, lowest, highest = ARGV[at_arg], ARGV[at_arg + 1], ARGV[at_arg + 2]
+  local additions = tonumber(ARGV[at_arg + 3])
+  local value = redis.call('HGET', cells, name)
+  if not value then
+    value = '0'
+  elseif not string.match(value, '^%-?[0-9]+$') then
+    return {'not_integer', name}
+  end
+  current[f] = value
+  if compare(value, lowest) < 0 or compare(value, highest) > 0 then
+    out_of_bounds = true
+  end
+  fields[f] = {name, at_arg + 4, additions}
+  at_arg = at_arg + 4 + additions
+end
+if out_of_bounds then
+  return {'overflow', current}
+end
+if mode == 'check' then
+  return {'ok'}
+end
+
+-- Phase two: write. Every addition was checked to fit.
+for f = 1, field_count do
+  local name, first, additions = fields[f][1], fields[f][2], fields[f][3]
+  for a = first, first + additions - 1 do
+    redis.call('HINCRBY', cells, name, ARGV[a])
+  end
+end
+
+-- lastUpdated: the latest event time each bucket has seen. A bucket
+-- written for the first time prunes its counter's buckets that are out
+-- of retention (their amounts stay in the total).
+local bucket_count = tonumber(ARGV[at_arg])
+local pruned = {}
+for b = at_arg + 1, at_arg + bucket_count do
+  local bucket = ARGV[b]
+  local updated = redis.call('HGET', cells, bucket .. ':u')
+  if not updated or tonumber(updated) < tonumber(at) then
+    redis.call('HSET', cells, bucket .. ':u', at)
+  end
+  local counter = string.match(bucket, '^(%d+):')
+  if not updated and not pruned[counter] then
+    pruned[counter] = true
+    local stale = {}
+    for _, name in ipairs(redis.call('HKEYS', cells)) do
+      local id, kind, number = string.match(name, '^(%d+):([md])(%d+):')
+      if id == counter then
+        number = tonumber(number)
+        if (kind == 'm' and number < oldest_month) or (kind == 'd' and number < oldest_day) then
+          stale[#stale + 1] = name
+        end
+      end
+    end
+    for first = 1, #stale, 1000 do
+      redis.call('HDEL', cells, unpack(stale, first, math.min(first + 999, #stale)))
+    end
+  end
+end
+
+redis.call('SET', marker, '1', 'PX', marker_ms)
+return {'ok'}

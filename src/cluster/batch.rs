@@ -1,0 +1,322 @@
+//! One increment batch for one subject, as the batch script takes it:
+//! every field it changes with the bounds its current value must lie
+//! within for no addition to overflow, and the exact additions to make.
+//!
+//! Amounts never pass through Lua numbers (doubles): the bounds and the
+//! additions travel as decimal strings, the script compares decimal
+//! strings, and `HINCRBY` adds exact 64-bit integers.
+
+use std::collections::HashMap;
+
+use super::keys::{BucketName, FieldKind, bucket_prefix, field};
+use crate::counter::CounterId;
+use crate::error::AmountField;
+use crate::period::{DayKey, Horizon, MonthKey};
+
+/// One entry resolved to the counters it lands in (itself, its registered
+/// ancestors, the class root) and what it adds.
+pub(super) struct Landing<'a> {
+    pub targets: &'a [CounterId],
+    pub count: i64,
+    pub value: i64,
+}
+
+/// One addition of the batch to one field, in batch order.
+struct Touch {
+    entry: usize,
+    field: usize,
+    delta: i64,
+    counter: CounterId,
+    amount: AmountField,
+}
+
+/// A field the batch changes, with its additions in batch order.
+struct FieldChange {
+    name: String,
+    deltas: Vec<i64>,
+}
+
+/// A batch planned for the script.
+pub(super) struct BatchPlan {
+    fields: Vec<FieldChange>,
+    touches: Vec<Touch>,
+    /// The buckets written (`ID:B`), each once: their `lastUpdated` is set.
+    buckets: Vec<String>,
+}
+
+/// Where the overflow check of a batch failed: entry `index` would
+/// overflow `amount` of the cell of `counter`.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct FirstOverflow {
+    pub index: usize,
+    pub counter: CounterId,
+    pub amount: AmountField,
+}
+
+impl BatchPlan {
+    /// Plans `entries` dated in `month` and `day`, of which buckets older
+    /// than `horizon` are not written (their amounts go to `total` only).
+    pub(super) fn new(
+        entries: &[Landing<'_>],
+        month: MonthKey,
+        day: DayKey,
+        horizon: Horizon,
+    ) -> BatchPlan {
+        let mut buckets_of_cell = vec![BucketName::Total];
+        if month >= horizon.0 {
+            buckets_of_cell.push(BucketName::Month(month));
+        }
+        if day >= horizon.1 {
+            buckets_of_cell.push(BucketName::Day(day));
+        }
+        let mut plan = BatchPlan {
+            fields: Vec::new(),
+            touches: Vec::new(),
+            buckets: Vec::new(),
+        };
+        let mut field_index: HashMap<String, usize> = HashMap::new();
+        let mut bucket_seen: HashMap<String, ()> = HashMap::new();
+        for (entry, landing) in entries.iter().enumerate() {
+            for &counter in landing.targets {
+                for &bucket in &buckets_of_cell {
+                    let prefix = bucket_prefix(counter, bucket);
+                    if bucket_seen.insert(prefix.clone(), ()).is_none() {
+                        plan.buckets.push(prefix);
+                    }
+                    for (kind, amount, delta) in [
+                        (FieldKind::Count, AmountField::Count, landing.count),
+                        (FieldKind::Value, AmountField::Value, landing.value),
+                    ] {
+                        // An addition of zero changes nothing and cannot
+                        // overflow; an absent field reads as zero.
+                        if delta == 0 {
+                            continue;
+                        }
+                        let name = field(counter, bucket, kind);
+                        let next = plan.fields.len();
+                        let index = *field_index.entry(name.clone()).or_insert(next);
+                        if index == next {
+                            plan.fields.push(FieldChange {
+                                name,
+                                deltas: Vec::new(),
+                            });
+                        }
+                        plan.fields[index].deltas.push(delta);
+                        plan.touches.push(Touch {
+                            entry,
+                            field: index,
+                            delta,
+                            counter,
+                            amount,
+                        });
+                    }
+                }
+            }
+        }
+        plan
+    }
+
+    /// The number of fields the batch changes (the script checks each).
+    #[cfg(test)]
+    pub(super) fn field_count(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// The script's arguments after its fixed ones: the field count, then
+    /// per field its name, the lowest and highest value it may hold now,
+    /// the number of additions and the additions; then the bucket count
+    /// and the buckets.
+    ///
+    /// The bounds are exact: a field may hold `v` if `v + p` fits 64 bits
+    /// for every prefix sum `p` of its additions (the empty one included).
+    /// The additions are the field's sum cut into pieces that each fit
+    /// 64 bits; added in turn they move monotonically from the old value
+    /// to the new, so none overflows once the bounds held.
+    pub(super) fn script_args(&self) -> Vec<String> {
+        let mut args = Vec::with_capacity(2 + self.fields.len() * 5 + self.buckets.len());
+        args.push(self.fields.len().to_string());
+        for change in &self.fields {
+            let (mut sum, mut lowest, mut highest) = (0i128, 0i128, 0i128);
+            for &delta in &change.deltas {
+                sum += i128::from(delta);
+                lowest = lowest.min(sum);
+                highest = highest.max(sum);
+            }
+            args.push(change.name.clone());
+            args.push((i128::from(i64::MIN) - lowest).to_string());
+            args.push((i128::from(i64::MAX) - highest).to_string());
+            let pieces = pieces_of(sum);
+            args.push(pieces.len().to_string());
+            args.extend(pieces.iter().map(i64::to_string));
+        }
+        args.push(self.buckets.len().to_string());
+        args.extend(self.buckets.iter().cloned());
+        args
+    }
+
+    /// The first entry that overflows, given the values the fields held
+    /// when the script checked them (in field order): the batch replayed
+    /// in order, each cell's additions checked as the embedded store
+    /// checks them.
+    pub(super) fn first_overflow(&self, current: &[i64]) -> Option<FirstOverflow> {
+        let mut running: Vec<i128> = current.iter().map(|&v| i128::from(v)).collect();
+        running.resize(self.fields.len(), 0);
+        for touch in &self.touches {
+            let next = running[touch.field] + i128::from(touch.delta);
+            if i64::try_from(next).is_err() {
+                return Some(FirstOverflow {
+                    index: touch.entry,
+                    counter: touch.counter,
+                    amount: touch.amount,
+                });
+            }
+            running[touch.field] = next;
+        }
+        None
+    }
+}
+
+/// `sum` as additions that each fit 64 bits, all of its sign.
+fn pieces_of(mut sum: i128) -> Vec<i64> {
+    let mut pieces = Vec::new();
+    while sum != 0 {
+        let piece = sum.clamp(i128::from(i64::MIN + 1), i128::from(i64::MAX));
+        pieces.push(piece as i64);
+        sum -= piece;
+    }
+    pieces
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NO_HORIZON: Horizon = (MonthKey(0), DayKey(0));
+
+    fn plan(entries: &[(&[CounterId], i64, i64)]) -> BatchPlan {
+        let landings: Vec<Landing<'_>> = entries
+            .iter()
+            .map(|&(targets, count, value)| Landing {
+                targets,
+                count,
+                value,
+            })
+            .collect();
+        BatchPlan::new(&landings, MonthKey(322), DayKey(20_420), NO_HORIZON)
+    }
+
+    #[test]
+    fn each_field_is_checked_once_with_its_additions_in_order() {
+        let plan = plan(&[(&[3, 0], 2, 0), (&[3, 0], -1, 5)]);
+        let args = plan.script_args();
+        // Count and value of total, month and day of counters 3 and 0.
+        assert_eq!(plan.field_count(), 12);
+        assert_eq!(args[0], "12");
+        assert_eq!(
+            &args[1..6],
+            [
+                "3:t:c",
+                &(i64::MIN as i128).to_string(),
+                &(i64::MAX as i128 - 2).to_string(),
+                "1",
+                "1"
+            ]
+        );
+        assert_eq!(args.last().map(String::as_str), Some("0:d20420"));
+    }
+
+    #[test]
+    fn out_of_retention_buckets_are_not_written() {
+        let landings = [Landing {
+            targets: &[1],
+            count: 1,
+            value: 0,
+        }];
+        let plan = BatchPlan::new(
+            &landings,
+            MonthKey(300),
+            DayKey(19_000),
+            (MonthKey(301), DayKey(19_500)),
+        );
+        assert_eq!(
+            plan.script_args(),
+            [
+                "1",
+                "1:t:c",
+                &i64::MIN.to_string(),
+                &(i64::MAX - 1).to_string(),
+                "1",
+                "1",
+                "1",
+                "1:t"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_sum_beyond_64_bits_is_added_in_pieces() {
+        assert_eq!(pieces_of(0), Vec::<i64>::new());
+        assert_eq!(
+            pieces_of(i128::from(i64::MAX) * 2 + 1),
+            [i64::MAX, i64::MAX, 1]
+        );
+        assert_eq!(pieces_of(i128::from(i64::MIN)), [i64::MIN + 1, -1]);
+    }
+
+    #[test]
+    fn the_first_overflow_names_entry_counter_and_amount() {
+        let plan = plan(&[(&[4], 1, 0), (&[4], 0, 1), (&[4], 0, i64::MAX)]);
+        // Fields in order: 4:t:c, 4:m:c, 4:d:c, then 4:t:v, 4:m:v, 4:d:v.
+        let current = [0, 0, 0, 0, 0, 0];
+        assert_eq!(
+            plan.first_overflow(&current),
+            Some(FirstOverflow {
+                index: 2,
+                counter: 4,
+                amount: AmountField::Value,
+            })
+        );
+        assert_eq!(
+            plan.first_overflow(&[i64::MAX, 0, 0, 0, 0, 0])
+                .map(|o| o.index),
+            Some(0)
+        );
+        assert_eq!(plan.first_overflow(&[0, 0, 0, -1, -1, -1]), None);
+    }
+
+    proptest! {
+        /// The bounds the script checks agree with replaying the batch:
+        /// a current value passes them exactly when no addition overflows.
+        #[test]
+        fn bounds_agree_with_replaying_the_batch(
+            deltas in prop::collection::vec(any::<i64>(), 1..6),
+            current in any::<i64>(),
+        ) {
+            let entries: Vec<(&[CounterId], i64, i64)> =
+                deltas.iter().map(|&d| (&[9][..], d, 0)).collect();
+            let landings: Vec<Landing<'_>> = entries
+                .iter()
+                .map(|&(targets, count, value)| Landing { targets, count, value })
+                .collect();
+            let plan = BatchPlan::new(&landings, MonthKey(1), DayKey(1), (MonthKey(2), DayKey(2)));
+            if plan.field_count() == 0 {
+                return Ok(());
+            }
+            let args = plan.script_args();
+            let (lo, hi): (i128, i128) = (args[2].parse().unwrap(), args[3].parse().unwrap());
+            let fits = (lo..=hi).contains(&i128::from(current));
+            prop_assert_eq!(fits, plan.first_overflow(&[current]).is_none());
+            if fits {
+                let pieces: Vec<i64> = args[5..5 + args[4].parse::<usize>().unwrap()]
+                    .iter().map(|p| p.parse().unwrap()).collect();
+                let mut value = current;
+                for piece in pieces {
+                    value = value.checked_add(piece).expect("a piece overflowed");
+                }
+                let expected = deltas.iter().fold(i128::from(current), |v, &d| v + i128::from(d));
+                prop_assert_eq!(i128::from(value), expected);
+            }
+        }
+    }
+}
