@@ -57,6 +57,12 @@ pub enum Store {
     Cluster(tally::cluster::Cluster),
 }
 
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Store").field(&self.kind()).finish()
+    }
+}
+
 /// The options a test sets, for either store.
 pub struct StoreBuilder {
     kind: StoreKind,
