@@ -8,7 +8,10 @@
 
 use std::error::Error as _;
 
-use tally::{AmountField, Error, ErrorCode, Increment, ManualClock, Selector, Tally};
+mod stores;
+
+use stores::Store;
+use tally::{AmountField, Error, ErrorCode, Increment, ManualClock, Selector};
 
 #[test]
 fn codes_numbers_messages_and_statuses() {
@@ -257,42 +260,40 @@ fn root_of_a_plain_error_is_itself_and_io_keeps_its_source() {
     assert_eq!(io_error().source().unwrap().to_string(), "disk full");
 }
 
-#[test]
-fn engine_errors_carry_the_table_codes() {
-    let engine = Tally::builder()
-        .clock(ManualClock::new(1_795_780_800))
-        .build()
-        .unwrap();
-    engine.register([("c", "/a")]).unwrap();
-    let number = |r: tally::Result<()>| r.unwrap_err().code().number();
-    assert_eq!(number(engine.increment("u", &[])), 400_002);
-    assert_eq!(
-        number(engine.increment("", &[Increment::new("c", "/a")])),
-        400_006
-    );
-    assert_eq!(
-        number(engine.increment("u", &[Increment::new("c", "/a/b/c")])),
-        400_006
-    );
-    assert_eq!(
-        number(engine.increment("u", &[Increment::new("c", "/b")])),
-        409_011
-    );
-    assert_eq!(
-        number(engine.increment("u", &[Increment::new("d", "/")])),
-        409_011
-    );
-    assert_eq!(number(engine.register([("c", "x")])), 400_006);
-    assert_eq!(
-        engine
-            .get("u", &[Selector::class("regex('(')")])
-            .unwrap_err()
-            .code()
-            .number(),
-        400_006
-    );
-    assert_eq!(
-        number(Tally::builder().daily_retention(1).build().map(drop)),
-        400_006
-    );
+store_tests! {
+    fn engine_errors_carry_the_table_codes(kind) {
+        let engine = Store::on_clock(kind, &ManualClock::new(1_795_780_800));
+        engine.register([("c", "/a")]).unwrap();
+        let number = |r: tally::Result<()>| r.unwrap_err().code().number();
+        assert_eq!(number(engine.increment("u", &[])), 400_002);
+        assert_eq!(
+            number(engine.increment("", &[Increment::new("c", "/a")])),
+            400_006
+        );
+        assert_eq!(
+            number(engine.increment("u", &[Increment::new("c", "/a/b/c")])),
+            400_006
+        );
+        assert_eq!(
+            number(engine.increment("u", &[Increment::new("c", "/b")])),
+            409_011
+        );
+        assert_eq!(
+            number(engine.increment("u", &[Increment::new("d", "/")])),
+            409_011
+        );
+        assert_eq!(number(engine.register([("c", "x")])), 400_006);
+        assert_eq!(
+            engine
+                .get("u", &[Selector::class("regex('(')")])
+                .unwrap_err()
+                .code()
+                .number(),
+            400_006
+        );
+        assert_eq!(
+            number(Store::builder(kind).daily_retention(1).try_build().map(drop)),
+            400_006
+        );
+    }
 }
