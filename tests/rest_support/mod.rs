@@ -1,18 +1,21 @@
-//! Helpers shared by the `tests/rest_*.rs` scenarios.
+//! Helpers shared by the `tests/rest_*.rs` scenarios, which run on both
+//! stores: each suite declares `mod stores;` beside `mod rest_support;`.
 
 #![allow(dead_code)]
 
 use serde_json::Value;
-use tally::rest::{Response, call};
-use tally::{ManualClock, Tally};
+use tally::ManualClock;
+use tally::rest::Response;
+
+use crate::stores::{Store, StoreKind};
 
 /// 2026-11-27 12:00:00 UTC.
 pub const NOW: i64 = 1_795_780_800;
 
-/// An in-memory engine on a manual clock standing at [`NOW`].
-pub fn engine() -> (Tally, ManualClock) {
+/// A fresh store of `kind` on a manual clock standing at [`NOW`].
+pub fn engine(kind: StoreKind) -> (Store, ManualClock) {
     let clock = ManualClock::new(NOW);
-    let engine = Tally::builder().clock(clock.clone()).build().unwrap();
+    let engine = Store::on_clock(kind, &clock);
     (engine, clock)
 }
 
@@ -26,8 +29,8 @@ pub fn json(resp: &Response) -> Value {
 }
 
 /// Calls and parses a JSON response.
-pub fn call_json(engine: &Tally, method: &str, params: &[(&str, &str)]) -> Value {
-    json(&call(engine, method, params))
+pub fn call_json(engine: &Store, method: &str, params: &[(&str, &str)]) -> Value {
+    json(&engine.rest(method, params))
 }
 
 /// Asserts a success body.
@@ -49,7 +52,7 @@ pub fn assert_error(body: &Value, code: u32, mentions: &str) {
 }
 
 /// Registers `(class, path)` pairs through REST.
-pub fn register(engine: &Tally, counters: &str) {
+pub fn register(engine: &Store, counters: &str) {
     assert_ok(&call_json(
         engine,
         "accounts.registerCounters",
@@ -58,7 +61,7 @@ pub fn register(engine: &Tally, counters: &str) {
 }
 
 /// The `total` rows of a UID, as (class, path, count, value).
-pub fn totals(engine: &Tally, uid: &str) -> Vec<(String, String, i64, i64)> {
+pub fn totals(engine: &Store, uid: &str) -> Vec<(String, String, i64, i64)> {
     let body = call_json(engine, "accounts.getCounters", &[("UID", uid)]);
     assert_ok(&body);
     body["counters"]
