@@ -5,11 +5,14 @@
 //! ancestor was never created. A system class is treated as if every valid
 //! path were registered, so every ancestor receives the increment.
 
+mod stores;
+
+use stores::Store;
 use tally::{Increment, ManualClock, Selector, Tally};
 
 const NOW: i64 = 1_795_780_800; // 2026-11-27 12:00:00 UTC
 
-fn totals(engine: &Tally, uid: &str, class: &str) -> Vec<(String, i64)> {
+fn totals(engine: &Store, uid: &str, class: &str) -> Vec<(String, i64)> {
     engine
         .get(uid, &[Selector::class(class)])
         .unwrap()
@@ -22,25 +25,34 @@ fn t(pairs: &[(&str, i64)]) -> Vec<(String, i64)> {
     pairs.iter().map(|&(p, c)| (p.to_owned(), c)).collect()
 }
 
-#[test]
-fn a_registered_path_of_a_system_class_rolls_up_to_every_ancestor() {
-    let engine = Tally::builder()
-        .clock(ManualClock::new(NOW))
-        .system_classes(["_s"])
-        .build()
-        .unwrap();
-    engine.register([("_s", "/x/y")]).unwrap();
-    engine
-        .increment("u", &[Increment::new("_s", "/x/y")])
-        .unwrap();
-    let handle = engine.counter("_s", "/x/y").unwrap();
-    engine.increment_counter("u", &handle, 2, 0).unwrap();
-    assert_eq!(
-        totals(&engine, "u", "_s"),
-        t(&[("/", 3), ("/x", 3), ("/x/y", 3)])
-    );
+store_tests! {
+    fn a_registered_path_of_a_system_class_rolls_up_to_every_ancestor(kind) {
+        let engine = Store::builder(kind)
+            .clock(ManualClock::new(NOW))
+            .system_classes(["_s"])
+            .build();
+        engine.register([("_s", "/x/y")]).unwrap();
+        engine
+            .increment("u", &[Increment::new("_s", "/x/y")])
+            .unwrap();
+        // Counter handles are the embedded engine's; the cluster gets the same
+        // amount by an increment.
+        if let Some(embedded) = engine.embedded() {
+            let handle = embedded.counter("_s", "/x/y").unwrap();
+            embedded.increment_counter("u", &handle, 2, 0).unwrap();
+        } else {
+            engine
+                .increment("u", &[Increment::new("_s", "/x/y").count(2)])
+                .unwrap();
+        }
+        assert_eq!(
+            totals(&engine, "u", "_s"),
+            t(&[("/", 3), ("/x", 3), ("/x/y", 3)])
+        );
+    }
 }
 
+// Reopens a data directory: the embedded engine only.
 #[test]
 fn a_class_that_becomes_a_system_class_on_reopen_rolls_up_to_every_ancestor() {
     let dir = tempfile::tempdir().unwrap();
@@ -60,7 +72,7 @@ fn a_class_that_becomes_a_system_class_on_reopen_rolls_up_to_every_ancestor() {
             .unwrap();
         engine.close().unwrap();
     }
-    let engine = open(&["_s"]);
+    let engine = Store::Embedded(open(&["_s"]));
     engine
         .increment("u", &[Increment::new("_s", "/x/y")])
         .unwrap();
