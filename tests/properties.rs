@@ -1,4 +1,5 @@
-//! Properties, checked with proptest against plain models.
+//! Properties, checked with proptest against plain models, on both stores
+//! (the embedded engine, and the shared store with `cluster-tests`).
 //!
 //! Pins: (a) a class's `/` total is the sum of every accepted increment of
 //! the class (registered and system classes); (b) a registered counter holds
@@ -16,11 +17,17 @@
 //! bad entries of different kinds in one batch (unregistered, bad syntax,
 //! too deep, unknown class, overflow by accumulation), the error names
 //! the first entry that one-by-one application refuses, with its error.
+//! Counter handles are the embedded engine's only: on the cluster, the
+//! sequences of (e) have no handle operations, and (d) does not count
+//! subjects.
+
+mod stores;
 
 use std::collections::{BTreeSet, HashMap};
 
 use proptest::prelude::*;
-use tally::{CounterHandle, Error, Increment, ManualClock, Selector, Tally};
+use stores::{Store, StoreKind};
+use tally::{CounterHandle, Error, Increment, ManualClock, Selector};
 
 const NOW: i64 = 1_795_780_800; // 2026-11-27 12:00:00 UTC
 const DAY: i64 = 86_400;
@@ -28,12 +35,11 @@ const DAY: i64 = 86_400;
 const PATHS: [&str; 6] = ["/", "/a", "/a/b", "/a/c", "/b", "/b/x"];
 const UIDS: [&str; 3] = ["u0", "u1", "u2"];
 
-fn engine() -> Tally {
-    Tally::builder()
+fn engine(kind: StoreKind) -> Store {
+    Store::builder(kind)
         .clock(ManualClock::new(NOW))
         .system_classes(["_sys"])
         .build()
-        .unwrap()
 }
 
 fn index_of(path: &str) -> usize {
@@ -56,7 +62,7 @@ fn ancestors(path: usize) -> Vec<usize> {
 }
 
 /// (path, count, value) of every `total` row of class `c`.
-fn totals(engine: &Tally, uid: &str) -> HashMap<String, (i64, i64)> {
+fn totals(engine: &Store, uid: &str) -> HashMap<String, (i64, i64)> {
     engine
         .get(uid, &[Selector::class("c")])
         .unwrap()
@@ -65,11 +71,20 @@ fn totals(engine: &Tally, uid: &str) -> HashMap<String, (i64, i64)> {
         .collect()
 }
 
-/// 64 cases, and no regression files written beside the sources.
-fn config() -> ProptestConfig {
+/// The cases of a property on the cluster, where every case is tens to
+/// hundreds of round trips.
+const CLUSTER_CASES: u32 = 32;
+
+/// 64 cases on the embedded engine, [`CLUSTER_CASES`] on the cluster, and
+/// no regression files written beside the sources.
+fn config(kind: StoreKind) -> ProptestConfig {
+    let cases = match kind {
+        StoreKind::Embedded => 64,
+        StoreKind::Cluster => CLUSTER_CASES,
+    };
     ProptestConfig {
         failure_persistence: None,
-        ..ProptestConfig::with_cases(64)
+        ..ProptestConfig::with_cases(cases)
     }
 }
 
@@ -100,13 +115,10 @@ fn reg_op() -> impl Strategy<Value = RegOp> {
     ]
 }
 
-proptest! {
-    #![proptest_config(config())]
-
-    /// (a) and (b).
-    #[test]
-    fn roll_ups_match_the_event_log(ops in prop::collection::vec(reg_op(), 1..60)) {
-        let engine = engine();
+/// (a) and (b).
+fn prop_roll_ups_match_the_event_log(kind: StoreKind) {
+    proptest!(config(kind), |(ops in prop::collection::vec(reg_op(), 1..60))| {
+        let engine = engine(kind);
         let mut registered = BTreeSet::new();
         // Accepted events: (path, count, value, registered ancestors then).
         let mut log: Vec<(usize, i64, i64, Vec<usize>)> = Vec::new();
@@ -158,22 +170,19 @@ proptest! {
             });
             prop_assert_eq!(got.get(*path).copied(), expected, "path {}", path);
         }
-    }
+    });
 }
 
 // ---------------------------------------------------------------- (c)
 
-proptest! {
-    #![proptest_config(config())]
-
-    #[test]
-    fn buckets_sum_to_totals_within_retention(
+fn prop_buckets_sum_to_totals_within_retention(kind: StoreKind) {
+    proptest!(config(kind), |(
         events in prop::collection::vec(
             (0..PATHS.len(), 0i64..60, 0i64..DAY, amount(), amount()),
             1..40,
-        )
-    ) {
-        let engine = engine();
+        ),
+    )| {
+        let engine = engine(kind);
         engine.register(PATHS.iter().map(|p| ("c", *p))).unwrap();
         let today = NOW.div_euclid(DAY);
         let mut week = None::<(i64, i64)>;
@@ -206,7 +215,7 @@ proptest! {
             .first()
             .map(|r| (r.count, r.value));
         prop_assert_eq!(root_week, week);
-    }
+    });
 }
 
 // ---------------------------------------------------------------- (d)
@@ -219,19 +228,16 @@ enum Bad {
     Overflow,
 }
 
-proptest! {
-    #![proptest_config(config())]
-
-    #[test]
-    fn a_rejected_batch_changes_nothing(
+fn prop_a_rejected_batch_changes_nothing(kind: StoreKind) {
+    proptest!(config(kind), |(
         good in prop::collection::vec((1..4usize, amount(), amount()), 0..10),
         bad_at in any::<prop::sample::Index>(),
         bad in prop_oneof![
             Just(Bad::Unregistered), Just(Bad::TooDeep), Just(Bad::UnknownClass), Just(Bad::Overflow)
         ],
         fresh_subject in any::<bool>(),
-    ) {
-        let engine = engine();
+    )| {
+        let engine = engine(kind);
         // Registered: /a, /a/b, /b (indices 1, 2, 4). /b/x is not.
         engine.register([("c", "/a"), ("c", "/a/b"), ("c", "/b")]).unwrap();
         engine.increment("u", &[Increment::new("c", "/b").count(i64::MAX - 100_000)]).unwrap();
@@ -252,7 +258,8 @@ proptest! {
         });
         let everything = [Selector::class("regex('')").period("regex('')")];
         let before = (engine.get(uid, &[]).unwrap(), engine.get(uid, &everything).unwrap());
-        let subjects = engine.subject_count();
+        // Only the embedded engine counts its subjects.
+        let subjects = engine.embedded().map(|engine| engine.subject_count());
 
         let err = engine.increment(uid, &batch).unwrap_err();
         prop_assert!(matches!(err, Error::Entry { index: i, .. } if i == index), "{:?}", err);
@@ -265,8 +272,8 @@ proptest! {
         prop_assert!(kind_ok, "{:?}", err);
         let after = (engine.get(uid, &[]).unwrap(), engine.get(uid, &everything).unwrap());
         prop_assert_eq!(after, before);
-        prop_assert_eq!(engine.subject_count(), subjects);
-    }
+        prop_assert_eq!(engine.embedded().map(|engine| engine.subject_count()), subjects);
+    });
 }
 
 // ---------------------------------------------------------------- (e)
@@ -280,18 +287,30 @@ enum Op {
     UseHandle(usize, prop::sample::Index, i64, i64),
 }
 
-fn op() -> impl Strategy<Value = Op> {
+/// The operations on a store of `kind`: counter handles are the embedded
+/// engine's only, so the cluster's sequences have none.
+fn op(kind: StoreKind) -> BoxedStrategy<Op> {
     let p = 0..PATHS.len();
     let u = 0..UIDS.len();
-    prop_oneof![
-        2 => p.clone().prop_map(Op::Register),
-        1 => p.clone().prop_map(Op::Unregister),
-        5 => (u.clone(), prop::collection::vec((p.clone(), amount(), amount()), 1..4))
-            .prop_map(|(u, e)| Op::Batch(u, e)),
-        1 => p.prop_map(Op::MakeHandle),
-        2 => (u, any::<prop::sample::Index>(), amount(), amount())
-            .prop_map(|(u, h, c, v)| Op::UseHandle(u, h, c, v)),
-    ]
+    match kind {
+        StoreKind::Embedded => prop_oneof![
+            2 => p.clone().prop_map(Op::Register),
+            1 => p.clone().prop_map(Op::Unregister),
+            5 => (u.clone(), prop::collection::vec((p.clone(), amount(), amount()), 1..4))
+                .prop_map(|(u, e)| Op::Batch(u, e)),
+            1 => p.prop_map(Op::MakeHandle),
+            2 => (u, any::<prop::sample::Index>(), amount(), amount())
+                .prop_map(|(u, h, c, v)| Op::UseHandle(u, h, c, v)),
+        ]
+        .boxed(),
+        StoreKind::Cluster => prop_oneof![
+            2 => p.clone().prop_map(Op::Register),
+            1 => p.clone().prop_map(Op::Unregister),
+            5 => (u, prop::collection::vec((p, amount(), amount()), 1..4))
+                .prop_map(|(u, e)| Op::Batch(u, e)),
+        ]
+        .boxed(),
+    }
 }
 
 #[derive(Default)]
@@ -328,12 +347,9 @@ impl Model {
     }
 }
 
-proptest! {
-    #![proptest_config(config())]
-
-    #[test]
-    fn the_engine_matches_a_hashmap_model(ops in prop::collection::vec(op(), 1..50)) {
-        let engine = engine();
+fn prop_the_engine_matches_a_hashmap_model(kind: StoreKind) {
+    proptest!(config(kind), |(ops in prop::collection::vec(op(kind), 1..50))| {
+        let engine = engine(kind);
         let mut model = Model::default();
         let mut handles: Vec<(usize, CounterHandle)> = Vec::new();
         for op in ops {
@@ -376,7 +392,8 @@ proptest! {
                     }
                 }
                 Op::MakeHandle(p) => {
-                    let handle = engine.counter("c", PATHS[p]);
+                    let embedded = engine.embedded().expect("handles are the embedded engine's");
+                    let handle = embedded.counter("c", PATHS[p]);
                     prop_assert_eq!(handle.is_ok(), model.accepts(p));
                     if let Ok(handle) = handle {
                         handles.push((p, handle));
@@ -387,7 +404,8 @@ proptest! {
                         continue;
                     }
                     let (p, handle) = &handles[which.index(handles.len())];
-                    let result = engine.increment_counter(UIDS[uid], handle, count, value);
+                    let embedded = engine.embedded().expect("handles are the embedded engine's");
+                    let result = embedded.increment_counter(UIDS[uid], handle, count, value);
                     prop_assert_eq!(result.is_ok(), model.accepts(*p), "{:?}", result);
                     if result.is_ok() {
                         model.apply(uid, *p, count, value);
@@ -400,7 +418,7 @@ proptest! {
         for (uid, name) in UIDS.iter().enumerate() {
             prop_assert_eq!(totals(&engine, name), model.totals(uid), "subject {}", name);
         }
-    }
+    });
 }
 
 // ---------------------------------------------------------------- (f)
@@ -414,20 +432,17 @@ fn wide_amount() -> impl Strategy<Value = i64> {
     ]
 }
 
-proptest! {
-    #![proptest_config(config())]
-
-    #[test]
-    fn a_batch_does_what_its_entries_do_one_by_one(
+fn prop_a_batch_does_what_its_entries_do_one_by_one(kind: StoreKind) {
+    proptest!(config(kind), |(
         seeded in prop::collection::vec((0..40usize, wide_amount()), 0..40),
         entries in prop::collection::vec((0..40usize, wide_amount(), wide_amount()), 1..60),
         days_ago in 0i64..3,
         every_cell_exists in prop::bool::weighted(0.75),
-    ) {
+    )| {
         // Forty counters: a batch reaches more distinct cells (and has more
         // entries) than are kept on the stack.
         let paths: Vec<String> = (0..40).map(|i| format!("/p{i}")).collect();
-        let (batched, one_by_one) = (engine(), engine());
+        let (batched, one_by_one) = (engine(kind), engine(kind));
         for engine in [&batched, &one_by_one] {
             engine.register(paths.iter().map(|p| ("c", p.as_str()))).unwrap();
             if every_cell_exists {
@@ -468,7 +483,7 @@ proptest! {
                 prop_assert_eq!(batched.get("u", &everything).unwrap(), before);
             }
         }
-    }
+    });
 }
 
 // ---------------------------------------------------------------- (g)
@@ -495,21 +510,18 @@ fn mixed_entry() -> impl Strategy<Value = MixedEntry> {
     ]
 }
 
-proptest! {
-    #![proptest_config(config())]
-
-    /// "The error names the index of the first bad entry": with
-    /// entries of several kinds of badness in one batch, found by
-    /// different checks (names resolved first, overflow after), the error
-    /// names the first entry that applying the batch's entries one by one
-    /// refuses, with that entry's error, and the batch changes nothing.
-    #[test]
-    fn the_error_names_the_first_entry_one_by_one_application_refuses(
+/// "The error names the index of the first bad entry": with
+/// entries of several kinds of badness in one batch, found by
+/// different checks (names resolved first, overflow after), the error
+/// names the first entry that applying the batch's entries one by one
+/// refuses, with that entry's error, and the batch changes nothing.
+fn prop_the_error_names_the_first_entry_one_by_one_application_refuses(kind: StoreKind) {
+    proptest!(config(kind), |(
         seeded in prop::collection::vec((0..12usize, wide_amount()), 0..12),
         entries in prop::collection::vec(mixed_entry(), 1..30),
-    ) {
+    )| {
         let paths: Vec<String> = (0..12).map(|i| format!("/p{i}")).collect();
-        let (batched, one_by_one) = (engine(), engine());
+        let (batched, one_by_one) = (engine(kind), engine(kind));
         for engine in [&batched, &one_by_one] {
             engine.register(paths.iter().map(|p| ("c", p.as_str()))).unwrap();
             for &(p, count) in &seeded {
@@ -549,5 +561,33 @@ proptest! {
                 prop_assert_eq!(batched.get("u", &everything).unwrap(), before);
             }
         }
+    });
+}
+
+// ---------------------------------------------------------------- both stores
+
+store_tests! {
+    fn roll_ups_match_the_event_log(kind) {
+        prop_roll_ups_match_the_event_log(kind);
+    }
+
+    fn buckets_sum_to_totals_within_retention(kind) {
+        prop_buckets_sum_to_totals_within_retention(kind);
+    }
+
+    fn a_rejected_batch_changes_nothing(kind) {
+        prop_a_rejected_batch_changes_nothing(kind);
+    }
+
+    fn the_engine_matches_a_hashmap_model(kind) {
+        prop_the_engine_matches_a_hashmap_model(kind);
+    }
+
+    fn a_batch_does_what_its_entries_do_one_by_one(kind) {
+        prop_a_batch_does_what_its_entries_do_one_by_one(kind);
+    }
+
+    fn the_error_names_the_first_entry_one_by_one_application_refuses(kind) {
+        prop_the_error_names_the_first_entry_one_by_one_application_refuses(kind);
     }
 }
