@@ -40,6 +40,7 @@ mod batch;
 mod cells;
 mod keys;
 mod open;
+mod pool;
 mod shared_registry;
 
 use std::fmt::Display;
@@ -61,7 +62,10 @@ use crate::registry::Provisional;
 use crate::subject::{RegToken, Subject, random_hex_128, validate_uid};
 use batch::{BatchPlan, Landing};
 use keys::Keys;
-pub use open::ClusterBuilder;
+pub use open::{
+    ClusterBuilder, DEFAULT_IDEMPOTENCY_WINDOW, DEFAULT_NAMESPACE, DEFAULT_REGISTRY_REFRESH,
+    DEFAULT_RETRY_FOR,
+};
 use shared_registry::SharedRegistry;
 
 /// How long an expired regToken's key is kept after it expires, so that a
@@ -85,8 +89,12 @@ struct Inner {
     batch_script: Script,
     /// How long a batch's marker is kept, in milliseconds.
     marker_millis: u64,
+    /// How long a batch is sent again after failures the client gave up on.
+    retry_for: Duration,
     /// Replicas that must acknowledge a batch, and how long to wait.
     wait_for_replicas: Option<(usize, Duration)>,
+    /// With the wait option, the connections batches lease.
+    waiting: Option<pool::ConnectionPool>,
     /// The background task that reads the registry's log.
     refresher: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
 }
@@ -111,6 +119,14 @@ enum Reply {
     Ok,
     Duplicate,
     Overflow(Vec<i64>),
+}
+
+/// Whether a failed command may succeed if sent again: the store was
+/// unreachable, moving, failing over or busy, not refusing the command.
+fn worth_retrying(error: &redis::RedisError) -> bool {
+    !matches!(error.retry_method(), redis::RetryMethod::NoRetry)
+        || error.is_timeout()
+        || error.is_io_error()
 }
 
 /// A failure to reach the store, as the error callers see.
@@ -335,7 +351,14 @@ impl Cluster {
         check_event_time(at_secs)?;
         self.trusted_registry().await?;
         let registry = self.inner.registry.local();
-        let provisional = registry.resolve_provisionally(entries.iter().map(|e| (e.class, e.path)));
+        let mut provisional =
+            registry.resolve_provisionally(entries.iter().map(|e| (e.class, e.path)));
+        if provisional.failure.is_some() {
+            // A pair registered through another instance since the last
+            // refresh is honoured at once, not only after the next one.
+            self.refresh_registry().await?;
+            provisional = registry.resolve_provisionally(entries.iter().map(|e| (e.class, e.path)));
+        }
         let plan = plan_of(
             &provisional,
             entries,
@@ -383,8 +406,16 @@ impl Cluster {
     }
 
     async fn apply(&self, uid: &str, plan: &BatchPlan, at_secs: i64, now_secs: i64) -> Result<()> {
-        match self.run(uid, plan, at_secs, now_secs, Mode::Apply).await? {
-            Reply::Ok => self.wait_for_replicas(uid).await,
+        let lease = match &self.inner.waiting {
+            Some(pool) => Some(pool.lease().await),
+            None => None,
+        };
+        let connection = lease.as_ref().map(pool::Lease::connection);
+        match self
+            .run_on(connection, uid, plan, at_secs, now_secs, Mode::Apply)
+            .await?
+        {
+            Reply::Ok => self.wait_for_replicas(connection, uid).await,
             // Applied by an earlier attempt of this very call.
             Reply::Duplicate => Ok(()),
             Reply::Overflow(current) => Err(self.overflow_error(plan, &current, None)),
@@ -401,13 +432,25 @@ impl Cluster {
         now_secs: i64,
         mode: Mode,
     ) -> Result<Reply> {
+        self.run_on(None, uid, plan, at_secs, now_secs, mode).await
+    }
+
+    /// [`Cluster::run`] on `connection`, or on the shared one.
+    async fn run_on(
+        &self,
+        connection: Option<&ClusterConnection>,
+        uid: &str,
+        plan: &BatchPlan,
+        at_secs: i64,
+        now_secs: i64,
+        mode: Mode,
+    ) -> Result<Reply> {
         let keys = &self.inner.keys;
         let cells = keys.cells(uid);
         let batch_id = random_hex_128()?;
         let (oldest_month, oldest_day) = self.inner.retention.horizon(now_secs);
-        let reply: redis::Value = self
-            .inner
-            .batch_script
+        let mut invocation = self.inner.batch_script.prepare_invoke();
+        invocation
             .key(&cells)
             .key(keys.batch_marker(uid, &batch_id))
             .arg(if mode == Mode::Apply {
@@ -419,21 +462,57 @@ impl Cluster {
             .arg(at_secs)
             .arg(oldest_month.0)
             .arg(oldest_day.0)
-            .arg(plan.script_args())
-            .invoke_async(&mut self.connection())
+            .arg(plan.script_args());
+        // Sent again with the same id: the marker makes it apply once.
+        let reply: redis::Value = self
+            .retrying(|| {
+                let mut connection = connection.map_or_else(|| self.connection(), Clone::clone);
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut connection).await }
+            })
             .await
             .map_err(|e| self.failed(e))?;
         parse_reply(&cells, reply)
     }
 
+    /// Runs `attempt` until it succeeds, fails in a way another attempt
+    /// cannot mend, or `retry_for` has passed. The client's own retries
+    /// end after a number of attempts, and during a failover redirections
+    /// to the dead master use those up in moments.
+    async fn retrying<T, F, A>(&self, mut attempt: F) -> redis::RedisResult<T>
+    where
+        F: FnMut() -> A,
+        A: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.inner.retry_for;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match attempt().await {
+                Err(error)
+                    if worth_retrying(&error) && tokio::time::Instant::now() + pause < deadline =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
     /// Waits, if asked to, until enough replicas hold the subject's writes.
-    async fn wait_for_replicas(&self, uid: &str) -> Result<()> {
+    /// `connection` is the one the batch was written on: `WAIT` counts
+    /// that connection's writes.
+    async fn wait_for_replicas(
+        &self,
+        connection: Option<&ClusterConnection>,
+        uid: &str,
+    ) -> Result<()> {
         let Some((replicas, timeout)) = self.inner.wait_for_replicas else {
             return Ok(());
         };
         let slot = Slot::for_key(self.inner.keys.cells(uid));
-        let acknowledged: i64 = self
-            .connection()
+        let acknowledged: i64 = connection
+            .map_or_else(|| self.connection(), Clone::clone)
             .route_command(
                 redis::cmd("WAIT")
                     .arg(replicas)
@@ -446,7 +525,15 @@ impl Cluster {
             )
             .await
             .and_then(|value| redis::from_redis_value(value).map_err(redis::RedisError::from))
-            .map_err(|e| self.failed(e))?;
+            .map_err(|e| {
+                self.inner.registry.mark_stale();
+                Error::StoreUnavailable {
+                    reason: format!(
+                        "the batch was applied, but its replicas could not be asked to \
+                         acknowledge it ({e}): a failover may lose it"
+                    ),
+                }
+            })?;
         if (acknowledged as usize) < replicas {
             return Err(Error::StoreUnavailable {
                 reason: format!(
@@ -494,9 +581,13 @@ impl Cluster {
         let read = CompiledRead::compile(selectors, config.max_path_depth, config.max_selectors)?;
         self.trusted_registry().await?;
         let key = self.inner.keys.cells(&uid);
-        let fields: Vec<(String, String)> = redis::cmd("HGETALL")
-            .arg(&key)
-            .query_async(&mut self.connection())
+        let read_all = redis::cmd("HGETALL").arg(&key).clone();
+        let fields: Vec<(String, String)> = self
+            .retrying(|| {
+                let mut connection = self.connection();
+                let read_all = &read_all;
+                async move { read_all.query_async(&mut connection).await }
+            })
             .await
             .map_err(|e| self.failed(e))?;
         let cells = cells::decode(&key, &fields)?;

@@ -14,6 +14,15 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::period::Retention;
 
+/// The prefix of every key when [`ClusterBuilder::namespace`] is not set.
+pub const DEFAULT_NAMESPACE: &str = "tally";
+/// How often an instance reads the registry's changes by default.
+pub const DEFAULT_REGISTRY_REFRESH: Duration = Duration::from_secs(1);
+/// How long a call is retried by default before it fails as unavailable.
+pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(15);
+/// How long a batch's idempotency marker is kept by default.
+pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(120);
+
 /// Options for [`Cluster::builder`]; [`ClusterBuilder::connect`] connects.
 ///
 /// ```no_run
@@ -47,10 +56,10 @@ impl ClusterBuilder {
             seeds,
             config: Config::default(),
             clock: Arc::new(SystemClock),
-            namespace: "tally".to_owned(),
-            registry_refresh: Duration::from_secs(1),
-            retry_for: Duration::from_secs(10),
-            idempotency_window: Duration::from_secs(120),
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+            registry_refresh: DEFAULT_REGISTRY_REFRESH,
+            retry_for: DEFAULT_RETRY_FOR,
+            idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
             wait_for_replicas: None,
         }
     }
@@ -83,9 +92,12 @@ impl ClusterBuilder {
         self
     }
 
-    /// How long one call may take, retries included, before it fails with
-    /// [`Error::StoreUnavailable`] (default 10 s: a failover with Redis's
-    /// usual node timeout of 5 s takes about 7 s).
+    /// How long each command of a call may take, retries included, before
+    /// the call fails with [`Error::StoreUnavailable`] (default 15 s). Keep
+    /// it above the time a failover takes (with Redis's usual node timeout
+    /// of 5 s, 8–9 s here), so that a batch sent while a master dies is
+    /// applied by its replica once promoted rather than answered with an
+    /// error that cannot say whether it was applied.
     pub fn retry_for(mut self, bound: Duration) -> Self {
         self.retry_for = bound;
         self
@@ -148,15 +160,31 @@ impl ClusterBuilder {
             .map(|seed| format!("redis://{seed}"))
             .collect();
         let client = ClusterClient::builder(nodes)
-            .retries(8)
+            // The time bound ends a call, not the number of attempts: a
+            // failover takes several seconds of MOVED to the dead master,
+            // refused connections and CLUSTERDOWN. (The client computes
+            // its back-off as 2^attempt, which overflows past about 57.)
+            .retries(40)
             .min_retry_wait(50)
-            .max_retry_wait(2_000)
+            .max_retry_wait(500)
             .connection_timeout(Duration::from_secs(1).min(self.retry_for))
             .response_timeout(Duration::from_secs(2).min(self.retry_for))
-            .overall_response_timeout(Some(self.retry_for))
+            // An attempt that hangs (its node died mid-reply) gives way to
+            // another within the call's bound.
+            .overall_response_timeout(Some(self.retry_for / 4))
             .build()
             .map_err(|e| Error::Config(format!("cluster seeds: {e}")))?;
         let connection = client.get_async_connection().await.map_err(unavailable)?;
+        let waiting = match self.wait_for_replicas {
+            None => None,
+            Some(_) => {
+                let mut connections = Vec::with_capacity(super::pool::WAITING_CONNECTIONS);
+                for _ in 0..super::pool::WAITING_CONNECTIONS {
+                    connections.push(client.get_async_connection().await.map_err(unavailable)?);
+                }
+                Some(super::pool::ConnectionPool::new(connections))
+            }
+        };
         let keys = Keys::new(&self.namespace);
         let registry = SharedRegistry::new(&self.config, keys.registry_log());
         let retention = Retention {
@@ -171,7 +199,9 @@ impl ClusterBuilder {
             clock: self.clock,
             batch_script: Script::new(include_str!("batch.lua")),
             marker_millis: self.idempotency_window.as_millis() as u64,
+            retry_for: self.retry_for,
             wait_for_replicas: self.wait_for_replicas,
+            waiting,
             refresher: std::sync::OnceLock::new(),
             config: self.config,
         };

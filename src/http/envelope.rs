@@ -12,7 +12,6 @@
 use serde::Serialize;
 
 use crate::calendar::format_iso_millis;
-use crate::engine::Tally;
 use crate::error::Error;
 use crate::rest::{JAVASCRIPT_CONTENT_TYPE, JSON_CONTENT_TYPE, MAX_CALLBACK_BYTES, Response};
 
@@ -31,11 +30,11 @@ struct Body<'a> {
 }
 
 /// The envelope for `error`, rendered with the request's readable `params`.
-pub(super) fn error_response(engine: &Tally, params: &[(&str, &str)], error: &Error) -> Response {
+pub(super) fn error_response(now_millis: i64, params: &[(&str, &str)], error: &Error) -> Response {
     let code = error.code();
     let status_code = code.http_status();
     let call_id = call_id();
-    let time = format_iso_millis(engine.now_millis());
+    let time = format_iso_millis(now_millis);
     let body = Body {
         call_id: &call_id,
         error_code: code.number(),
@@ -125,6 +124,7 @@ pub(super) use crate::rest::quote_limited as limited;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Tally;
     use serde_json::Value;
 
     fn engine() -> Tally {
@@ -138,7 +138,7 @@ mod tests {
     fn errors_follow_the_envelope_rules() {
         let engine = engine();
         let err = Error::DuplicateNonce;
-        let resp = error_response(&engine, &[("context", "c")], &err);
+        let resp = error_response(engine.now_millis(), &[("context", "c")], &err);
         assert_eq!(
             (resp.status, resp.content_type.as_str()),
             (200, JSON_CONTENT_TYPE)
@@ -156,13 +156,13 @@ mod tests {
             ("callback", "a.b$"),
             ("httpStatusCodes", "TRUE"),
         ];
-        let resp = error_response(&engine, &params, &err);
+        let resp = error_response(engine.now_millis(), &params, &err);
         assert_eq!(resp.status, 403);
         assert!(resp.body.starts_with("a.b$({") && resp.body.ends_with("});"));
 
         for bad in ["alert(1)//", "1a", "a..b", "", "é"] {
             let params = [("format", "jsonp"), ("callback", bad)];
-            let resp = error_response(&engine, &params, &err);
+            let resp = error_response(engine.now_millis(), &params, &err);
             assert_eq!(resp.content_type, JSON_CONTENT_TYPE, "{bad}");
         }
     }
@@ -185,7 +185,7 @@ mod tests {
             ("httpStatusCodes", "true"),
             ("context", "c"),
         ];
-        let resp = error_response(&engine, &params, &err);
+        let resp = error_response(engine.now_millis(), &params, &err);
         assert_eq!(resp.status, 403);
         assert_eq!(resp.content_type, JAVASCRIPT_CONTENT_TYPE);
         let json = resp
@@ -205,7 +205,7 @@ mod tests {
 
         // Different values still fall back to the defaults.
         let params = [("httpStatusCodes", "true"), ("httpStatusCodes", "false")];
-        let resp = error_response(&engine, &params, &err);
+        let resp = error_response(engine.now_millis(), &params, &err);
         assert_eq!(resp.status, 200);
     }
 

@@ -1,5 +1,7 @@
 //! The request handler: HTTP method, body, parameters, authorization, and
-//! then [`rest::call`], on a blocking thread unless told otherwise.
+//! then the REST layer on the store served: [`rest::call`] on the embedded
+//! engine (on a blocking thread unless told otherwise), or
+//! `rest::call_cluster` on the shared store.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -22,9 +24,33 @@ use crate::rest;
 
 /// What every request shares.
 pub(super) struct AppState {
-    pub engine: Tally,
+    pub store: Served,
     pub options: Options,
 }
+
+/// The store a router answers from.
+pub(super) enum Served {
+    /// The in-process engine.
+    Embedded(Tally),
+    /// The shared store on Redis Cluster.
+    #[cfg(feature = "redis")]
+    Cluster(crate::cluster::Cluster),
+}
+
+impl Served {
+    fn now_millis(&self) -> i64 {
+        match self {
+            Served::Embedded(engine) => engine.now_millis(),
+            #[cfg(feature = "redis")]
+            Served::Cluster(cluster) => cluster.now_millis(),
+        }
+    }
+}
+
+/// How long `/healthz` waits for the shared store before it reports it
+/// unreachable.
+#[cfg(feature = "redis")]
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 type Params = Vec<(String, String)>;
 
@@ -75,17 +101,24 @@ pub(super) async fn handle(State(state): State<Arc<AppState>>, request: Request)
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok()),
             loopback: peer.is_some_and(|ConnectInfo(addr)| is_loopback(addr.ip())),
-            now_ms: state.engine.now_millis(),
+            now_ms: state.store.now_millis(),
         };
         if let Err(error) = auth.check(&info, &borrowed(&params)) {
             return reply(&state, &params, &error);
         }
     }
     let method = path.strip_prefix('/').unwrap_or(&path).to_owned();
+    let engine = match &state.store {
+        Served::Embedded(engine) => engine,
+        #[cfg(feature = "redis")]
+        Served::Cluster(cluster) => {
+            return into_http(rest::call_cluster(cluster, &method, &borrowed(&params)).await);
+        }
+    };
     if !state.options.blocking_pool {
-        return into_http(rest::call(&state.engine, &method, &borrowed(&params)));
+        return into_http(rest::call(engine, &method, &borrowed(&params)));
     }
-    let engine = state.engine.clone();
+    let engine = engine.clone();
     let answer =
         tokio::task::spawn_blocking(move || rest::call(&engine, &method, &borrowed(&params))).await;
     match answer {
@@ -100,13 +133,39 @@ pub(super) async fn handle(State(state): State<Arc<AppState>>, request: Request)
     }
 }
 
-/// `GET /healthz`: `{"status":"ok"}`.
-pub(super) async fn healthz() -> Response {
-    (
-        [(header::CONTENT_TYPE, rest::JSON_CONTENT_TYPE)],
-        r#"{"status":"ok"}"#,
-    )
-        .into_response()
+/// `GET /healthz`: `{"status":"ok"}` with 200; on the shared store, when
+/// the cluster does not answer within two seconds or is not whole,
+/// `{"status":"unavailable","reason":"…"}` with 503.
+pub(super) async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    let content_type = [(header::CONTENT_TYPE, rest::JSON_CONTENT_TYPE)];
+    match &state.store {
+        Served::Embedded(_) => (content_type, r#"{"status":"ok"}"#).into_response(),
+        #[cfg(feature = "redis")]
+        Served::Cluster(cluster) => {
+            let health = match tokio::time::timeout(HEALTH_TIMEOUT, cluster.check_health()).await {
+                Ok(health) => health,
+                Err(_) => Err(crate::cluster::unavailable(format!(
+                    "no answer within {} s",
+                    HEALTH_TIMEOUT.as_secs()
+                ))),
+            };
+            match health {
+                Ok(()) => (content_type, r#"{"status":"ok"}"#).into_response(),
+                Err(error) => {
+                    let body = serde_json::json!({
+                        "status": "unavailable",
+                        "reason": error.to_string(),
+                    });
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        content_type,
+                        body.to_string(),
+                    )
+                        .into_response()
+                }
+            }
+        }
+    }
 }
 
 /// The parameters of a form-encoded body, or the error that stops the request.
@@ -174,7 +233,11 @@ fn too_slow(state: &AppState, params: &[(String, String)], limit: Duration) -> R
 /// The envelope for an error the HTTP layer raises, answered like the
 /// REST layer's own (HTTP 200 unless `httpStatusCodes=true`).
 fn reply(state: &AppState, params: &[(String, String)], error: &Error) -> Response {
-    into_http(error_response(&state.engine, &borrowed(params), error))
+    into_http(error_response(
+        state.store.now_millis(),
+        &borrowed(params),
+        error,
+    ))
 }
 
 fn into_http(response: rest::Response) -> Response {

@@ -185,7 +185,28 @@ pub fn router(engine: Tally) -> Router {
 /// limits of [`ServeOptions`]): without the peer address no request counts
 /// as coming from loopback.
 pub fn router_with(engine: Tally, options: Options) -> Router {
-    let state = Arc::new(handler::AppState { engine, options });
+    mount(handler::Served::Embedded(engine), options)
+}
+
+/// The router of an open server answering from the shared store on Redis
+/// Cluster, with the default body limit. See [`cluster_router_with`].
+#[cfg(feature = "redis")]
+pub fn cluster_router(cluster: crate::cluster::Cluster) -> Router {
+    cluster_router_with(cluster, Options::default())
+}
+
+/// The router of [`router_with`], answering from the shared store: the
+/// same paths, parameters, authorization and envelopes, each call run by
+/// `rest::call_cluster` on the async workers ([`Options::blocking_pool`](Options#structfield.blocking_pool)
+/// does not apply). `/healthz` answers 503 with `"status":"unavailable"`
+/// and the reason while the cluster cannot be reached or is not whole.
+#[cfg(feature = "redis")]
+pub fn cluster_router_with(cluster: crate::cluster::Cluster, options: Options) -> Router {
+    mount(handler::Served::Cluster(cluster), options)
+}
+
+fn mount(store: handler::Served, options: Options) -> Router {
+    let state = Arc::new(handler::AppState { store, options });
     let mut router = Router::new().route("/healthz", get(handler::healthz));
     for method in rest::METHODS {
         router = router.route(&format!("/{method}"), any(handler::handle));

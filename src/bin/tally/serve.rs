@@ -1,4 +1,5 @@
-//! `tally serve`: the HTTP API on a durable engine, until a signal.
+//! `tally serve`: the HTTP API on a durable engine, or on the shared store
+//! in a Redis Cluster, until a signal.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,6 +16,9 @@ pub(crate) struct ServeArgs {
     /// The data directory: created if missing, recovered if not.
     #[arg(long, value_name = "DIR", default_value = "./tally-data")]
     data_dir: PathBuf,
+    #[cfg(feature = "redis")]
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// The address to listen on (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: String,
@@ -74,6 +78,38 @@ pub(crate) struct ServeArgs {
     /// ignored, with a note on stderr).
     #[arg(long, value_name = "LEVEL", value_enum)]
     log: Option<LogLevel>,
+}
+
+/// Serving from a Redis Cluster instead of a data directory.
+#[cfg(feature = "redis")]
+#[derive(Debug, Args)]
+pub(crate) struct ClusterArgs {
+    /// Serve the counters kept in the Redis Cluster reached through these
+    /// nodes (any of them; more than one in case one is down) instead of a
+    /// data directory. Any number of servers may share one cluster.
+    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',',
+          conflicts_with_all = ["data_dir", "durability", "snapshot_interval"])]
+    redis_cluster: Vec<String>,
+    /// The prefix of every key tally writes in the cluster; servers with the
+    /// same prefix share counters and registry.
+    #[arg(long, value_name = "NAME", default_value = tally::cluster::DEFAULT_NAMESPACE,
+          requires = "redis_cluster")]
+    redis_namespace: String,
+    /// Answer an increment only once N replicas of its subject's master have
+    /// acknowledged it (Redis `WAIT`); fewer within --redis-wait-timeout is
+    /// a 500001 error saying the batch is applied but may be lost on a
+    /// failover. 0 answers once the master has applied it.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        requires = "redis_cluster"
+    )]
+    redis_wait_replicas: usize,
+    /// Milliseconds an increment waits for --redis-wait-replicas.
+    #[arg(long, value_name = "MS", default_value_t = 1000, requires = "redis_cluster",
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    redis_wait_timeout: u64,
 }
 
 /// `--log`: the most detailed log lines written to stderr.
@@ -163,22 +199,17 @@ pub(crate) fn serve(args: &ServeArgs, out: &mut impl Write) -> Result<ExitCode, 
             .public_base_url(&args.public_url);
         options = options.auth(auth);
     }
-    let engine = tally::Tally::builder()
-        .data_dir(&args.data_dir)
-        .durability(args.durability.durability())
-        .snapshot_interval(Duration::from_secs(args.snapshot_interval.max(1)))
-        .build()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let store = Served::open(args, &runtime)?;
     let served: Result<(), Failure> = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&args.addr).await?;
         writeln!(
             out,
-            "tally serve: listening on http://{}, data in {} ({} subjects recovered)",
+            "tally serve: listening on http://{}, {}",
             listener.local_addr()?,
-            args.data_dir.display(),
-            engine.subject_count()
+            store.describe(args)
         )?;
         match &options.auth {
             None => writeln!(
@@ -207,7 +238,7 @@ pub(crate) fn serve(args: &ServeArgs, out: &mut impl Write) -> Result<ExitCode, 
             tracing::info!("shutdown signal received; finishing the requests in flight");
             let _ = stopping_tx.send(());
         };
-        let router = tally::http::router_with(engine.clone(), options);
+        let router = store.router(options);
         let limits = ServeOptions::default()
             .header_read_timeout(Duration::from_secs(args.header_read_timeout))
             .idle_timeout(Duration::from_secs(args.idle_timeout))
@@ -229,16 +260,88 @@ pub(crate) fn serve(args: &ServeArgs, out: &mut impl Write) -> Result<ExitCode, 
         Ok(())
     });
     runtime.shutdown_timeout(Duration::from_secs(5));
-    writeln!(
-        out,
-        "tally serve: stopping: syncing the log and writing a final snapshot"
-    )?;
-    out.flush()?;
-    let closed = engine.close();
+    let closed = match store {
+        Served::Engine(engine) => {
+            writeln!(
+                out,
+                "tally serve: stopping: syncing the log and writing a final snapshot"
+            )?;
+            out.flush()?;
+            engine.close()
+        }
+        #[cfg(feature = "redis")]
+        Served::Cluster(_) => Ok(()),
+    };
     served?;
     closed?;
     writeln!(out, "tally serve: stopped")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The store `serve` answers from.
+enum Served {
+    Engine(tally::Tally),
+    #[cfg(feature = "redis")]
+    Cluster(tally::cluster::Cluster),
+}
+
+impl Served {
+    /// Opens the data directory, or connects to the cluster when
+    /// `--redis-cluster` is given.
+    fn open(args: &ServeArgs, runtime: &tokio::runtime::Runtime) -> Result<Served, Failure> {
+        use std::time::Duration;
+
+        #[cfg(feature = "redis")]
+        if !args.cluster.redis_cluster.is_empty() {
+            let cluster = &args.cluster;
+            let mut builder = tally::cluster::Cluster::builder(&cluster.redis_cluster)
+                .namespace(&cluster.redis_namespace);
+            if cluster.redis_wait_replicas > 0 {
+                builder = builder.wait_for_replicas(
+                    cluster.redis_wait_replicas,
+                    Duration::from_millis(cluster.redis_wait_timeout),
+                );
+            }
+            let cluster = runtime.block_on(builder.connect())?;
+            return Ok(Served::Cluster(cluster));
+        }
+        let _ = runtime;
+        let engine = tally::Tally::builder()
+            .data_dir(&args.data_dir)
+            .durability(args.durability.durability())
+            .snapshot_interval(Duration::from_secs(args.snapshot_interval.max(1)))
+            .build()?;
+        Ok(Served::Engine(engine))
+    }
+
+    /// Where the counters are, for the start-up line.
+    fn describe(&self, args: &ServeArgs) -> String {
+        match self {
+            Served::Engine(engine) => format!(
+                "data in {} ({} subjects recovered)",
+                args.data_dir.display(),
+                engine.subject_count()
+            ),
+            #[cfg(feature = "redis")]
+            Served::Cluster(_) => format!(
+                "counters in the Redis Cluster at {} (namespace {}{})",
+                args.cluster.redis_cluster.join(","),
+                args.cluster.redis_namespace,
+                match args.cluster.redis_wait_replicas {
+                    0 => String::new(),
+                    n => format!(", each increment acknowledged by {n} replicas"),
+                }
+            ),
+        }
+    }
+
+    fn router(&self, options: tally::http::Options) -> axum::Router {
+        match self {
+            Served::Engine(engine) => tally::http::router_with(engine.clone(), options),
+            #[cfg(feature = "redis")]
+            Served::Cluster(cluster) => tally::http::cluster_router_with(cluster.clone(), options),
+        }
+    }
 }
 
 /// Completes on Ctrl-C or, on Unix, SIGTERM.

@@ -1,0 +1,355 @@
+//! Redis servers a cluster test owns, to stop, kill and restart without
+//! disturbing the shared test cluster (`TALLY_TEST_CLUSTER`), and `tally
+//! serve` processes answering from a cluster.
+//!
+//! - [`LoneNode`]: one cluster-enabled server holding every slot, started
+//!   in a temporary directory on a free port; killed and restarted on the
+//!   same port and data.
+//! - [`OwnCluster`]: three masters with a replica each, started and
+//!   stopped by `.ci/redis-cluster`; a master can be killed with SIGKILL.
+//! - [`ServeProcess`]: `tally serve --redis-cluster …` on an ephemeral port.
+
+#![allow(dead_code, reason = "each suite uses only some of these helpers")]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long a server or a cluster is given to come up.
+const START_LIMIT: Duration = Duration::from_secs(60);
+
+/// A namespace no other test uses.
+pub fn fresh_namespace(prefix: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}-{}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+/// A port free on loopback, and its cluster-bus port (port + 10000) too.
+fn free_port() -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// `redis-cli -p PORT ARGS…`, its output.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Waits until the node at `port` says `cluster_state:ok`.
+pub fn wait_cluster_ok(port: u16, limit: Duration) {
+    let start = Instant::now();
+    while !redis_cli(port, &["cluster", "info"]).contains("cluster_state:ok") {
+        assert!(
+            start.elapsed() < limit,
+            "node {port} not ok within {limit:?}"
+        );
+        sleep(Duration::from_millis(100));
+    }
+}
+
+/// One cluster-enabled server that holds all 16384 slots.
+pub struct LoneNode {
+    dir: tempfile::TempDir,
+    port: u16,
+    server: Option<Child>,
+}
+
+impl LoneNode {
+    /// Starts it and assigns it every slot.
+    pub fn start() -> LoneNode {
+        let dir = tempfile::tempdir().unwrap();
+        let mut node = LoneNode {
+            dir,
+            port: free_port(),
+            server: None,
+        };
+        node.launch();
+        redis_cli(node.port, &["cluster", "addslotsrange", "0", "16383"]);
+        wait_cluster_ok(node.port, START_LIMIT);
+        node
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start redis-server (is it installed?)");
+        self.server = Some(child);
+        let start = Instant::now();
+        while !redis_cli(self.port, &["ping"]).contains("PONG") {
+            assert!(start.elapsed() < START_LIMIT, "redis-server did not start");
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The seed to connect through.
+    pub fn seed(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            server.kill().unwrap();
+            server.wait().unwrap();
+        }
+    }
+
+    /// Starts the server again on its port and data, and waits until the
+    /// cluster is whole.
+    pub fn restart(&mut self) {
+        assert!(self.server.is_none(), "kill the node first");
+        self.launch();
+        wait_cluster_ok(self.port, START_LIMIT);
+    }
+}
+
+impl Drop for LoneNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The repository's cluster script.
+fn cluster_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/redis-cluster")
+}
+
+/// Three masters with a replica each, this test's own.
+pub struct OwnCluster {
+    dir: tempfile::TempDir,
+    seeds: Vec<String>,
+}
+
+impl OwnCluster {
+    /// Starts it with `.ci/redis-cluster start` (every replica synced).
+    pub fn start() -> OwnCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("bash")
+            .arg(cluster_script())
+            .arg("start")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .status()
+            .expect("run .ci/redis-cluster");
+        assert!(status.success(), "the cluster did not start");
+        let seeds = std::fs::read_to_string(dir.path().join("seeds")).unwrap();
+        let seeds = seeds.trim().split(',').map(str::to_owned).collect();
+        OwnCluster { dir, seeds }
+    }
+
+    /// The seed nodes, `HOST:PORT`.
+    pub fn seeds(&self) -> &[String] {
+        &self.seeds
+    }
+
+    fn ports(&self) -> Vec<u16> {
+        self.seeds
+            .iter()
+            .map(|seed| seed.rsplit(':').next().unwrap().parse().unwrap())
+            .collect()
+    }
+
+    /// The ports of the live masters, as the first node sees them.
+    pub fn masters(&self) -> Vec<u16> {
+        let nodes = redis_cli(self.ports()[0], &["cluster", "nodes"]);
+        nodes
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let flags = fields.get(2)?;
+                let is_live_master =
+                    flags.split(',').any(|f| f == "master") && !flags.contains("fail");
+                is_live_master.then(|| port_of(fields[1]))
+            })
+            .collect()
+    }
+
+    /// The port of the master serving `key` now, as the first node sees it.
+    pub fn master_of(&self, key: &str) -> u16 {
+        let any = self.ports()[0];
+        let slot: u16 = redis_cli(any, &["cluster", "keyslot", key])
+            .trim()
+            .parse()
+            .unwrap();
+        let nodes = redis_cli(any, &["cluster", "nodes"]);
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let is_live_master = fields.get(2).is_some_and(|flags| {
+                flags.split(',').any(|f| f == "master") && !flags.contains("fail")
+            });
+            if is_live_master && fields.iter().skip(8).any(|range| in_range(range, slot)) {
+                return port_of(fields[1]);
+            }
+        }
+        panic!("no master serves slot {slot}: {nodes}");
+    }
+
+    /// Kills the server on `port` with SIGKILL, by its pid file.
+    pub fn kill_9(&self, port: u16) {
+        let pidfile = self.dir.path().join(port.to_string()).join("redis.pid");
+        let pid = std::fs::read_to_string(&pidfile).unwrap();
+        let status = Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits until every node but `dead` marks it failed (`fail`, not
+    /// only suspected) and says `cluster_state:ok`: a replica has taken
+    /// over its slots.
+    pub fn wait_ok_without(&self, dead: u16) {
+        let start = Instant::now();
+        for port in self.ports().into_iter().filter(|&p| p != dead) {
+            loop {
+                let nodes = redis_cli(port, &["cluster", "nodes"]);
+                let failed = nodes.lines().any(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    fields.len() > 2
+                        && port_of(fields[1]) == dead
+                        && fields[2].split(',').any(|flag| flag == "fail")
+                });
+                if failed && redis_cli(port, &["cluster", "info"]).contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < START_LIMIT,
+                    "node {port} did not recover from the loss of {dead}"
+                );
+                sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+fn port_of(address: &str) -> u16 {
+    let address = address.split('@').next().unwrap();
+    address.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+fn in_range(range: &str, slot: u16) -> bool {
+    if range.starts_with('[') {
+        return false;
+    }
+    match range.split_once('-') {
+        Some((low, high)) => {
+            low.parse::<u16>().is_ok_and(|low| low <= slot)
+                && high.parse::<u16>().is_ok_and(|high| slot <= high)
+        }
+        None => range.parse::<u16>().is_ok_and(|one| one == slot),
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(cluster_script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// `tally serve --redis-cluster SEEDS` on an ephemeral loopback port.
+pub struct ServeProcess {
+    child: Child,
+    _stdout: BufReader<ChildStdout>,
+    addr: String,
+    agent: ureq::Agent,
+}
+
+impl ServeProcess {
+    /// Starts it on `seeds` with `namespace` and `extra` flags.
+    pub fn start(seeds: &[String], namespace: &str, extra: &[&str]) -> ServeProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
+            .args(["serve", "--redis-cluster", &seeds.join(",")])
+            .args(["--redis-namespace", namespace, "--addr", "127.0.0.1:0"])
+            .args(["--log", "warn"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tally serve");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut banner = String::new();
+        stdout.read_line(&mut banner).unwrap();
+        let addr = banner
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .unwrap_or_else(|| panic!("no address in {banner:?}"))
+            .to_owned();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        ServeProcess {
+            child,
+            _stdout: stdout,
+            addr,
+            agent,
+        }
+    }
+
+    /// POSTs a REST call and returns the JSON body.
+    pub fn call(&self, method: &str, params: &[(&str, &str)]) -> Value {
+        let mut response = self
+            .agent
+            .post(format!("http://{}/{method}", self.addr))
+            .send_form(params.iter().copied())
+            .expect("the server answers");
+        serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap()
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
