@@ -42,25 +42,42 @@ local function compare(a, b)
   return a_negative and -order or order
 end
 
--- Phase one: read and check every field.
+-- HMGET of any number of fields, a thousand at a time (unpack is bounded).
+local function read_fields(names)
+  local values = {}
+  for first = 1, #names, 1000 do
+    local last = math.min(first + 999, #names)
+    local chunk = redis.call('HMGET', cells, unpack(names, first, last))
+    for i = 1, last - first + 1 do
+      values[first + i - 1] = chunk[i]
+    end
+  end
+  return values
+end
+
+-- Phase one: read (a thousand fields a call) and check every field.
 local field_count = tonumber(ARGV[6])
-local fields, current, at_arg = {}, {}, 7
+local fields, names, at_arg = {}, {}, 7
+for f = 1, field_count do
+  local additions = tonumber(ARGV[at_arg + 3])
+  names[f] = ARGV[at_arg]
+  fields[f] = {ARGV[at_arg], at_arg + 4, additions, ARGV[at_arg + 1], ARGV[at_arg + 2]}
+  at_arg = at_arg + 4 + additions
+end
+local values = read_fields(names)
+local current = {}
 local out_of_bounds = false
 for f = 1, field_count do
-  local name, lowest, highest = ARGV[at_arg], ARGV[at_arg + 1], ARGV[at_arg + 2]
-  local additions = tonumber(ARGV[at_arg + 3])
-  local value = redis.call('HGET', cells, name)
+  local value = values[f]
   if not value then
     value = '0'
   elseif not string.match(value, '^%-?[0-9]+$') then
-    return {'not_integer', name}
+    return {'not_integer', names[f]}
   end
   current[f] = value
-  if compare(value, lowest) < 0 or compare(value, highest) > 0 then
+  if compare(value, fields[f][4]) < 0 or compare(value, fields[f][5]) > 0 then
     out_of_bounds = true
   end
-  fields[f] = {name, at_arg + 4, additions}
-  at_arg = at_arg + 4 + additions
 end
 if out_of_bounds then
   return {'overflow', current}
@@ -81,15 +98,21 @@ end
 -- written for the first time prunes its counter's buckets that are out
 -- of retention (their amounts stay in the total).
 local bucket_count = tonumber(ARGV[at_arg])
+local updated_names = {}
+for b = 1, bucket_count do
+  updated_names[b] = ARGV[at_arg + b] .. ':u'
+end
+local updated = read_fields(updated_names)
+local later = {}
 local pruned = {}
-for b = at_arg + 1, at_arg + bucket_count do
-  local bucket = ARGV[b]
-  local updated = redis.call('HGET', cells, bucket .. ':u')
-  if not updated or tonumber(updated) < tonumber(at) then
-    redis.call('HSET', cells, bucket .. ':u', at)
+for b = 1, bucket_count do
+  local bucket = ARGV[at_arg + b]
+  if not updated[b] or tonumber(updated[b]) < tonumber(at) then
+    later[#later + 1] = updated_names[b]
+    later[#later + 1] = at
   end
   local counter = string.match(bucket, '^(%d+):')
-  if not updated and not pruned[counter] then
+  if not updated[b] and not pruned[counter] then
     pruned[counter] = true
     local stale = {}
     for _, name in ipairs(redis.call('HKEYS', cells)) do
@@ -105,6 +128,9 @@ for b = at_arg + 1, at_arg + bucket_count do
       redis.call('HDEL', cells, unpack(stale, first, math.min(first + 999, #stale)))
     end
   end
+end
+for first = 1, #later, 1000 do
+  redis.call('HSET', cells, unpack(later, first, math.min(first + 999, #later)))
 end
 
 redis.call('SET', marker, '1', 'PX', marker_ms)

@@ -13,25 +13,25 @@ use crate::{DurabilityArg, Failure, flag_value};
 pub(crate) struct LoadArgs {
     /// Threads incrementing at once.
     #[arg(long, default_value_t = 1)]
-    threads: usize,
+    pub(crate) threads: usize,
     /// Run for this many seconds (the default: 10)...
     #[arg(long, value_name = "SECS", conflicts_with = "count")]
-    duration: Option<f64>,
+    pub(crate) duration: Option<f64>,
     /// ...or make this many increment calls in all.
     #[arg(long)]
-    count: Option<u64>,
+    pub(crate) count: Option<u64>,
     /// Distinct subjects (UIDs of 32 hexadecimal characters, as the
     /// platform issues them); each thread works on
     /// its own share of them.
     #[arg(long, default_value_t = 1_000_000)]
-    subjects: u64,
+    pub(crate) subjects: u64,
     /// Distinct counters: class `load`, paths `/`, `/c1`, ..., each call
     /// picks one at random (every path rolls up to `/`).
     #[arg(long, default_value_t = 1)]
-    counters: u32,
+    pub(crate) counters: u32,
     /// Entries per call; above 1, calls go by name.
     #[arg(long, default_value_t = 1)]
-    batch: usize,
+    pub(crate) batch: usize,
     /// Increment through resolved handles or by (class, path) names.
     #[arg(long, value_enum, default_value_t = By::Handle)]
     by: By,
@@ -52,7 +52,24 @@ pub(crate) struct LoadArgs {
     /// engine's memory includes its log buffers, so bytes per cell are
     /// meaningful in memory only.)
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
+    /// Increment the shared store in the Redis Cluster reached through
+    /// these nodes instead of an engine in this process; --threads is then
+    /// the number of concurrent callers (tasks) of one connection, and
+    /// every call names its counter (--by and --pattern do not apply).
+    #[cfg(feature = "redis")]
+    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',',
+          conflicts_with_all = ["data_dir", "by", "pattern"])]
+    redis_cluster: Vec<String>,
+    /// With --redis-cluster: the prefix of the keys the load writes.
+    #[cfg(feature = "redis")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "tally-load",
+        requires = "redis_cluster"
+    )]
+    redis_namespace: String,
 }
 
 /// `--by`: how the load threads increment.
@@ -83,7 +100,7 @@ const LATENCY_MAX_NANOS: u64 = 3_600 * 1_000_000_000;
 
 /// A latency histogram in nanoseconds, to three significant digits, its
 /// counts allocated up front so that recording never allocates.
-fn latency_histogram() -> Result<Histogram<u64>, Failure> {
+pub(crate) fn latency_histogram() -> Result<Histogram<u64>, Failure> {
     Ok(Histogram::new_with_bounds(1, LATENCY_MAX_NANOS, 3)?)
 }
 
@@ -137,6 +154,15 @@ pub(crate) fn load(args: &LoadArgs, out: &mut impl Write) -> Result<ExitCode, Fa
 
     if args.threads == 0 || args.subjects == 0 || args.counters == 0 || args.batch == 0 {
         return Err("--threads, --subjects, --counters and --batch must be at least 1".into());
+    }
+    #[cfg(feature = "redis")]
+    if !args.redis_cluster.is_empty() {
+        return crate::load_cluster::load_cluster(
+            args,
+            &args.redis_cluster,
+            &args.redis_namespace,
+            out,
+        );
     }
     if args.subjects < args.threads as u64 {
         return Err("--subjects must be at least --threads".into());
@@ -388,7 +414,7 @@ fn write_load_summary(s: &LoadSummary, out: &mut impl Write) -> std::io::Result<
 /// The `i`-th of a set of distinct UIDs shaped as the platform's: 32
 /// lowercase hexadecimal characters, random looking (splitmix64 of `i`, a
 /// bijection, so distinct `i` give distinct UIDs).
-fn platform_uid(i: u64) -> String {
+pub(crate) fn platform_uid(i: u64) -> String {
     let mix = |mut z: u64| {
         z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

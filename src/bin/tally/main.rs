@@ -15,6 +15,8 @@
 
 mod inspect;
 mod load;
+#[cfg(feature = "redis")]
+mod load_cluster;
 #[cfg(feature = "http")]
 mod serve;
 
