@@ -82,3 +82,8 @@ pub use subject::{MAX_UID_BYTES, RegToken, RegTokenResolver, Subject, validate_u
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The shared store's example, compiled as a doctest.
+#[cfg(all(doctest, feature = "redis"))]
+#[doc = include_str!("../docs/scale-out.md")]
+struct ScaleOutDoctests;
