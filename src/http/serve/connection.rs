@@ -1,5 +1,4 @@
-//! Serving a router: the accept loop, with a bound on open connections,
-//! and each connection's limits on slow and idle clients.
+//! One connection's limits on slow and idle clients.
 //!
 //! A connection is always in one of three states, each with its own limit:
 //!
@@ -22,143 +21,38 @@
 //! follow each other closely, and is woken early only when a deadline
 //! falls before its next wake.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::ConnectInfo;
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-/// The default [`ServeOptions::header_read_timeout`]: 10 s.
-pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// The default [`ServeOptions::idle_timeout`]: 60 s.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// The default [`ServeOptions::request_timeout`]: 30 s.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// The default [`ServeOptions::max_connections`]: 512.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+use super::options::Limits;
 
-/// The longest timeout honoured; longer ones are cut to it (a year), so
-/// that no deadline overflows the clock.
-const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 86_400);
-
-/// How [`serve_with`] treats connections: the limits that keep slow or
-/// idle clients from holding the server's file descriptors.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct ServeOptions {
-    /// How long a client has to send a complete request head, from the
-    /// accept (a fresh connection) or from the first byte of the request
-    /// (a kept-alive one) ([`DEFAULT_HEADER_READ_TIMEOUT`]). Past it the
-    /// connection is closed without a response.
-    pub header_read_timeout: Duration,
-    /// How long a kept-alive connection may wait, after a response, for
-    /// the first byte of its next request ([`DEFAULT_IDLE_TIMEOUT`]).
-    /// Past it the connection is closed. It also bounds a client that
-    /// does not read its response.
-    pub idle_timeout: Duration,
-    /// How long a request may take to arrive in full, head and body, from
-    /// its first byte ([`DEFAULT_REQUEST_TIMEOUT`]). A body still missing
-    /// then gets a 400006 envelope naming `body` (HTTP 200 unless
-    /// `httpStatusCodes=true`, then 400) with `Connection: close`, and
-    /// nothing of the request is applied. A REST call that has begun is
-    /// never cut off: it is answered with its outcome, however long it
-    /// takes (an increment may be waiting for a log sync), so that an
-    /// answer never hides an applied increment.
-    pub request_timeout: Duration,
-    /// The most connections open at once ([`DEFAULT_MAX_CONNECTIONS`]; at
-    /// least 1). At the bound the server stops accepting: further clients
-    /// wait in the listen backlog until a connection closes. Keep it below
-    /// the process's file-descriptor limit less what the engine uses.
-    pub max_connections: usize,
-}
-
-impl Default for ServeOptions {
-    fn default() -> Self {
-        ServeOptions {
-            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-        }
-    }
-}
-
-impl ServeOptions {
-    /// Sets [`ServeOptions::header_read_timeout`](#structfield.header_read_timeout).
-    #[must_use]
-    pub fn header_read_timeout(mut self, timeout: Duration) -> ServeOptions {
-        self.header_read_timeout = timeout;
-        self
-    }
-
-    /// Sets [`ServeOptions::idle_timeout`](#structfield.idle_timeout).
-    #[must_use]
-    pub fn idle_timeout(mut self, timeout: Duration) -> ServeOptions {
-        self.idle_timeout = timeout;
-        self
-    }
-
-    /// Sets [`ServeOptions::request_timeout`](#structfield.request_timeout).
-    #[must_use]
-    pub fn request_timeout(mut self, timeout: Duration) -> ServeOptions {
-        self.request_timeout = timeout;
-        self
-    }
-
-    /// Sets [`ServeOptions::max_connections`](#structfield.max_connections).
-    #[must_use]
-    pub fn max_connections(mut self, connections: usize) -> ServeOptions {
-        self.max_connections = connections;
-        self
-    }
-
-    fn limits(&self) -> Limits {
-        Limits {
-            header: self.header_read_timeout.min(MAX_TIMEOUT),
-            idle: self.idle_timeout.min(MAX_TIMEOUT),
-            request: self.request_timeout.min(MAX_TIMEOUT),
-        }
-    }
-}
-
-/// The per-connection timeouts, each at most [`MAX_TIMEOUT`].
-#[derive(Clone, Copy, Debug)]
-struct Limits {
-    header: Duration,
-    idle: Duration,
-    request: Duration,
-}
-
-/// A request's deadline for arriving in full, set by [`serve_with`] on each
-/// request for the handler, which reads the body until it passes.
+/// A request's deadline for arriving in full, set by
+/// [`serve_with`](super::serve_with) on each request for the handler,
+/// which reads the body until it passes.
 #[derive(Clone)]
-pub(super) struct ReceiveBy {
-    activity: Arc<Activity>,
+pub(in crate::http) struct ReceiveBy {
+    pub(super) activity: Arc<Activity>,
     /// Which request of the connection this is.
-    request: u64,
+    pub(super) request: u64,
 }
 
 impl ReceiveBy {
     /// The request timeout, for the error message.
-    pub(super) fn limit(&self) -> Duration {
+    pub(in crate::http) fn limit(&self) -> Duration {
         Duration::from_millis(self.activity.request)
     }
 
     /// Completes once the request is past its time.
-    pub(super) async fn passed(&self) {
+    pub(in crate::http) async fn passed(&self) {
         loop {
             let notified = self.activity.give_up.notified();
             let mut notified = std::pin::pin!(notified);
@@ -171,110 +65,10 @@ impl ReceiveBy {
     }
 }
 
-/// Serves `router` on `listener` with `options` until `shutdown`
-/// completes; then stops accepting, closes the connections that are idle
-/// or have not begun a request, and waits for the requests in flight to
-/// be answered.
-///
-/// Errors accepting a connection do not stop the server: it retries, after
-/// a second for errors other than a connection's own (running out of file
-/// descriptors, say).
-pub async fn serve_with<F>(
-    listener: TcpListener,
-    router: Router,
-    options: ServeOptions,
-    shutdown: F,
-) -> io::Result<()>
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    let limits = options.limits();
-    let slots = Arc::new(Semaphore::new(
-        options.max_connections.clamp(1, Semaphore::MAX_PERMITS),
-    ));
-    let graceful = GracefulShutdown::new();
-    let (stopping_tx, stopping) = watch::channel(false);
-    let service = TowerToHyperService::new(router);
-    let mut http = hyper::server::conn::http1::Builder::new();
-    // The watcher applies the header timeout (see the module docs).
-    http.header_read_timeout(None);
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let slot = tokio::select! {
-            () = &mut shutdown => break,
-            slot = Arc::clone(&slots).acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) if is_connection_error(&error) => continue,
-                Err(_) => {
-                    tokio::select! {
-                        () = &mut shutdown => break,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
-            },
-        };
-        let activity = Arc::new(Activity::new(limits));
-        let io = TokioIo::new(Tracked {
-            stream,
-            activity: Arc::clone(&activity),
-        });
-        let answer = {
-            let activity = Arc::clone(&activity);
-            let service = service.clone();
-            hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-                let extensions = request.extensions_mut();
-                extensions.insert(ConnectInfo(peer));
-                extensions.insert(ReceiveBy {
-                    request: activity.request_began(),
-                    activity: Arc::clone(&activity),
-                });
-                let answering = InFlight(Arc::clone(&activity));
-                let response = hyper::service::Service::call(&service, request);
-                async move {
-                    let response = response.await;
-                    drop(answering);
-                    response
-                }
-            })
-        };
-        let connection = graceful.watch(http.serve_connection(io, answer));
-        let stopping = stopping.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            tokio::select! {
-                // A client's protocol error or reset ends only its connection.
-                _ = connection => {}
-                () = watch_limits(&activity, stopping) => {}
-            }
-        });
-    }
-    drop(listener);
-    let _ = stopping_tx.send(true);
-    graceful.shutdown().await;
-    Ok(())
-}
-
-/// Errors that concern one connection only (axum's list): accept the next.
-fn is_connection_error(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    )
-}
-
 /// What one connection's watcher knows of it. Its lock is taken by the
 /// connection's own task (reads, requests) and by its watcher: never
 /// contended for long.
-struct Activity {
+pub(super) struct Activity {
     epoch: Instant,
     /// [`Limits::header`], in milliseconds since `epoch` (as all times here).
     header: u64,
@@ -318,7 +112,7 @@ enum Next {
 }
 
 impl Activity {
-    fn new(limits: Limits) -> Activity {
+    pub(super) fn new(limits: Limits) -> Activity {
         let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
         Activity {
             epoch: Instant::now(),
@@ -355,7 +149,7 @@ impl Activity {
     }
 
     /// A request's head is complete: returns its number.
-    fn request_began(&self) -> u64 {
+    pub(super) fn request_began(&self) -> u64 {
         let mut state = self.state.lock();
         state.in_flight += 1;
         state.begun += 1;
@@ -418,7 +212,7 @@ impl Activity {
 
 /// Marks a request in flight until dropped (answered, or abandoned with
 /// its connection).
-struct InFlight(Arc<Activity>);
+pub(super) struct InFlight(pub(super) Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -430,7 +224,7 @@ impl Drop for InFlight {
 /// gone, or, once the server is stopping, if the connection never began a
 /// request (hyper's graceful shutdown waits for such a connection's first
 /// request; the others it closes itself once their responses are written).
-async fn watch_limits(activity: &Activity, mut stopping: watch::Receiver<bool>) {
+pub(super) async fn watch_limits(activity: &Activity, mut stopping: watch::Receiver<bool>) {
     let sleep = tokio::time::sleep_until(activity.epoch);
     let mut sleep = std::pin::pin!(sleep);
     loop {
@@ -454,9 +248,9 @@ async fn watch_limits(activity: &Activity, mut stopping: watch::Receiver<bool>) 
 }
 
 /// A connection's stream, telling its [`Activity`] when bytes arrive.
-struct Tracked {
-    stream: TcpStream,
-    activity: Arc<Activity>,
+pub(super) struct Tracked {
+    pub(super) stream: TcpStream,
+    pub(super) activity: Arc<Activity>,
 }
 
 impl AsyncRead for Tracked {
@@ -507,6 +301,7 @@ impl AsyncWrite for Tracked {
 
 #[cfg(test)]
 mod tests {
+    use super::super::options::{MAX_TIMEOUT, ServeOptions};
     use super::*;
 
     fn limits() -> Limits {
