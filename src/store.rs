@@ -35,6 +35,8 @@ mod shard;
 mod table;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod write_back_tests;
 
 use cells::InPlace;
 pub(crate) use cells::{CellsView, SubjectCells};
