@@ -22,13 +22,13 @@ use std::time::{Duration, Instant};
 use common::XorShift;
 use criterion::{Criterion, criterion_group, criterion_main};
 use dashmap::DashMap;
-use tally::{Increment, Tally};
+use tally::{Increment, Tally, platform_shaped_uid};
 
 const CLASS: &str = "shares";
 const PATH: &str = "/news";
 
 fn uids(count: usize) -> Vec<String> {
-    (0..count as u64).map(common::platform_uid).collect()
+    (0..count as u64).map(platform_shaped_uid).collect()
 }
 
 fn engine_with(uids: &[String]) -> Tally {

@@ -10,14 +10,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use tally::{Durability, Tally};
-
-#[expect(
-    dead_code,
-    reason = "the generator of subject indices is for the increment benches"
-)]
-mod common;
-use common::platform_uid;
+use tally::{Durability, Tally, platform_shaped_uid};
 
 const CLASS: &str = "shares";
 const PATH: &str = "/news";
@@ -35,7 +28,7 @@ fn populate(engine: &Tally, subjects: usize) {
     engine.register([(CLASS, PATH)]).expect("register");
     let handle = engine.counter(CLASS, PATH).expect("handle");
     for i in 0..subjects {
-        let uid = platform_uid(i as u64);
+        let uid = platform_shaped_uid(i as u64);
         engine
             .increment_counter(uid.as_str(), &handle, 1, 7)
             .expect("increment");
@@ -97,7 +90,7 @@ fn group_commit(c: &mut Criterion) {
                     let (engine, handle) = (&engine, &handle);
                     scope.spawn(move || {
                         for i in 0..per_thread {
-                            let uid = platform_uid((t as u64 * 7919 + i * 104_729) % 10_000);
+                            let uid = platform_shaped_uid((t as u64 * 7919 + i * 104_729) % 10_000);
                             engine
                                 .increment_counter(uid.as_str(), handle, 1, 1)
                                 .expect("increment");
@@ -115,7 +108,7 @@ fn interval_against_memory(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let durable = open(dir.path(), Durability::Interval(Duration::from_secs(1)));
     let memory = Tally::builder().build().expect("engine");
-    let uids: Vec<String> = (0..1000).map(platform_uid).collect();
+    let uids: Vec<String> = (0..1000).map(platform_shaped_uid).collect();
     let mut group = c.benchmark_group("persistence/interval_vs_memory");
     group.measurement_time(Duration::from_secs(3));
     for (name, engine) in [("memory", &memory), ("interval_1s", &durable)] {
@@ -152,7 +145,7 @@ fn reg_tokens_reopen(c: &mut Criterion) {
         for i in 0..TOKENS {
             last = Some(
                 engine
-                    .issue_reg_token(&platform_uid(i as u64))
+                    .issue_reg_token(&platform_shaped_uid(i as u64))
                     .expect("issue"),
             );
         }
@@ -172,7 +165,7 @@ fn reg_tokens_reopen(c: &mut Criterion) {
                 let engine = builder().build().expect("open");
                 total += start.elapsed();
                 let uid = engine.resolve_uid((&token).into()).expect("resolves");
-                assert_eq!(uid, platform_uid(TOKENS as u64 - 1));
+                assert_eq!(uid, platform_shaped_uid(TOKENS as u64 - 1));
             }
             total
         })

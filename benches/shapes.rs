@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::XorShift;
 use criterion::{Criterion, criterion_group, criterion_main};
 use dashmap::DashMap;
-use tally::Tally;
+use tally::{Tally, platform_shaped_uid};
 
 const CLASS: &str = "shares";
 const SUBJECTS: usize = 1_000_000;
@@ -45,7 +45,7 @@ fn engine_with(uids: &[String], second: impl Fn(usize) -> bool) -> Tally {
 }
 
 fn shapes(c: &mut Criterion) {
-    let uids: Vec<String> = (0..SUBJECTS as u64).map(common::platform_uid).collect();
+    let uids: Vec<String> = (0..SUBJECTS as u64).map(platform_shaped_uid).collect();
     let naive: DashMap<(String, String, String), (i64, i64)> = DashMap::new();
     for uid in &uids {
         naive.insert((uid.clone(), CLASS.to_owned(), "/a".to_owned()), (1, 0));

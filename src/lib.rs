@@ -76,6 +76,8 @@ pub use persist::inspect;
 pub use persist::{Durability, RecoveryReport, SnapshotSummary};
 pub use query::{CounterRow, MAX_REGEX_BYTES, Selector};
 pub use registry::CounterHandle;
+#[doc(hidden)]
+pub use subject::platform_shaped_uid;
 pub use subject::{MAX_UID_BYTES, RegToken, RegTokenResolver, Subject, validate_uid};
 
 /// The README's examples, compiled and run as doctests.

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
+use tally::platform_shaped_uid;
 
 use crate::{DurabilityArg, Failure, flag_value};
 
@@ -196,7 +197,7 @@ pub(crate) fn load(args: &LoadArgs, out: &mut impl Write) -> Result<ExitCode, Fa
     };
     // The UIDs exist before memory is first measured: only the engine's
     // growth is charged to the cells.
-    let uids: Vec<String> = (0..args.subjects).map(platform_uid).collect();
+    let uids: Vec<String> = (0..args.subjects).map(platform_shaped_uid).collect();
     let mut histograms = (0..args.threads)
         .map(|_| latency_histogram())
         .collect::<Result<Vec<_>, _>>()?;
@@ -409,17 +410,4 @@ fn write_load_summary(s: &LoadSummary, out: &mut impl Write) -> std::io::Result<
                 "{b:.1} bytes per cell"
             ))
     )
-}
-
-/// The `i`-th of a set of distinct UIDs shaped as the platform's: 32
-/// lowercase hexadecimal characters, random looking (splitmix64 of `i`, a
-/// bijection, so distinct `i` give distinct UIDs).
-pub(crate) fn platform_uid(i: u64) -> String {
-    let mix = |mut z: u64| {
-        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
-    format!("{:016x}{:016x}", mix(i), mix(!i))
 }

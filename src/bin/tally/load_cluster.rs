@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use tally::cluster::Cluster;
+use tally::platform_shaped_uid;
 
 use crate::Failure;
-use crate::load::{LoadArgs, latency_histogram, platform_uid};
+use crate::load::{LoadArgs, latency_histogram};
 
 /// What a run on the cluster measured.
 #[derive(serde::Serialize)]
@@ -93,7 +94,7 @@ async fn run(
     cluster
         .register(paths.iter().map(|path| ("load", path.as_str())))
         .await?;
-    let uids: Arc<Vec<String>> = Arc::new((0..args.subjects).map(platform_uid).collect());
+    let uids: Arc<Vec<String>> = Arc::new((0..args.subjects).map(platform_shaped_uid).collect());
     let callers = args.threads;
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
