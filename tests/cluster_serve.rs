@@ -5,13 +5,15 @@
 //! through one server is honoured by the other.
 
 mod cluster_support;
+mod serve_support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cluster_support::{ServeProcess, fresh_namespace};
+use cluster_support::fresh_namespace;
 use serde_json::Value;
+use serve_support::ServeProcess;
 
 /// Platform-shaped UIDs: 32 hexadecimal characters.
 const UIDS: [&str; 4] = [
@@ -49,8 +51,8 @@ fn cluster_two_servers_count_every_acknowledged_call_once() {
     let seeds = seeds();
     let namespace = fresh_namespace("two-servers");
     let servers = Arc::new([
-        ServeProcess::start(&seeds, &namespace, &[]),
-        ServeProcess::start(&seeds, &namespace, &[]),
+        ServeProcess::on_cluster(&seeds, &namespace, &[]),
+        ServeProcess::on_cluster(&seeds, &namespace, &[]),
     ]);
     let registered = servers[0].call(
         "accounts.registerCounters",
@@ -115,8 +117,8 @@ fn cluster_two_servers_count_every_acknowledged_call_once() {
 fn cluster_a_registration_through_one_server_is_honoured_by_the_other() {
     let seeds = seeds();
     let namespace = fresh_namespace("registration");
-    let first = ServeProcess::start(&seeds, &namespace, &[]);
-    let second = ServeProcess::start(&seeds, &namespace, &[]);
+    let first = ServeProcess::on_cluster(&seeds, &namespace, &[]);
+    let second = ServeProcess::on_cluster(&seeds, &namespace, &[]);
     let uid = UIDS[0];
     let counters = r#"[{"class":"likes","path":"/photos"}]"#;
 

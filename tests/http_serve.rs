@@ -4,74 +4,10 @@
 
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
+mod serve_support;
 
 use serde_json::Value;
-
-struct Serve {
-    child: Child,
-    stdout: BufReader<ChildStdout>,
-    addr: String,
-    banner: String,
-}
-
-impl Serve {
-    fn start(dir: &Path, extra: &[&str]) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
-            .args(["serve", "--data-dir", dir.to_str().unwrap()])
-            .args(["--addr", "127.0.0.1:0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start tally serve");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut banner = String::new();
-        for _ in 0..2 {
-            stdout.read_line(&mut banner).unwrap();
-        }
-        let addr = banner
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split(',').next())
-            .unwrap_or_else(|| panic!("no address in {banner:?}"))
-            .to_owned();
-        Serve {
-            child,
-            stdout,
-            addr,
-            banner,
-        }
-    }
-
-    fn call(&self, method: &str, params: &[(&str, &str)]) -> Value {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let mut resp = agent
-            .post(format!("http://{}/{method}", self.addr))
-            .send_form(params.iter().copied())
-            .unwrap();
-        serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap()
-    }
-
-    /// Sends `signal`, waits for the exit, and returns the rest of stdout.
-    fn stop(mut self, signal: &str) -> String {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let exit = self.child.wait().unwrap();
-        let mut rest = String::new();
-        self.stdout.read_to_string(&mut rest).unwrap();
-        assert!(exit.success(), "{exit}: {rest}");
-        rest
-    }
-}
+use serve_support::ServeProcess;
 
 fn totals(body: &Value) -> Vec<(String, i64, i64)> {
     assert_eq!(body["errorCode"], 0, "{body}");
@@ -92,7 +28,7 @@ fn totals(body: &Value) -> Vec<(String, i64, i64)> {
 #[test]
 fn serve_stop_and_restart_keep_the_counters() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Serve::start(dir.path(), &["--durability", "always"]);
+    let server = ServeProcess::start(dir.path(), &["--durability", "always"]);
     assert!(server.banner.contains("OPEN"), "{}", server.banner);
     let counters = r#"[{"class":"shares","path":"/news"}]"#;
     let body = server.call("accounts.registerCounters", &[("counters", counters)]);
@@ -116,7 +52,7 @@ fn serve_stop_and_restart_keep_the_counters() {
         "{rest}"
     );
 
-    let server = Serve::start(dir.path(), &[]);
+    let server = ServeProcess::start(dir.path(), &[]);
     assert!(
         server.banner.contains("2 subjects recovered"),
         "{}",
@@ -135,7 +71,7 @@ fn serve_with_keys_requires_them() {
     let keys = dir.path().join("keys.txt");
     std::fs::write(&keys, "# test keys\napi-key 3_site c2VjcmV0LWJ5dGVz\n").unwrap();
     let data = dir.path().join("data");
-    let server = Serve::start(&data, &["--keys", keys.to_str().unwrap()]);
+    let server = ServeProcess::start(&data, &["--keys", keys.to_str().unwrap()]);
     assert!(
         server
             .banner

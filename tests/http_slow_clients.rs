@@ -12,49 +12,20 @@
 
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+mod serve_support;
+
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+use serve_support::ServeProcess;
 
 /// How long any test waits for something the server must do eventually.
 const GENEROUS: Duration = Duration::from_secs(30);
 
-struct Serve {
-    child: Child,
-    stdout: BufReader<ChildStdout>,
-    addr: String,
-}
-
-impl Serve {
-    fn start(dir: &Path, limits: &[&str]) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
-            .args(["serve", "--data-dir", dir.to_str().unwrap()])
-            .args(["--addr", "127.0.0.1:0"])
-            .args(limits)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start tally serve");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut banner = String::new();
-        stdout.read_line(&mut banner).unwrap();
-        let addr = banner
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split(',').next())
-            .unwrap_or_else(|| panic!("no address in {banner:?}"))
-            .to_owned();
-        Serve {
-            child,
-            stdout,
-            addr,
-        }
-    }
-
+/// What these tests do with a server besides REST calls.
+impl ServeProcess {
     fn connect(&self) -> TcpStream {
         let stream = TcpStream::connect(&self.addr).unwrap();
         stream.set_read_timeout(Some(GENEROUS)).unwrap();
@@ -71,28 +42,6 @@ impl Serve {
         stream.read_to_string(&mut text).unwrap();
         assert!(text.starts_with("HTTP/1.1 200"), "{text}");
         assert!(text.ends_with(r#"{"status":"ok"}"#), "{text}");
-    }
-
-    /// SIGTERM, then the exit status and the rest of stdout.
-    fn stop(mut self) -> String {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let exit = self.child.wait().unwrap();
-        let mut rest = String::new();
-        self.stdout.read_to_string(&mut rest).unwrap();
-        assert!(exit.success(), "{exit}: {rest}");
-        rest
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        // A failed test must not leave the server running.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -151,7 +100,7 @@ fn silent_for(stream: &mut TcpStream, wait: Duration) -> bool {
 #[test]
 fn half_a_request_line_is_closed_by_the_header_read_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Serve::start(
+    let server = ServeProcess::start(
         dir.path(),
         &["--header-read-timeout", "1", "--idle-timeout", "600"],
     );
@@ -164,13 +113,13 @@ fn half_a_request_line_is_closed_by_the_header_read_timeout() {
     // A connection that sends nothing at all is waiting for a head too.
     assert!(read_until_closed(&mut silent).is_empty());
     server.assert_healthy();
-    server.stop();
+    server.stop("-TERM");
 }
 
 #[test]
 fn an_idle_keep_alive_connection_is_closed_by_the_idle_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Serve::start(
+    let server = ServeProcess::start(
         dir.path(),
         &["--idle-timeout", "1", "--header-read-timeout", "600"],
     );
@@ -182,7 +131,7 @@ fn an_idle_keep_alive_connection_is_closed_by_the_idle_timeout() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(body, r#"{"status":"ok"}"#);
     assert!(read_until_closed(&mut stream).is_empty());
-    server.stop();
+    server.stop("-TERM");
 }
 
 /// The two timeouts are distinct: a kept-alive connection waits for its
@@ -192,7 +141,7 @@ fn an_idle_keep_alive_connection_is_closed_by_the_idle_timeout() {
 #[test]
 fn a_kept_alive_connection_is_not_cut_by_the_shorter_header_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Serve::start(
+    let server = ServeProcess::start(
         dir.path(),
         &["--header-read-timeout", "1", "--idle-timeout", "600"],
     );
@@ -209,13 +158,13 @@ fn a_kept_alive_connection_is_not_cut_by_the_shorter_header_timeout() {
     // A head begun on it must still be completed within the header timeout.
     stream.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
     assert!(read_until_closed(&mut stream).is_empty());
-    server.stop();
+    server.stop("-TERM");
 }
 
 #[test]
 fn connections_past_the_bound_wait_until_one_closes() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Serve::start(
+    let server = ServeProcess::start(
         dir.path(),
         &[
             "--max-connections",
@@ -245,13 +194,13 @@ fn connections_past_the_bound_wait_until_one_closes() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.ends_with(r#"{"status":"ok"}"#), "{text}");
     drop(held);
-    server.stop();
+    server.stop("-TERM");
 }
 
 #[test]
 fn a_body_that_does_not_arrive_in_time_gets_an_envelope_and_a_close() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Serve::start(
+    let server = ServeProcess::start(
         dir.path(),
         &[
             "--request-timeout",
@@ -297,7 +246,7 @@ fn a_body_that_does_not_arrive_in_time_gets_an_envelope_and_a_close() {
     let body: Value = serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
     assert_eq!(body["errorCode"], 0, "{body}");
     assert_eq!(body["counters"], serde_json::json!([]), "{body}");
-    server.stop();
+    server.stop("-TERM");
 }
 
 /// Graceful shutdown with the limits in place: a request in flight when
@@ -306,7 +255,7 @@ fn a_body_that_does_not_arrive_in_time_gets_an_envelope_and_a_close() {
 #[test]
 fn sigterm_finishes_the_request_in_flight_and_closes_the_rest() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Serve::start(dir.path(), &["--durability", "always"]);
+    let server = ServeProcess::start(dir.path(), &["--durability", "always"]);
     let mut idle = server.connect();
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
@@ -335,11 +284,7 @@ fn sigterm_finishes_the_request_in_flight_and_closes_the_rest() {
     let text = String::from_utf8(read_until_closed(&mut reg)).unwrap();
     assert!(text.contains(r#""errorCode":0"#), "{text}");
 
-    let status = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    server.signal("-TERM");
     // The signal stops new work; the request in flight still completes.
     std::thread::sleep(Duration::from_millis(500));
     in_flight.write_all(&body.as_bytes()[10..]).unwrap();
@@ -349,15 +294,10 @@ fn sigterm_finishes_the_request_in_flight_and_closes_the_rest() {
     assert!(read_until_closed(&mut idle).is_empty());
     assert!(read_until_closed(&mut half).is_empty());
 
-    let mut server = server;
-    let exit = server.child.wait().unwrap();
-    let mut rest = String::new();
-    server.stdout.read_to_string(&mut rest).unwrap();
-    assert!(exit.success(), "{exit}: {rest}");
+    let rest = server.wait();
     assert!(rest.contains("final snapshot"), "{rest}");
-    drop(server);
 
-    let server = Serve::start(dir.path(), &[]);
+    let server = ServeProcess::start(dir.path(), &[]);
     let mut stream = server.connect();
     stream
         .write_all(
@@ -366,5 +306,5 @@ fn sigterm_finishes_the_request_in_flight_and_closes_the_rest() {
         .unwrap();
     let text = String::from_utf8(read_until_closed(&mut stream)).unwrap();
     assert!(text.contains(r#""count":1"#), "{text}");
-    server.stop();
+    server.stop("-TERM");
 }

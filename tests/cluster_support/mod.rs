@@ -1,25 +1,20 @@
 //! Redis servers a cluster test owns, to stop, kill and restart without
-//! disturbing the shared test cluster (`TALLY_TEST_CLUSTER`), and `tally
-//! serve` processes answering from a cluster.
+//! disturbing the shared test cluster (`TALLY_TEST_CLUSTER`).
 //!
 //! - [`LoneNode`]: one cluster-enabled server holding every slot, started
 //!   in a temporary directory on a free port; killed and restarted on the
 //!   same port and data.
 //! - [`OwnCluster`]: three masters with a replica each, started and
 //!   stopped by `.ci/redis-cluster`; a master can be killed with SIGKILL.
-//! - [`ServeProcess`]: `tally serve --redis-cluster …` on an ephemeral port.
 
 #![allow(dead_code, reason = "each suite uses only some of these helpers")]
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
-
-use serde_json::Value;
 
 /// How long a server or a cluster is given to come up.
 const START_LIMIT: Duration = Duration::from_secs(60);
@@ -292,64 +287,5 @@ impl Drop for OwnCluster {
             .arg("stop")
             .arg(self.dir.path())
             .status();
-    }
-}
-
-/// `tally serve --redis-cluster SEEDS` on an ephemeral loopback port.
-pub struct ServeProcess {
-    child: Child,
-    _stdout: BufReader<ChildStdout>,
-    addr: String,
-    agent: ureq::Agent,
-}
-
-impl ServeProcess {
-    /// Starts it on `seeds` with `namespace` and `extra` flags.
-    pub fn start(seeds: &[String], namespace: &str, extra: &[&str]) -> ServeProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
-            .args(["serve", "--redis-cluster", &seeds.join(",")])
-            .args(["--redis-namespace", namespace, "--addr", "127.0.0.1:0"])
-            .args(["--log", "warn"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start tally serve");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut banner = String::new();
-        stdout.read_line(&mut banner).unwrap();
-        let addr = banner
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split(',').next())
-            .unwrap_or_else(|| panic!("no address in {banner:?}"))
-            .to_owned();
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        ServeProcess {
-            child,
-            _stdout: stdout,
-            addr,
-            agent,
-        }
-    }
-
-    /// POSTs a REST call and returns the JSON body.
-    pub fn call(&self, method: &str, params: &[(&str, &str)]) -> Value {
-        let mut response = self
-            .agent
-            .post(format!("http://{}/{method}", self.addr))
-            .send_form(params.iter().copied())
-            .expect("the server answers");
-        serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap()
-    }
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
