@@ -61,7 +61,7 @@ pub(crate) struct LoadArgs {
     #[cfg(feature = "redis")]
     #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',',
           conflicts_with_all = ["data_dir", "by", "pattern"])]
-    redis_cluster: Vec<String>,
+    pub(crate) redis_cluster: Vec<String>,
     /// With --redis-cluster: the prefix of the keys the load writes.
     #[cfg(feature = "redis")]
     #[arg(
@@ -70,7 +70,17 @@ pub(crate) struct LoadArgs {
         default_value = "tally-load",
         requires = "redis_cluster"
     )]
-    redis_namespace: String,
+    pub(crate) redis_namespace: String,
+}
+
+impl LoadArgs {
+    /// Refuses sizes of zero, which no run can have.
+    pub(crate) fn check_sizes(&self) -> Result<(), Failure> {
+        if self.threads == 0 || self.subjects == 0 || self.counters == 0 || self.batch == 0 {
+            return Err("--threads, --subjects, --counters and --batch must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 /// `--by`: how the load threads increment.
@@ -153,18 +163,7 @@ pub(crate) fn load(args: &LoadArgs, out: &mut impl Write) -> Result<ExitCode, Fa
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::time::{Duration, Instant};
 
-    if args.threads == 0 || args.subjects == 0 || args.counters == 0 || args.batch == 0 {
-        return Err("--threads, --subjects, --counters and --batch must be at least 1".into());
-    }
-    #[cfg(feature = "redis")]
-    if !args.redis_cluster.is_empty() {
-        return crate::load_cluster::load_cluster(
-            args,
-            &args.redis_cluster,
-            &args.redis_namespace,
-            out,
-        );
-    }
+    args.check_sizes()?;
     if args.subjects < args.threads as u64 {
         return Err("--subjects must be at least --threads".into());
     }

@@ -45,6 +45,7 @@ pub(crate) fn load_cluster(
     namespace: &str,
     out: &mut impl Write,
 ) -> Result<ExitCode, Failure> {
+    args.check_sizes()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -110,6 +110,10 @@ fn main() -> ExitCode {
         Command::Dump(args) => inspect::dump(&args, &mut out),
         #[cfg(feature = "http")]
         Command::Serve(args) => serve::serve(&args, &mut out),
+        #[cfg(feature = "redis")]
+        Command::Load(args) if !args.redis_cluster.is_empty() => {
+            load_cluster::load_cluster(&args, &args.redis_cluster, &args.redis_namespace, &mut out)
+        }
         Command::Load(args) => load::load(&args, &mut out),
     };
     let result = result.and_then(|code| out.flush().map(|()| code).map_err(Failure::from));
