@@ -5,8 +5,9 @@
 -- ARGV     mode ('apply' or 'check'), the marker's lifetime in ms, the
 --          event time (Unix seconds), the oldest month index and day
 --          number kept, then the fields (count; per field: name, lowest
---          and highest value it may hold, number of additions,
---          additions) and the buckets written (count; names `ID:B`).
+--          and highest value it may hold ('' where every value will do),
+--          number of additions, additions) and the buckets written
+--          (count; names `ID:B`).
 --
 -- Replies {'ok'}, {'duplicate'} when the marker says the batch was
 -- applied already, {'overflow', {current values}} when a field is out of
@@ -75,7 +76,9 @@ for f = 1, field_count do
     return {'not_integer', names[f]}
   end
   current[f] = value
-  if compare(value, fields[f][4]) < 0 or compare(value, fields[f][5]) > 0 then
+  local lowest, highest = fields[f][4], fields[f][5]
+  if (lowest ~= '' and compare(value, lowest) < 0)
+      or (highest ~= '' and compare(value, highest) > 0) then
     out_of_bounds = true
   end
 end
@@ -105,6 +108,13 @@ end
 local updated = read_fields(updated_names)
 local later = {}
 local pruned = {}
+local had_total = {}
+for b = 1, bucket_count do
+  local counter, bucket = string.match(ARGV[at_arg + b], '^(%d+):(.*)$')
+  if bucket == 't' and updated[b] then
+    had_total[counter] = true
+  end
+end
 for b = 1, bucket_count do
   local bucket = ARGV[at_arg + b]
   if not updated[b] or tonumber(updated[b]) < tonumber(at) then
@@ -112,11 +122,17 @@ for b = 1, bucket_count do
     later[#later + 1] = at
   end
   local counter = string.match(bucket, '^(%d+):')
-  if not updated[b] and not pruned[counter] then
+  -- A counter whose total has no stamp yet was never written for this
+  -- subject, so it has no old buckets to prune.
+  if not updated[b] and not pruned[counter] and had_total[counter] then
     pruned[counter] = true
     local stale = {}
+    local prefix = counter .. ':'
     for _, name in ipairs(redis.call('HKEYS', cells)) do
-      local id, kind, number = string.match(name, '^(%d+):([md])(%d+):')
+      local id, kind, number
+      if string.sub(name, 1, #prefix) == prefix then
+        id, kind, number = string.match(name, '^(%d+):([md])(%d+):')
+      end
       if id == counter then
         number = tonumber(number)
         if (kind == 'm' and number < oldest_month) or (kind == 'd' and number < oldest_day) then
