@@ -7,21 +7,13 @@ mod cluster_support;
 
 use std::time::Duration;
 
-use cluster_support::fresh_namespace;
+use cluster_support::{fresh_namespace, shared_seeds};
 use redis::AsyncCommands;
 use tally::cluster::Cluster;
 use tally::{Config, Increment, ManualClock, Selector};
 
 const UID: &str = "3c9f0e1d2b4a59687a6b5c4d3e2f1a0b";
 const DAY: u64 = 86_400;
-
-fn seeds() -> Vec<String> {
-    std::env::var("TALLY_TEST_CLUSTER")
-        .expect("TALLY_TEST_CLUSTER names the test cluster's nodes (HOST:PORT,...)")
-        .split(',')
-        .map(str::to_owned)
-        .collect()
-}
 
 /// The fields of the subject's hash, sorted.
 async fn fields(seeds: &[String], namespace: &str) -> Vec<String> {
@@ -40,7 +32,7 @@ async fn fields(seeds: &[String], namespace: &str) -> Vec<String> {
 fn cluster_old_days_and_months_are_pruned_in_place_and_stay_in_the_total() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let seeds = seeds();
+        let seeds = shared_seeds();
         let namespace = fresh_namespace("retention");
         // 2026-01-01 00:00 UTC.
         let clock = ManualClock::new(1_767_225_600);

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cluster_support::fresh_namespace;
+use cluster_support::{fresh_namespace, shared_seeds};
 use serde_json::Value;
 use serve_support::ServeProcess;
 
@@ -24,14 +24,6 @@ const UIDS: [&str; 4] = [
 ];
 const WRITERS: usize = 16;
 const CALLS_PER_WRITER: usize = 60;
-
-fn seeds() -> Vec<String> {
-    std::env::var("TALLY_TEST_CLUSTER")
-        .expect("TALLY_TEST_CLUSTER names the test cluster's nodes (HOST:PORT,...)")
-        .split(',')
-        .map(str::to_owned)
-        .collect()
-}
 
 fn row(body: &Value, path: &str) -> (i64, i64) {
     assert_eq!(body["errorCode"], 0, "{body}");
@@ -48,7 +40,7 @@ fn row(body: &Value, path: &str) -> (i64, i64) {
 
 #[test]
 fn cluster_two_servers_count_every_acknowledged_call_once() {
-    let seeds = seeds();
+    let seeds = shared_seeds();
     let namespace = fresh_namespace("two-servers");
     let servers = Arc::new([
         ServeProcess::on_cluster(&seeds, &namespace, &[]),
@@ -115,7 +107,7 @@ fn cluster_two_servers_count_every_acknowledged_call_once() {
 
 #[test]
 fn cluster_a_registration_through_one_server_is_honoured_by_the_other() {
-    let seeds = seeds();
+    let seeds = shared_seeds();
     let namespace = fresh_namespace("registration");
     let first = ServeProcess::on_cluster(&seeds, &namespace, &[]);
     let second = ServeProcess::on_cluster(&seeds, &namespace, &[]);

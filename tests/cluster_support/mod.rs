@@ -33,6 +33,15 @@ pub fn fresh_namespace(prefix: &str) -> String {
     )
 }
 
+/// The seed nodes of the shared test cluster, from `TALLY_TEST_CLUSTER`.
+pub fn shared_seeds() -> Vec<String> {
+    std::env::var("TALLY_TEST_CLUSTER")
+        .expect("TALLY_TEST_CLUSTER names the test cluster's nodes (HOST:PORT,...)")
+        .split(',')
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A port free on loopback, and its cluster-bus port (port + 10000) too.
 fn free_port() -> u16 {
     loop {
