@@ -122,6 +122,11 @@ impl LoneNode {
             .stdout(Stdio::null())
             .spawn()
             .expect("start redis-server (is it installed?)");
+        clean_up_after_exit(&format!(
+            "kill -9 {}; rm -rf '{}'",
+            child.id(),
+            self.dir.path().display()
+        ));
         self.server = Some(child);
         let start = Instant::now();
         while !redis_cli(self.port, &["ping"]).contains("PONG") {
@@ -158,6 +163,26 @@ impl Drop for LoneNode {
     }
 }
 
+/// Runs the shell command `cleanup` once this test process has exited,
+/// however it exits: a test killed by a timeout or a signal runs no
+/// `Drop`, and the servers it started would outlive it. The watcher runs
+/// in a session of its own (`setsid`), so a signal to the test's process
+/// group does not reach it either.
+fn clean_up_after_exit(cleanup: &str) {
+    let watcher = format!(
+        "while kill -0 {} 2>/dev/null; do sleep 1; done; {cleanup}",
+        std::process::id()
+    );
+    let status = Command::new("setsid")
+        .args(["-f", "bash", "-c", &watcher])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run setsid");
+    assert!(status.success(), "the clean-up watcher did not start");
+}
+
 /// The repository's cluster script.
 fn cluster_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/redis-cluster")
@@ -181,6 +206,11 @@ impl OwnCluster {
             .status()
             .expect("run .ci/redis-cluster");
         assert!(status.success(), "the cluster did not start");
+        clean_up_after_exit(&format!(
+            "bash '{script}' stop '{dir}'; rm -rf '{dir}'",
+            script = cluster_script().display(),
+            dir = dir.path().display()
+        ));
         let seeds = std::fs::read_to_string(dir.path().join("seeds")).unwrap();
         let seeds = seeds.trim().split(',').map(str::to_owned).collect();
         OwnCluster { dir, seeds }
