@@ -122,7 +122,8 @@ fn cluster_healthz_reports_an_unreachable_cluster_and_the_server_recovers() {
         &[("counters", r#"[{"class":"shares","path":"/news"}]"#)],
     );
     assert_eq!(registered["errorCode"], 0, "{registered}");
-    assert_eq!(served.increment()["errorCode"], 0);
+    let first = served.increment();
+    assert_eq!(first["errorCode"], 0, "{first}");
 
     node.kill();
     let (status, body) = served.healthz();

@@ -3,8 +3,8 @@
 //! within for no addition to overflow, and the exact additions to make.
 //!
 //! Amounts never pass through Lua numbers (doubles): the bounds and the
-//! additions travel as decimal strings, the script compares decimal
-//! strings, and `HINCRBY` adds exact 64-bit integers.
+//! sums travel as decimal strings, and the script compares and adds
+//! decimal strings exactly.
 
 use std::collections::HashMap;
 
@@ -123,17 +123,17 @@ impl BatchPlan {
     }
 
     /// The script's arguments after its fixed ones: the field count, then
-    /// per field its name, the lowest and highest value it may hold now,
-    /// the number of additions and the additions; then the bucket count
-    /// and the buckets.
+    /// per field its name, the lowest and highest value it may hold now
+    /// and the sum of its additions; then the bucket count and the
+    /// buckets.
     ///
     /// The bounds are exact: a field may hold `v` if `v + p` fits 64 bits
-    /// for every prefix sum `p` of its additions (the empty one included).
-    /// The additions are the field's sum cut into pieces that each fit
-    /// 64 bits; added in turn they move monotonically from the old value
-    /// to the new, so none overflows once the bounds held.
+    /// for every prefix sum `p` of its additions (the empty one included,
+    /// and the whole sum, so the new value fits too). The sum itself may
+    /// lie beyond 64 bits (`i64::MAX` added to `i64::MIN + 1`…); the
+    /// script adds decimal strings of any length.
     pub(super) fn script_args(&self) -> Vec<String> {
-        let mut args = Vec::with_capacity(2 + self.fields.len() * 5 + self.buckets.len());
+        let mut args = Vec::with_capacity(2 + self.fields.len() * 4 + self.buckets.len());
         args.push(self.fields.len().to_string());
         for change in &self.fields {
             let (mut sum, mut lowest, mut highest) = (0i128, 0i128, 0i128);
@@ -159,9 +159,7 @@ impl BatchPlan {
             } else {
                 high.to_string()
             });
-            let pieces = pieces_of(sum);
-            args.push(pieces.len().to_string());
-            args.extend(pieces.iter().map(i64::to_string));
+            args.push(sum.to_string());
         }
         args.push(self.buckets.len().to_string());
         args.extend(self.buckets.iter().cloned());
@@ -188,17 +186,6 @@ impl BatchPlan {
         }
         None
     }
-}
-
-/// `sum` as additions that each fit 64 bits, all of its sign.
-fn pieces_of(mut sum: i128) -> Vec<i64> {
-    let mut pieces = Vec::new();
-    while sum != 0 {
-        let piece = sum.clamp(i128::from(i64::MIN + 1), i128::from(i64::MAX));
-        pieces.push(piece as i64);
-        sum -= piece;
-    }
-    pieces
 }
 
 #[cfg(test)]
@@ -228,13 +215,14 @@ mod tests {
         assert_eq!(plan.field_count(), 12);
         assert_eq!(args[0], "12");
         assert_eq!(
-            &args[1..6],
+            &args[1..5],
             [
                 "3:t:c",
                 // Any value meets the lower bound: sent as "".
                 "",
+                // The prefix sums are 2 and 1: the highest is 2.
                 &(i64::MAX as i128 - 2).to_string(),
-                "1",
+                // The sum.
                 "1"
             ]
         );
@@ -263,20 +251,18 @@ mod tests {
                 &(i64::MAX - 1).to_string(),
                 "1",
                 "1",
-                "1",
                 "1:t"
             ]
         );
     }
 
     #[test]
-    fn a_sum_beyond_64_bits_is_added_in_pieces() {
-        assert_eq!(pieces_of(0), Vec::<i64>::new());
-        assert_eq!(
-            pieces_of(i128::from(i64::MAX) * 2 + 1),
-            [i64::MAX, i64::MAX, 1]
-        );
-        assert_eq!(pieces_of(i128::from(i64::MIN)), [i64::MIN + 1, -1]);
+    fn a_sum_beyond_64_bits_travels_whole() {
+        let plan = plan(&[(&[2], i64::MAX, 0), (&[2], i64::MAX, 0)]);
+        let args = plan.script_args();
+        // 2:t:c, its bounds, then its sum.
+        assert_eq!(args[1], "2:t:c");
+        assert_eq!(args[4], (i128::from(i64::MAX) * 2).to_string());
     }
 
     #[test]
@@ -326,14 +312,10 @@ mod tests {
             let fits = (lo..=hi).contains(&i128::from(current));
             prop_assert_eq!(fits, plan.first_overflow(&[current]).is_none());
             if fits {
-                let pieces: Vec<i64> = args[5..5 + args[4].parse::<usize>().unwrap()]
-                    .iter().map(|p| p.parse().unwrap()).collect();
-                let mut value = current;
-                for piece in pieces {
-                    value = value.checked_add(piece).expect("a piece overflowed");
-                }
+                let sum: i128 = args[4].parse().unwrap();
                 let expected = deltas.iter().fold(i128::from(current), |v, &d| v + i128::from(d));
-                prop_assert_eq!(i128::from(value), expected);
+                prop_assert_eq!(i128::from(current) + sum, expected);
+                prop_assert!(i64::try_from(expected).is_ok(), "the new value fits");
             }
         }
     }
