@@ -17,7 +17,7 @@
 --
 -- Amounts stay decimal strings: Lua numbers are doubles, exact only below
 -- 2^53. They are compared digit by digit and added in limbs of seven
--- digits; no amount is ever held as one Lua number.
+-- digits; no Lua number ever holds more than one limb and a carry.
 
 local cells, marker = KEYS[1], KEYS[2]
 if redis.call('EXISTS', marker) == 1 then
@@ -138,6 +138,10 @@ end
 local function add(a, b)
   local a_negative, a_digits = split_sign(a)
   local b_negative, b_digits = split_sign(b)
+  if #a_digits <= LIMB_DIGITS and #b_digits <= LIMB_DIGITS then
+    -- One limb each (the common case): their sum is exact.
+    return string.format('%d', tonumber(a) + tonumber(b))
+  end
   if a_negative == b_negative then
     local sum = add_digits(a_digits, b_digits)
     return a_negative and ('-' .. sum) or sum
