@@ -182,7 +182,7 @@ const SWEEP_EVERY: u64 = 1024;
 pub(crate) fn random_hex_128() -> Result<String> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| Error::Random(e.to_string()))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(format!("{:032x}", u128::from_be_bytes(bytes)))
 }
 
 /// The `i`-th of a set of distinct, platform-shaped UIDs: 32 lowercase

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use super::keys::{BucketName, FieldKind, bucket_prefix, field};
+use super::keys::{BucketName, FieldKind, write_bucket_prefix, write_field};
 use crate::counter::CounterId;
 use crate::error::AmountField;
 use crate::period::{DayKey, Horizon, MonthKey};
@@ -30,18 +30,23 @@ struct Touch {
     amount: AmountField,
 }
 
-/// A field the batch changes, with its additions in batch order.
+/// A field the batch changes: the sum of its additions and the lowest and
+/// highest of their prefix sums (the empty one, zero, included).
 struct FieldChange {
-    name: String,
-    deltas: Vec<i64>,
+    counter: CounterId,
+    bucket: BucketName,
+    kind: FieldKind,
+    sum: i128,
+    lowest: i128,
+    highest: i128,
 }
 
 /// A batch planned for the script.
 pub(super) struct BatchPlan {
     fields: Vec<FieldChange>,
     touches: Vec<Touch>,
-    /// The buckets written (`ID:B`), each once: their `lastUpdated` is set.
-    buckets: Vec<String>,
+    /// The buckets written, each once: their `lastUpdated` is set.
+    buckets: Vec<(CounterId, BucketName)>,
 }
 
 /// Where the overflow check of a batch failed: entry `index` would
@@ -74,14 +79,13 @@ impl BatchPlan {
             touches: Vec::new(),
             buckets: Vec::new(),
         };
-        let mut field_index: HashMap<String, usize> = HashMap::new();
-        let mut bucket_seen: HashMap<String, ()> = HashMap::new();
+        let mut field_index: HashMap<(CounterId, BucketName, FieldKind), usize> = HashMap::new();
+        let mut bucket_seen: HashMap<(CounterId, BucketName), ()> = HashMap::new();
         for (entry, landing) in entries.iter().enumerate() {
             for &counter in landing.targets {
                 for &bucket in &buckets_of_cell {
-                    let prefix = bucket_prefix(counter, bucket);
-                    if bucket_seen.insert(prefix.clone(), ()).is_none() {
-                        plan.buckets.push(prefix);
+                    if bucket_seen.insert((counter, bucket), ()).is_none() {
+                        plan.buckets.push((counter, bucket));
                     }
                     for (kind, amount, delta) in [
                         (FieldKind::Count, AmountField::Count, landing.count),
@@ -92,16 +96,22 @@ impl BatchPlan {
                         if delta == 0 {
                             continue;
                         }
-                        let name = field(counter, bucket, kind);
                         let next = plan.fields.len();
-                        let index = *field_index.entry(name.clone()).or_insert(next);
+                        let index = *field_index.entry((counter, bucket, kind)).or_insert(next);
                         if index == next {
                             plan.fields.push(FieldChange {
-                                name,
-                                deltas: Vec::new(),
+                                counter,
+                                bucket,
+                                kind,
+                                sum: 0,
+                                lowest: 0,
+                                highest: 0,
                             });
                         }
-                        plan.fields[index].deltas.push(delta);
+                        let change = &mut plan.fields[index];
+                        change.sum += i128::from(delta);
+                        change.lowest = change.lowest.min(change.sum);
+                        change.highest = change.highest.max(change.sum);
                         plan.touches.push(Touch {
                             entry,
                             field: index,
@@ -122,48 +132,45 @@ impl BatchPlan {
         self.fields.len()
     }
 
-    /// The script's arguments after its fixed ones: the field count, then
-    /// per field its name, the lowest and highest value it may hold now
-    /// and the sum of its additions; then the bucket count and the
-    /// buckets.
+    /// Appends the script's arguments after its fixed ones to `command`:
+    /// the field count, then per field its name, the lowest and highest
+    /// value it may hold now and the sum of its additions; then the bucket
+    /// count and the buckets (`ID:B`).
     ///
     /// The bounds are exact: a field may hold `v` if `v + p` fits 64 bits
     /// for every prefix sum `p` of its additions (the empty one included,
     /// and the whole sum, so the new value fits too). The sum itself may
     /// lie beyond 64 bits (`i64::MAX` added to `i64::MIN + 1`…); the
     /// script adds decimal strings of any length.
-    pub(super) fn script_args(&self) -> Vec<String> {
-        let mut args = Vec::with_capacity(2 + self.fields.len() * 4 + self.buckets.len());
-        args.push(self.fields.len().to_string());
+    pub(super) fn write_script_args(&self, command: &mut redis::Cmd) {
+        let mut name = String::with_capacity(24);
+        command.arg(self.fields.len());
         for change in &self.fields {
-            let (mut sum, mut lowest, mut highest) = (0i128, 0i128, 0i128);
-            for &delta in &change.deltas {
-                sum += i128::from(delta);
-                lowest = lowest.min(sum);
-                highest = highest.max(sum);
-            }
-            args.push(change.name.clone());
+            name.clear();
+            write_field(&mut name, change.counter, change.bucket, change.kind);
+            command.arg(name.as_str());
             // A bound every 64-bit value meets travels as "": the script
             // skips the comparison.
-            let (low, high) = (
-                i128::from(i64::MIN) - lowest,
-                i128::from(i64::MAX) - highest,
-            );
-            args.push(if low == i128::from(i64::MIN) {
-                String::new()
+            let low = i128::from(i64::MIN) - change.lowest;
+            if low == i128::from(i64::MIN) {
+                command.arg("");
             } else {
-                low.to_string()
-            });
-            args.push(if high == i128::from(i64::MAX) {
-                String::new()
+                command.arg(low);
+            }
+            let high = i128::from(i64::MAX) - change.highest;
+            if high == i128::from(i64::MAX) {
+                command.arg("");
             } else {
-                high.to_string()
-            });
-            args.push(sum.to_string());
+                command.arg(high);
+            }
+            command.arg(change.sum);
         }
-        args.push(self.buckets.len().to_string());
-        args.extend(self.buckets.iter().cloned());
-        args
+        command.arg(self.buckets.len());
+        for &(counter, bucket) in &self.buckets {
+            name.clear();
+            write_bucket_prefix(&mut name, counter, bucket);
+            command.arg(name.as_str());
+        }
     }
 
     /// The first entry that overflows, given the values the fields held
@@ -195,6 +202,19 @@ mod tests {
 
     const NO_HORIZON: Horizon = (MonthKey(0), DayKey(0));
 
+    /// The arguments `write_script_args` appends, as text.
+    fn script_args(plan: &BatchPlan) -> Vec<String> {
+        let mut command = redis::Cmd::new();
+        plan.write_script_args(&mut command);
+        command
+            .args_iter()
+            .map(|arg| match arg {
+                redis::Arg::Simple(bytes) => String::from_utf8(bytes.to_vec()).unwrap(),
+                _ => panic!("only simple arguments are written"),
+            })
+            .collect()
+    }
+
     fn plan(entries: &[(&[CounterId], i64, i64)]) -> BatchPlan {
         let landings: Vec<Landing<'_>> = entries
             .iter()
@@ -210,7 +230,7 @@ mod tests {
     #[test]
     fn each_field_is_checked_once_with_its_additions_in_order() {
         let plan = plan(&[(&[3, 0], 2, 0), (&[3, 0], -1, 5)]);
-        let args = plan.script_args();
+        let args = script_args(&plan);
         // Count and value of total, month and day of counters 3 and 0.
         assert_eq!(plan.field_count(), 12);
         assert_eq!(args[0], "12");
@@ -243,7 +263,7 @@ mod tests {
             (MonthKey(301), DayKey(19_500)),
         );
         assert_eq!(
-            plan.script_args(),
+            script_args(&plan),
             [
                 "1",
                 "1:t:c",
@@ -259,7 +279,7 @@ mod tests {
     #[test]
     fn a_sum_beyond_64_bits_travels_whole() {
         let plan = plan(&[(&[2], i64::MAX, 0), (&[2], i64::MAX, 0)]);
-        let args = plan.script_args();
+        let args = script_args(&plan);
         // 2:t:c, its bounds, then its sum.
         assert_eq!(args[1], "2:t:c");
         assert_eq!(args[4], (i128::from(i64::MAX) * 2).to_string());
@@ -304,7 +324,7 @@ mod tests {
             if plan.field_count() == 0 {
                 return Ok(());
             }
-            let args = plan.script_args();
+            let args = script_args(&plan);
             let bound = |arg: &str, unbounded: i64| -> i128 {
                 if arg.is_empty() { i128::from(unbounded) } else { arg.parse().unwrap() }
             };

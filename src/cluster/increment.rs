@@ -189,10 +189,15 @@ impl Cluster {
         let cells = keys.cells(uid);
         let batch_id = random_hex_128()?;
         let (oldest_month, oldest_day) = self.inner.retention.horizon(now_secs);
-        let mut invocation = self.inner.batch_script.prepare_invoke();
-        invocation
-            .key(&cells)
-            .key(keys.batch_marker(uid, &batch_id))
+        // EVALSHA built here rather than through `ScriptInvocation`: the
+        // arguments go straight into the command's one buffer.
+        let script = &self.inner.batch_script;
+        let mut command = redis::cmd("EVALSHA");
+        command
+            .arg(script.get_hash())
+            .arg(2)
+            .arg(&cells)
+            .arg(keys.batch_marker(uid, &batch_id))
             .arg(if mode == Mode::Apply {
                 "apply"
             } else {
@@ -201,14 +206,27 @@ impl Cluster {
             .arg(self.inner.marker_millis)
             .arg(at_secs)
             .arg(oldest_month.0)
-            .arg(oldest_day.0)
-            .arg(plan.script_args());
+            .arg(oldest_day.0);
+        plan.write_script_args(&mut command);
         // Sent again with the same id: the marker makes it apply once.
         let reply: redis::Value = self
             .retrying(|| {
                 let mut connection = connection.map_or_else(|| self.connection(), Clone::clone);
-                let invocation = &invocation;
-                async move { invocation.invoke_async(&mut connection).await }
+                let command = &command;
+                async move {
+                    match command.query_async(&mut connection).await {
+                        // A node without the script (restarted, promoted,
+                        // flushed) is given it, then asked again.
+                        Err(error)
+                            if error.kind()
+                                == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                        {
+                            script.load_async(&mut connection).await?;
+                            command.query_async(&mut connection).await
+                        }
+                        outcome => outcome,
+                    }
+                }
             })
             .await
             .map_err(|e| self.failed(e))?;

@@ -87,26 +87,40 @@ pub(super) enum FieldKind {
     LastUpdated,
 }
 
-/// The prefix `ID:B` of a bucket's fields.
-pub(super) fn bucket_prefix(counter: CounterId, bucket: BucketName) -> String {
-    match bucket {
-        BucketName::Total => format!("{counter}:t"),
-        BucketName::Month(month) => format!("{counter}:m{}", month.0),
-        BucketName::Day(day) => format!("{counter}:d{}", day.0),
-    }
+/// Writes the prefix `ID:B` of a bucket's fields to `out`.
+pub(super) fn write_bucket_prefix(out: &mut String, counter: CounterId, bucket: BucketName) {
+    use std::fmt::Write;
+    // Writing to a String cannot fail.
+    let _ = match bucket {
+        BucketName::Total => write!(out, "{counter}:t"),
+        BucketName::Month(month) => write!(out, "{counter}:m{}", month.0),
+        BucketName::Day(day) => write!(out, "{counter}:d{}", day.0),
+    };
+}
+
+/// Writes the field of `kind` in a bucket to `out`.
+pub(super) fn write_field(
+    out: &mut String,
+    counter: CounterId,
+    bucket: BucketName,
+    kind: FieldKind,
+) {
+    write_bucket_prefix(out, counter, bucket);
+    out.push_str(match kind {
+        FieldKind::Count => ":c",
+        FieldKind::Value => ":v",
+        FieldKind::LastUpdated => ":u",
+    });
 }
 
 /// The field of `kind` in a bucket.
-pub(super) fn field(counter: CounterId, bucket: BucketName, kind: FieldKind) -> String {
-    let kind = match kind {
-        FieldKind::Count => 'c',
-        FieldKind::Value => 'v',
-        FieldKind::LastUpdated => 'u',
-    };
-    format!("{}:{kind}", bucket_prefix(counter, bucket))
+#[cfg(test)]
+fn field(counter: CounterId, bucket: BucketName, kind: FieldKind) -> String {
+    let mut name = String::new();
+    write_field(&mut name, counter, bucket, kind);
+    name
 }
 
-/// Reads a field name back; `None` for a name this engine never writes.
 pub(super) fn parse_field(name: &str) -> Option<(CounterId, BucketName, FieldKind)> {
     let mut parts = name.split(':');
     let (counter, bucket, kind) = (parts.next()?, parts.next()?, parts.next()?);
