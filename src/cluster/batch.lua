@@ -218,21 +218,21 @@ end
 -- written for the first time prunes its counter's buckets that are out
 -- of retention (their amounts stay in the total).
 local event_time = tonumber(at)
-local had_total = {}
+local counters, had_total = {}, {}
 for b = 1, bucket_count do
   local counter, bucket = string.match(ARGV[bucket_at + b], '^(%d+):(.*)$')
+  counters[b] = counter
   if bucket == 't' and values[field_count + b] then
     had_total[counter] = true
   end
 end
 local pruned = {}
 for b = 1, bucket_count do
-  local bucket, stamp = ARGV[bucket_at + b], values[field_count + b]
+  local counter, stamp = counters[b], values[field_count + b]
   if not stamp or tonumber(stamp) < event_time then
     writes[#writes + 1] = names[field_count + b]
     writes[#writes + 1] = at
   end
-  local counter = string.match(bucket, '^(%d+):')
   -- A counter whose total has no stamp yet was never written for this
   -- subject, so it has no old buckets to prune.
   if not stamp and not pruned[counter] and had_total[counter] then

@@ -1,12 +1,11 @@
 //! One increment batch for one subject, as the batch script takes it:
 //! every field it changes with the bounds its current value must lie
-//! within for no addition to overflow, and the exact additions to make.
+//! within for no addition to overflow, and the exact sum to add.
 //!
-//! Amounts never pass through Lua numbers (doubles): the bounds and the
-//! sums travel as decimal strings, and the script compares and adds
-//! decimal strings exactly.
+//! Amounts travel as decimal strings, and the script compares and adds
+//! them as decimal strings, exactly (Lua numbers are doubles).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::keys::{BucketName, FieldKind, write_bucket_prefix, write_field};
 use crate::counter::CounterId;
@@ -80,11 +79,11 @@ impl BatchPlan {
             buckets: Vec::new(),
         };
         let mut field_index: HashMap<(CounterId, BucketName, FieldKind), usize> = HashMap::new();
-        let mut bucket_seen: HashMap<(CounterId, BucketName), ()> = HashMap::new();
+        let mut buckets_seen: HashSet<(CounterId, BucketName)> = HashSet::new();
         for (entry, landing) in entries.iter().enumerate() {
             for &counter in landing.targets {
                 for &bucket in &buckets_of_cell {
-                    if bucket_seen.insert((counter, bucket), ()).is_none() {
+                    if buckets_seen.insert((counter, bucket)) {
                         plan.buckets.push((counter, bucket));
                     }
                     for (kind, amount, delta) in [
