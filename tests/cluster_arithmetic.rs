@@ -18,7 +18,8 @@ const NOW: i64 = 1_795_780_800; // 2026-11-27 12:00:00 UTC
 const PATHS: [&str; 3] = ["/", "/a", "/a/b"];
 
 /// Amounts small, near the 2^53 a double holds exactly, near the ends of
-/// the range, and anywhere.
+/// the range, at the lengths where the script's arithmetic changes (seven
+/// digits, thirteen characters), and anywhere.
 fn amount() -> impl Strategy<Value = i64> {
     prop_oneof![
         2 => -10i64..10,
@@ -27,6 +28,8 @@ fn amount() -> impl Strategy<Value = i64> {
         1 => (0i64..4).prop_map(|d| i64::MAX - d),
         1 => (0i64..4).prop_map(|d| i64::MIN + d),
         1 => (-3i64..3).prop_map(|d| 9_999_999 + d),
+        1 => (-3i64..3).prop_map(|d| 9_999_999_999_999 + d),
+        1 => (-3i64..3).prop_map(|d| -999_999_999_999 + d),
         3 => any::<i64>(),
     ]
 }
@@ -95,6 +98,33 @@ fn cluster_sums_agree_with_the_embedded_engine_over_the_whole_range() {
     });
 }
 
+/// A way to spoil a bucket's `COUNT:VALUE:LASTUPDATED`.
+enum Corruption {
+    /// The count replaced by this text.
+    Count(&'static str),
+    /// The value replaced by this text.
+    Value(&'static str),
+    /// The lastUpdated part left out.
+    NoStamp,
+    /// A fourth part added.
+    ExtraPart,
+    /// Nothing at all.
+    Empty,
+}
+
+impl Corruption {
+    fn apply(&self, stored: &str) -> String {
+        let parts: Vec<&str> = stored.split(':').collect();
+        match self {
+            Corruption::Count(junk) => format!("{junk}:{}:{}", parts[1], parts[2]),
+            Corruption::Value(junk) => format!("{}:{junk}:{}", parts[0], parts[2]),
+            Corruption::NoStamp => format!("{}:{}", parts[0], parts[1]),
+            Corruption::ExtraPart => format!("{stored}:1"),
+            Corruption::Empty => String::new(),
+        }
+    }
+}
+
 #[test]
 fn cluster_a_field_that_is_not_a_canonical_64_bit_integer_is_corrupt() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -112,37 +142,87 @@ fn cluster_a_field_that_is_not_a_canonical_64_bit_integer_is_corrupt() {
         let mut raw = client.get_async_connection().await.unwrap();
         // A leading zero, a minus zero, one past i64::MAX, one below
         // i64::MIN, and no number at all: each would be misread by a
-        // comparison of canonical decimals.
-        for (i, junk) in [
+        // comparison of canonical decimals. Each is tried as the count
+        // and as the value of counter 0's total, and fields that are not
+        // `COUNT:VALUE:LASTUPDATED` at all are tried too.
+        let junk_amounts = [
             "007",
             "-0",
             "9223372036854775808",
             "-9223372036854775809",
             "1e3",
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        ];
+        let mut cases: Vec<Corruption> = Vec::new();
+        for junk in junk_amounts {
+            cases.push(Corruption::Count(junk));
+            cases.push(Corruption::Value(junk));
+        }
+        cases.extend([
+            Corruption::NoStamp,
+            Corruption::ExtraPart,
+            Corruption::Empty,
+        ]);
+        for (i, corruption) in cases.iter().enumerate() {
             let uid = platform_shaped_uid(1_000 + i as u64);
             let entry = [Increment::new("c", "/")];
             cluster.increment(uid.as_str(), &entry).await.unwrap();
             let key = format!("{namespace}:{{{uid}}}");
             let before: Vec<(String, String)> = raw.hgetall(&key).await.unwrap();
-            // Counter 0's total count.
-            let () = raw.hset(&key, "0:t:c", junk).await.unwrap();
+            // Counter 0's total.
+            let total: String = raw.hget(&key, "0:t").await.unwrap();
+            let junk = corruption.apply(&total);
+            let () = raw.hset(&key, "0:t", &junk).await.unwrap();
             let error = cluster.increment(uid.as_str(), &entry).await.unwrap_err();
             assert!(
                 matches!(error.root(), Error::StoreCorrupt { .. }),
                 "{junk}: {error:?}"
             );
-            // Nothing else was written: every other field is as it was.
+            // Nothing else was written: every other field is as it was,
+            // and the refused batch left no marker (the first one's stays).
             let after: Vec<(String, String)> = raw.hgetall(&key).await.unwrap();
             let others = |fields: Vec<(String, String)>| -> Vec<(String, String)> {
-                let mut fields: Vec<_> = fields.into_iter().filter(|(f, _)| f != "0:t:c").collect();
+                let mut fields: Vec<_> = fields.into_iter().filter(|(f, _)| f != "0:t").collect();
                 fields.sort();
                 fields
             };
+            let markers: Vec<String> = raw.keys(format!("{key}:b:*")).await.unwrap();
+            assert_eq!(markers.len(), 1, "{junk}: {markers:?}");
             assert_eq!(others(after), others(before), "{junk}");
         }
+    });
+}
+
+/// The batch script claims a batch's id before it checks the batch: a
+/// batch refused for overflow must give the claim back, or its marker
+/// would outlive a batch that wrote nothing.
+#[test]
+fn cluster_a_batch_refused_for_overflow_leaves_no_marker() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let seeds = shared_seeds();
+        let namespace = fresh_namespace("arithmetic");
+        let cluster = Cluster::builder(&seeds)
+            .namespace(&namespace)
+            .connect()
+            .await
+            .unwrap();
+        cluster.register([("c", "/")]).await.unwrap();
+        let nodes: Vec<String> = seeds.iter().map(|s| format!("redis://{s}")).collect();
+        let client = redis::cluster::ClusterClient::new(nodes).unwrap();
+        let mut raw = client.get_async_connection().await.unwrap();
+        let uid = platform_shaped_uid(7);
+        let key = format!("{namespace}:{{{uid}}}");
+        let full = [Increment::new("c", "/").count(i64::MAX)];
+        cluster.increment(uid.as_str(), &full).await.unwrap();
+        let before: Vec<(String, String)> = raw.hgetall(&key).await.unwrap();
+        let error = cluster
+            .increment(uid.as_str(), &[Increment::new("c", "/")])
+            .await
+            .unwrap_err();
+        assert!(matches!(error.root(), Error::Overflow { .. }), "{error:?}");
+        let after: Vec<(String, String)> = raw.hgetall(&key).await.unwrap();
+        assert_eq!(after, before);
+        let markers: Vec<String> = raw.keys(format!("{key}:b:*")).await.unwrap();
+        assert_eq!(markers.len(), 1, "{markers:?}");
     });
 }

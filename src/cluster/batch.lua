@@ -4,32 +4,35 @@
 -- KEYS[2]  the batch's marker (same slot)
 -- ARGV     mode ('apply' or 'check'), the marker's lifetime in ms, the
 --          event time (Unix seconds), the oldest month index and day
---          number kept, then the fields (count; per field: name, lowest
---          and highest value it may hold ('' where every value will do)
---          and the sum of its additions) and the buckets written (count;
---          names `ID:B`).
+--          number kept, the number of counters written and of buckets
+--          written per counter, then per bucket (each counter's in turn,
+--          its total first) seven arguments: its field name `ID:B`, and
+--          for its count and then its value the lowest and highest
+--          amount it may hold ('' where every amount will do) and the sum
+--          of the batch's additions.
+--
+-- A bucket's field holds `COUNT:VALUE:LASTUPDATED`.
 --
 -- Replies {'ok'}, {'duplicate'} when the marker says the batch was
--- applied already, {'overflow', {current values}} when a field is out of
--- its bounds, or {'not_integer', field} when a field does not hold a
--- canonical 64-bit integer. Nothing is written unless every check passes;
--- then one HSET writes every new value and stamp.
+-- applied already, {'overflow', {count, value of each bucket}} when an
+-- amount is out of its bounds, or {'not_integer', field} when a field
+-- does not hold two canonical 64-bit integers and a time. The marker is
+-- set first (a batch applying claims its id) and removed again when a
+-- check fails, so nothing stays written unless every check passes; then
+-- one HSET writes every bucket.
 --
 -- Amounts stay decimal strings: Lua numbers are doubles, exact only below
--- 2^53. They are compared digit by digit and added in limbs of seven
--- digits; no Lua number ever holds more than one limb and a carry.
+-- 2^53. Long amounts are compared digit by digit and added in limbs of
+-- seven digits. Amounts of at most 13 characters (below 10^13 in
+-- magnitude, their sums below 2 * 10^13) are added as Lua numbers, which
+-- is exact, and print back exactly with Lua's 14 significant digits.
 
 local cells, marker = KEYS[1], KEYS[2]
-if redis.call('EXISTS', marker) == 1 then
-  return {'duplicate'}
-end
-
 local mode, marker_ms, at = ARGV[1], ARGV[2], ARGV[3]
 local oldest_month, oldest_day = tonumber(ARGV[4]), tonumber(ARGV[5])
+local event_time = tonumber(at)
 
--- Canonical decimal integers: an optional '-', then digits without a
--- leading zero, or '0'. `negative` is the sign, `digits` the magnitude.
-local MINUS = string.byte('-')
+local MINUS, ZERO = string.byte('-'), string.byte('0')
 local function split_sign(a)
   if string.byte(a, 1) == MINUS then
     return true, string.sub(a, 2)
@@ -37,7 +40,6 @@ local function split_sign(a)
   return false, a
 end
 
--- Compares two magnitudes: -1, 0 or 1.
 local function compare_digits(a, b)
   if #a ~= #b then
     return #a < #b and -1 or 1
@@ -48,7 +50,6 @@ local function compare_digits(a, b)
   return a < b and -1 or 1
 end
 
--- Compares two canonical decimal integers: -1, 0 or 1.
 local function compare(a, b)
   local a_negative, a_digits = split_sign(a)
   local b_negative, b_digits = split_sign(b)
@@ -59,21 +60,24 @@ local function compare(a, b)
   return a_negative and -order or order
 end
 
--- Whether `value` is a canonical decimal integer within 64 bits.
+-- Whether `value`, a '-' and digits, is canonical and within 64 bits.
 local function is_int64(value)
-  if value ~= '0' and not string.match(value, '^%-?[1-9]%d*$') then
-    return false
+  local first = string.byte(value, 1)
+  if first == MINUS then
+    if string.byte(value, 2) == ZERO then
+      return false
+    end
+  elseif first == ZERO then
+    return #value == 1
   end
-  local negative, digits = split_sign(value)
-  if #digits < 19 then
+  if #value < 19 then
     return true
   end
+  local negative, digits = split_sign(value)
   local limit = negative and '9223372036854775808' or '9223372036854775807'
-  return compare_digits(digits, limit) <= 0
+  return #digits < 19 or compare_digits(digits, limit) <= 0
 end
 
--- Limbs of seven digits, least significant first. A limb, and the sum or
--- difference of two limbs with a carry, is far below 2^53: exact.
 local LIMB_DIGITS, LIMB_BASE = 7, 10000000
 
 local function to_limbs(digits)
@@ -101,7 +105,6 @@ local function from_limbs(limbs)
   return table.concat(parts)
 end
 
--- a + b, for magnitudes.
 local function add_digits(a, b)
   local x, y = to_limbs(a), to_limbs(b)
   local sum, carry = {}, 0
@@ -119,7 +122,6 @@ local function add_digits(a, b)
   return from_limbs(sum)
 end
 
--- a - b, for magnitudes with a >= b.
 local function subtract_digits(a, b)
   local x, y = to_limbs(a), to_limbs(b)
   local difference, borrow = {}, 0
@@ -134,14 +136,17 @@ local function subtract_digits(a, b)
   return from_limbs(difference)
 end
 
--- a + b, for canonical decimal integers; the result is canonical.
+-- a + b, for canonical decimal integers; the result is canonical (a
+-- string, or a number that prints as one).
 local function add(a, b)
+  if b == '0' then
+    return a
+  end
+  if #a <= 13 and #b <= 13 then
+    return a + b
+  end
   local a_negative, a_digits = split_sign(a)
   local b_negative, b_digits = split_sign(b)
-  if #a_digits <= LIMB_DIGITS and #b_digits <= LIMB_DIGITS then
-    -- One limb each (the common case): their sum is exact.
-    return string.format('%d', tonumber(a) + tonumber(b))
-  end
   if a_negative == b_negative then
     local sum = add_digits(a_digits, b_digits)
     return a_negative and ('-' .. sum) or sum
@@ -157,94 +162,99 @@ local function add(a, b)
   return b_negative and ('-' .. difference) or difference
 end
 
--- HMGET of any number of fields, a thousand at a time (unpack is bounded).
-local function read_fields(names)
-  local values = {}
-  for first = 1, #names, 1000 do
-    local last = math.min(first + 999, #names)
-    local chunk = redis.call('HMGET', cells, unpack(names, first, last))
-    for i = 1, last - first + 1 do
-      values[first + i - 1] = chunk[i]
+-- Whether `amount` lies within `lowest` and `highest`.
+local function within(amount, lowest, highest)
+  if #amount <= 13 then
+    -- Below 10^13 in magnitude: within any lower bound of at least 14
+    -- digits below zero and any upper bound of at least 14 above it.
+    -- (Signs are read as bytes: Redis's collation may ignore a '-'.)
+    if (lowest == '' or (#lowest >= 15 and string.byte(lowest, 1) == MINUS))
+        and (highest == '' or (#highest >= 14 and string.byte(highest, 1) ~= MINUS)) then
+      return true
     end
   end
-  return values
+  return (lowest == '' or compare(amount, lowest) >= 0)
+      and (highest == '' or compare(amount, highest) <= 0)
 end
 
--- One read: every field the batch changes, then every bucket's stamp.
-local field_count = tonumber(ARGV[6])
-local bucket_at = 7 + 4 * field_count
-local bucket_count = tonumber(ARGV[bucket_at])
-local names = {}
-for f = 1, field_count do
-  names[f] = ARGV[3 + 4 * f]
+-- The buckets: their names, and where their arguments start.
+local counter_count, per_counter = tonumber(ARGV[6]), tonumber(ARGV[7])
+local names, starts = {}, {}
+for b = 1, counter_count * per_counter do
+  local start = 1 + 7 * b
+  names[b], starts[b] = ARGV[start], start
 end
-for b = 1, bucket_count do
-  names[field_count + b] = ARGV[bucket_at + b] .. ':u'
-end
-local values = read_fields(names)
 
--- Check every field against its bounds.
-local current = {}
-local out_of_bounds = false
-for f = 1, field_count do
-  local value = values[f]
-  if not value then
-    value = '0'
-  elseif not is_int64(value) then
-    return {'not_integer', names[f]}
+local stored = {}
+for first = 1, #names, 1000 do
+  local last = math.min(first + 999, #names)
+  local chunk = redis.call('HMGET', cells, unpack(names, first, last))
+  for i = 1, last - first + 1 do
+    stored[first + i - 1] = chunk[i]
   end
-  current[f] = value
-  local lowest, highest = ARGV[4 + 4 * f], ARGV[5 + 4 * f]
-  if (lowest ~= '' and compare(value, lowest) < 0)
-      or (highest ~= '' and compare(value, highest) > 0) then
+end
+
+if mode == 'apply' then
+  if not redis.call('SET', marker, '1', 'PX', marker_ms, 'NX') then
+    return {'duplicate'}
+  end
+elseif redis.call('EXISTS', marker) == 1 then
+  return {'duplicate'}
+end
+
+-- Check every amount against its bounds.
+local counts, values, stamps = {}, {}, {}
+local out_of_bounds = false
+for b = 1, #names do
+  local text, count, value, stamp = stored[b], '0', '0', nil
+  if text then
+    count, value, stamp = string.match(text, '^(%-?%d+):(%-?%d+):(%d+)$')
+    if not count or not is_int64(count) or not is_int64(value) then
+      if mode == 'apply' then
+        redis.call('DEL', marker)
+      end
+      return {'not_integer', names[b]}
+    end
+  end
+  counts[b], values[b], stamps[b] = count, value, stamp
+  local s = starts[b]
+  if not within(count, ARGV[s + 1], ARGV[s + 2]) or not within(value, ARGV[s + 4], ARGV[s + 5]) then
     out_of_bounds = true
   end
 end
-if out_of_bounds then
+if out_of_bounds or mode == 'check' then
+  if mode == 'apply' then
+    redis.call('DEL', marker)
+  end
+  if not out_of_bounds then
+    return {'ok'}
+  end
+  local current = {}
+  for b = 1, #names do
+    current[#current + 1] = counts[b]
+    current[#current + 1] = values[b]
+  end
   return {'overflow', current}
 end
-if mode == 'check' then
-  return {'ok'}
-end
 
--- Every sum fits: the bounds held. The new values, then the stamps.
-local writes = {}
-for f = 1, field_count do
-  writes[#writes + 1] = names[f]
-  writes[#writes + 1] = add(current[f], ARGV[6 + 4 * f])
-end
-
--- lastUpdated: the latest event time each bucket has seen. A bucket
--- written for the first time prunes its counter's buckets that are out
--- of retention (their amounts stay in the total).
-local event_time = tonumber(at)
-local counters, had_total = {}, {}
-for b = 1, bucket_count do
-  local counter, bucket = string.match(ARGV[bucket_at + b], '^(%d+):(.*)$')
-  counters[b] = counter
-  if bucket == 't' and values[field_count + b] then
-    had_total[counter] = true
-  end
-end
-local pruned = {}
-for b = 1, bucket_count do
-  local counter, stamp = counters[b], values[field_count + b]
-  if not stamp or tonumber(stamp) < event_time then
-    writes[#writes + 1] = names[field_count + b]
-    writes[#writes + 1] = at
-  end
-  -- A counter whose total has no stamp yet was never written for this
-  -- subject, so it has no old buckets to prune.
-  if not stamp and not pruned[counter] and had_total[counter] then
-    pruned[counter] = true
-    local stale = {}
+-- Every sum fits: write each bucket's new amounts and lastUpdated (the
+-- latest event time it has seen). A bucket written for the first time
+-- prunes its counter's buckets out of retention (their amounts stay in
+-- the total), unless the counter's total is new too.
+local writes, prune = {}, false
+for b = 1, #names do
+  local s, stamp = starts[b], stamps[b]
+  if (b - 1) % per_counter == 0 then
+    -- The counter's total: only a counter written before has old buckets.
+    prune = stamp ~= nil
+  elseif not stamp and prune then
+    prune = false
+    local counter = string.match(names[b], '^(%d+):')
     local prefix = counter .. ':'
+    local stale = {}
     for _, name in ipairs(redis.call('HKEYS', cells)) do
-      local id, kind, number
       if string.sub(name, 1, #prefix) == prefix then
-        id, kind, number = string.match(name, '^(%d+):([md])(%d+):')
-      end
-      if id == counter then
+        local kind, number = string.match(name, '^%d+:([md])(%d+)$')
         number = tonumber(number)
         if (kind == 'm' and number < oldest_month) or (kind == 'd' and number < oldest_day) then
           stale[#stale + 1] = name
@@ -255,11 +265,13 @@ for b = 1, bucket_count do
       redis.call('HDEL', cells, unpack(stale, first, math.min(first + 999, #stale)))
     end
   end
+  if not stamp or stamp + 0 < event_time then
+    stamp = at
+  end
+  writes[#writes + 1] = names[b]
+  writes[#writes + 1] = add(counts[b], ARGV[s + 3]) .. ':' .. add(values[b], ARGV[s + 6]) .. ':' .. stamp
 end
--- Pairs, a thousand arguments at a time.
 for first = 1, #writes, 1000 do
   redis.call('HSET', cells, unpack(writes, first, math.min(first + 999, #writes)))
 end
-
-redis.call('SET', marker, '1', 'PX', marker_ms)
 return {'ok'}

@@ -1,13 +1,12 @@
 //! One increment batch for one subject, as the batch script takes it:
-//! every field it changes with the bounds its current value must lie
-//! within for no addition to overflow, and the exact sum to add.
+//! every bucket it writes, and for each bucket's count and value the
+//! bounds the current amount must lie within for no addition to
+//! overflow, and the exact sum to add.
 //!
 //! Amounts travel as decimal strings, and the script compares and adds
 //! them as decimal strings, exactly (Lua numbers are doubles).
 
-use std::collections::{HashMap, HashSet};
-
-use super::keys::{BucketName, FieldKind, write_bucket_prefix, write_field};
+use super::keys::{BucketName, write_field};
 use crate::counter::CounterId;
 use crate::error::AmountField;
 use crate::period::{DayKey, Horizon, MonthKey};
@@ -20,32 +19,53 @@ pub(super) struct Landing<'a> {
     pub value: i64,
 }
 
-/// One addition of the batch to one field, in batch order.
+/// One addition of the batch to one amount, in batch order.
 struct Touch {
     entry: usize,
-    field: usize,
-    delta: i64,
-    counter: CounterId,
+    /// The bucket's index in [`BatchPlan::changes`].
+    bucket: usize,
     amount: AmountField,
+    delta: i64,
 }
 
-/// A field the batch changes: the sum of its additions and the lowest and
-/// highest of their prefix sums (the empty one, zero, included).
-struct FieldChange {
-    counter: CounterId,
-    bucket: BucketName,
-    kind: FieldKind,
+/// What the batch adds to one amount of a bucket: the sum of its
+/// additions and the lowest and highest of their prefix sums (the empty
+/// one, zero, included).
+#[derive(Clone, Copy, Default)]
+struct AmountChange {
     sum: i128,
     lowest: i128,
     highest: i128,
 }
 
+/// Where an amount sits among a bucket's two: count, then value.
+fn amount_index(amount: AmountField) -> usize {
+    match amount {
+        AmountField::Count => 0,
+        AmountField::Value => 1,
+    }
+}
+
+impl AmountChange {
+    fn add(&mut self, delta: i64) {
+        self.sum += i128::from(delta);
+        self.lowest = self.lowest.min(self.sum);
+        self.highest = self.highest.max(self.sum);
+    }
+}
+
 /// A batch planned for the script.
+///
+/// Every counter the batch lands in is written in the same buckets, the
+/// total first, then the month and the day where retention keeps them.
 pub(super) struct BatchPlan {
-    fields: Vec<FieldChange>,
+    buckets_of_cell: Vec<BucketName>,
+    /// The counters written, in the order the batch first lands in them.
+    counters: Vec<CounterId>,
+    /// Count and value changes of bucket `b` of counter `c`, at
+    /// `c * buckets_of_cell.len() + b`.
+    changes: Vec<[AmountChange; 2]>,
     touches: Vec<Touch>,
-    /// The buckets written, each once: their `lastUpdated` is set.
-    buckets: Vec<(CounterId, BucketName)>,
 }
 
 /// Where the overflow check of a batch failed: entry `index` would
@@ -73,50 +93,42 @@ impl BatchPlan {
         if day >= horizon.1 {
             buckets_of_cell.push(BucketName::Day(day));
         }
+        let per_counter = buckets_of_cell.len();
         let mut plan = BatchPlan {
-            fields: Vec::new(),
+            buckets_of_cell,
+            counters: Vec::new(),
+            changes: Vec::new(),
             touches: Vec::new(),
-            buckets: Vec::new(),
         };
-        let mut field_index: HashMap<(CounterId, BucketName, FieldKind), usize> = HashMap::new();
-        let mut buckets_seen: HashSet<(CounterId, BucketName)> = HashSet::new();
         for (entry, landing) in entries.iter().enumerate() {
             for &counter in landing.targets {
-                for &bucket in &buckets_of_cell {
-                    if buckets_seen.insert((counter, bucket)) {
-                        plan.buckets.push((counter, bucket));
+                // A batch lands in a handful of counters: a scan is fastest.
+                let position = match plan.counters.iter().position(|&c| c == counter) {
+                    Some(position) => position,
+                    None => {
+                        plan.counters.push(counter);
+                        plan.changes
+                            .resize(plan.changes.len() + per_counter, Default::default());
+                        plan.counters.len() - 1
                     }
-                    for (kind, amount, delta) in [
-                        (FieldKind::Count, AmountField::Count, landing.count),
-                        (FieldKind::Value, AmountField::Value, landing.value),
+                };
+                for b in 0..per_counter {
+                    let bucket = position * per_counter + b;
+                    for (amount, delta) in [
+                        (AmountField::Count, landing.count),
+                        (AmountField::Value, landing.value),
                     ] {
                         // An addition of zero changes nothing and cannot
-                        // overflow; an absent field reads as zero.
+                        // overflow.
                         if delta == 0 {
                             continue;
                         }
-                        let next = plan.fields.len();
-                        let index = *field_index.entry((counter, bucket, kind)).or_insert(next);
-                        if index == next {
-                            plan.fields.push(FieldChange {
-                                counter,
-                                bucket,
-                                kind,
-                                sum: 0,
-                                lowest: 0,
-                                highest: 0,
-                            });
-                        }
-                        let change = &mut plan.fields[index];
-                        change.sum += i128::from(delta);
-                        change.lowest = change.lowest.min(change.sum);
-                        change.highest = change.highest.max(change.sum);
+                        plan.changes[bucket][amount_index(amount)].add(delta);
                         plan.touches.push(Touch {
                             entry,
-                            field: index,
-                            delta,
-                            counter,
+                            bucket,
                             amount,
+                            delta,
                         });
                     }
                 }
@@ -125,70 +137,76 @@ impl BatchPlan {
         plan
     }
 
-    /// The number of fields the batch changes (the script checks each).
+    /// The number of buckets the batch writes (the script checks each).
     #[cfg(test)]
-    pub(super) fn field_count(&self) -> usize {
-        self.fields.len()
+    pub(super) fn bucket_count(&self) -> usize {
+        self.changes.len()
     }
 
     /// Appends the script's arguments after its fixed ones to `command`:
-    /// the field count, then per field its name, the lowest and highest
-    /// value it may hold now and the sum of its additions; then the bucket
-    /// count and the buckets (`ID:B`).
+    /// the number of counters and of buckets per counter, then per bucket
+    /// (each counter's in turn, its total first) its field name and, for
+    /// its count and then its value, the lowest and highest amount it may
+    /// hold now and the sum of its additions.
     ///
-    /// The bounds are exact: a field may hold `v` if `v + p` fits 64 bits
+    /// The bounds are exact: an amount may be `v` if `v + p` fits 64 bits
     /// for every prefix sum `p` of its additions (the empty one included,
-    /// and the whole sum, so the new value fits too). The sum itself may
+    /// and the whole sum, so the new amount fits too). The sum itself may
     /// lie beyond 64 bits (`i64::MAX` added to `i64::MIN + 1`…); the
     /// script adds decimal strings of any length.
     pub(super) fn write_script_args(&self, command: &mut redis::Cmd) {
-        let mut name = String::with_capacity(24);
-        command.arg(self.fields.len());
-        for change in &self.fields {
-            name.clear();
-            write_field(&mut name, change.counter, change.bucket, change.kind);
-            command.arg(name.as_str());
-            // A bound every 64-bit value meets travels as "": the script
-            // skips the comparison.
-            let low = i128::from(i64::MIN) - change.lowest;
-            if low == i128::from(i64::MIN) {
-                command.arg("");
-            } else {
-                command.arg(low);
+        let mut name = String::with_capacity(16);
+        command
+            .arg(self.counters.len())
+            .arg(self.buckets_of_cell.len());
+        for (&counter, changes) in self
+            .counters
+            .iter()
+            .zip(self.changes.chunks(self.buckets_of_cell.len()))
+        {
+            for (&bucket, change) in self.buckets_of_cell.iter().zip(changes) {
+                name.clear();
+                write_field(&mut name, counter, bucket);
+                command.arg(name.as_str());
+                for amount in change {
+                    // A bound every 64-bit amount meets travels as "": the
+                    // script skips the comparison.
+                    let low = i128::from(i64::MIN) - amount.lowest;
+                    if low == i128::from(i64::MIN) {
+                        command.arg("");
+                    } else {
+                        command.arg(low);
+                    }
+                    let high = i128::from(i64::MAX) - amount.highest;
+                    if high == i128::from(i64::MAX) {
+                        command.arg("");
+                    } else {
+                        command.arg(high);
+                    }
+                    command.arg(amount.sum);
+                }
             }
-            let high = i128::from(i64::MAX) - change.highest;
-            if high == i128::from(i64::MAX) {
-                command.arg("");
-            } else {
-                command.arg(high);
-            }
-            command.arg(change.sum);
-        }
-        command.arg(self.buckets.len());
-        for &(counter, bucket) in &self.buckets {
-            name.clear();
-            write_bucket_prefix(&mut name, counter, bucket);
-            command.arg(name.as_str());
         }
     }
 
-    /// The first entry that overflows, given the values the fields held
-    /// when the script checked them (in field order): the batch replayed
-    /// in order, each cell's additions checked as the embedded store
-    /// checks them.
+    /// The first entry that overflows, given the amounts the buckets held
+    /// when the script checked them (count, then value, of each bucket in
+    /// argument order): the batch replayed in order, each cell's additions
+    /// checked as the embedded store checks them.
     pub(super) fn first_overflow(&self, current: &[i64]) -> Option<FirstOverflow> {
         let mut running: Vec<i128> = current.iter().map(|&v| i128::from(v)).collect();
-        running.resize(self.fields.len(), 0);
+        running.resize(self.changes.len() * 2, 0);
         for touch in &self.touches {
-            let next = running[touch.field] + i128::from(touch.delta);
+            let slot = &mut running[touch.bucket * 2 + amount_index(touch.amount)];
+            let next = *slot + i128::from(touch.delta);
             if i64::try_from(next).is_err() {
                 return Some(FirstOverflow {
                     index: touch.entry,
-                    counter: touch.counter,
+                    counter: self.counters[touch.bucket / self.buckets_of_cell.len()],
                     amount: touch.amount,
                 });
             }
-            running[touch.field] = next;
+            *slot = next;
         }
         None
     }
@@ -227,25 +245,40 @@ mod tests {
     }
 
     #[test]
-    fn each_field_is_checked_once_with_its_additions_in_order() {
+    fn each_bucket_is_checked_once_with_its_additions_in_order() {
         let plan = plan(&[(&[3, 0], 2, 0), (&[3, 0], -1, 5)]);
         let args = script_args(&plan);
-        // Count and value of total, month and day of counters 3 and 0.
-        assert_eq!(plan.field_count(), 12);
-        assert_eq!(args[0], "12");
+        // Total, month and day of counters 3 and 0.
+        assert_eq!(plan.bucket_count(), 6);
+        assert_eq!(&args[..2], ["2", "3"]);
         assert_eq!(
-            &args[1..5],
+            &args[2..9],
             [
-                "3:t:c",
-                // Any value meets the lower bound: sent as "".
+                "3:t",
+                // Count: any amount meets the lower bound, sent as "".
                 "",
                 // The prefix sums are 2 and 1: the highest is 2.
                 &(i64::MAX as i128 - 2).to_string(),
                 // The sum.
-                "1"
+                "1",
+                // Value: one addition of 5.
+                "",
+                &(i64::MAX as i128 - 5).to_string(),
+                "5",
             ]
         );
-        assert_eq!(args.last().map(String::as_str), Some("0:d20420"));
+        assert_eq!(args[9], "3:m322");
+        assert_eq!(args[16], "3:d20420");
+        assert_eq!(args[23], "0:t");
+        assert_eq!(args[2 + 5 * 7], "0:d20420");
+        assert_eq!(args.len(), 2 + 6 * 7);
+    }
+
+    #[test]
+    fn an_amount_the_batch_leaves_alone_is_unbounded_and_adds_zero() {
+        let plan = plan(&[(&[1], 1, 0)]);
+        let args = script_args(&plan);
+        assert_eq!(&args[6..9], ["", "", "0"]);
     }
 
     #[test]
@@ -265,12 +298,14 @@ mod tests {
             script_args(&plan),
             [
                 "1",
-                "1:t:c",
+                "1",
+                "1:t",
                 "",
                 &(i64::MAX - 1).to_string(),
                 "1",
-                "1",
-                "1:t"
+                "",
+                "",
+                "0"
             ]
         );
     }
@@ -279,16 +314,16 @@ mod tests {
     fn a_sum_beyond_64_bits_travels_whole() {
         let plan = plan(&[(&[2], i64::MAX, 0), (&[2], i64::MAX, 0)]);
         let args = script_args(&plan);
-        // 2:t:c, its bounds, then its sum.
-        assert_eq!(args[1], "2:t:c");
-        assert_eq!(args[4], (i128::from(i64::MAX) * 2).to_string());
+        // 2:t, its count's bounds, then its sum.
+        assert_eq!(args[2], "2:t");
+        assert_eq!(args[5], (i128::from(i64::MAX) * 2).to_string());
     }
 
     #[test]
     fn the_first_overflow_names_entry_counter_and_amount() {
-        let plan = plan(&[(&[4], 1, 0), (&[4], 0, 1), (&[4], 0, i64::MAX)]);
-        // Fields in order: 4:t:c, 4:m:c, 4:d:c, then 4:t:v, 4:m:v, 4:d:v.
-        let current = [0, 0, 0, 0, 0, 0];
+        let plan = plan(&[(&[4, 0], 1, 0), (&[4, 0], 0, 1), (&[4, 0], 0, i64::MAX)]);
+        // Buckets 4:t, 4:m, 4:d, 0:t, 0:m, 0:d, each count then value.
+        let mut current = [0; 12];
         assert_eq!(
             plan.first_overflow(&current),
             Some(FirstOverflow {
@@ -297,12 +332,20 @@ mod tests {
                 amount: AmountField::Value,
             })
         );
+        current[6] = i64::MAX;
         assert_eq!(
-            plan.first_overflow(&[i64::MAX, 0, 0, 0, 0, 0])
-                .map(|o| o.index),
-            Some(0)
+            plan.first_overflow(&current),
+            Some(FirstOverflow {
+                index: 0,
+                counter: 0,
+                amount: AmountField::Count,
+            })
         );
-        assert_eq!(plan.first_overflow(&[0, 0, 0, -1, -1, -1]), None);
+        current[6] = 0;
+        for value in [1, 3, 5, 7, 9, 11] {
+            current[value] = -1;
+        }
+        assert_eq!(plan.first_overflow(&current), None);
     }
 
     proptest! {
@@ -320,18 +363,16 @@ mod tests {
                 .map(|&(targets, count, value)| Landing { targets, count, value })
                 .collect();
             let plan = BatchPlan::new(&landings, MonthKey(1), DayKey(1), (MonthKey(2), DayKey(2)));
-            if plan.field_count() == 0 {
-                return Ok(());
-            }
             let args = script_args(&plan);
             let bound = |arg: &str, unbounded: i64| -> i128 {
                 if arg.is_empty() { i128::from(unbounded) } else { arg.parse().unwrap() }
             };
-            let (lo, hi) = (bound(&args[2], i64::MIN), bound(&args[3], i64::MAX));
+            // The total's count: its bounds and sum follow its name.
+            let (lo, hi) = (bound(&args[3], i64::MIN), bound(&args[4], i64::MAX));
             let fits = (lo..=hi).contains(&i128::from(current));
-            prop_assert_eq!(fits, plan.first_overflow(&[current]).is_none());
+            prop_assert_eq!(fits, plan.first_overflow(&[current, 0]).is_none());
             if fits {
-                let sum: i128 = args[4].parse().unwrap();
+                let sum: i128 = args[5].parse().unwrap();
                 let expected = deltas.iter().fold(i128::from(current), |v, &d| v + i128::from(d));
                 prop_assert_eq!(i128::from(current) + sum, expected);
                 prop_assert!(i64::try_from(expected).is_ok(), "the new value fits");

@@ -2,16 +2,31 @@
 
 use std::collections::BTreeMap;
 
-use super::keys::{BucketName, FieldKind, parse_field};
+use super::keys::{BucketName, parse_field};
 use crate::counter::CounterId;
 use crate::error::{Error, Result};
 use crate::period::{Amount, Cell, Period, StoredBucket};
 
 /// What the hash holds of one bucket.
-#[derive(Default)]
 struct BucketParts {
     amount: Amount,
-    last_updated: Option<i64>,
+    last_updated: i64,
+}
+
+/// Reads a bucket's `COUNT:VALUE:LASTUPDATED`.
+fn parse_bucket(text: &str) -> Option<BucketParts> {
+    let mut parts = text.split(':');
+    let (count, value, last_updated) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(BucketParts {
+        amount: Amount {
+            count: count.parse().ok()?,
+            value: value.parse().ok()?,
+        },
+        last_updated: last_updated.parse().ok()?,
+    })
 }
 
 /// Rebuilds the cells of a subject's hash, by counter id. Fields this
@@ -23,29 +38,25 @@ pub(super) fn decode(key: &str, fields: &[(String, String)]) -> Result<BTreeMap<
     };
     let mut parts: BTreeMap<CounterId, BTreeMap<BucketName, BucketParts>> = BTreeMap::new();
     for (name, text) in fields {
-        let Some((counter, bucket, kind)) = parse_field(name) else {
+        let Some((counter, bucket)) = parse_field(name) else {
             continue;
         };
-        let number: i64 = text
-            .parse()
-            .map_err(|_| corrupt(format!("field {name} holds {text:?}, not an integer")))?;
-        let bucket = parts.entry(counter).or_default().entry(bucket).or_default();
-        match kind {
-            FieldKind::Count => bucket.amount.count = number,
-            FieldKind::Value => bucket.amount.value = number,
-            FieldKind::LastUpdated => bucket.last_updated = Some(number),
-        }
+        let bucket_parts = parse_bucket(text).ok_or_else(|| {
+            corrupt(format!(
+                "field {name} holds {text:?}, not COUNT:VALUE:LASTUPDATED"
+            ))
+        })?;
+        parts
+            .entry(counter)
+            .or_default()
+            .insert(bucket, bucket_parts);
     }
     let mut cells = BTreeMap::new();
     for (counter, buckets) in parts {
         let mut total = None;
         let mut stored = Vec::new();
         for (bucket, part) in buckets {
-            let last_updated = part.last_updated.ok_or_else(|| {
-                corrupt(format!(
-                    "counter {counter}'s bucket {bucket:?} has no lastUpdated"
-                ))
-            })?;
+            let last_updated = part.last_updated;
             let period = match bucket {
                 BucketName::Total => {
                     total = Some((part.amount, last_updated));

@@ -1,6 +1,6 @@
 //! Increments on the shared store: a batch validated whole, resolved
 //! against the registry copy and applied by one run of the batch script,
-//! which checks every field before it writes any. A batch that creates
+//! which checks every bucket before it writes any. A batch that creates
 //! counters, or has an entry that does not resolve, is checked by the
 //! script first. With the wait option, replicas acknowledge it.
 
@@ -356,7 +356,7 @@ fn parse_reply(key: &str, reply: redis::Value) -> Result<Reply> {
             Ok(Reply::Overflow(current))
         }
         Some("not_integer") => Err(corrupt(format!(
-            "field {} does not hold an integer",
+            "field {} does not hold COUNT:VALUE:LASTUPDATED with canonical 64-bit integers",
             items.get(1).and_then(text).unwrap_or_default()
         ))),
         other => Err(corrupt(format!("the batch script answered {other:?}"))),

@@ -11,9 +11,9 @@
 //! - `NS:{registry}:log`: the registry's changes, one list element per
 //!   change; its length is the registry's version.
 //!
-//! Field `ID:B:K` of a subject's hash is kind `K` (`c` count, `v` value,
-//! `u` lastUpdated) of bucket `B` (`t` total, `mN` month index N, `dN`
-//! day number N) of counter `ID`.
+//! Field `ID:B` of a subject's hash is bucket `B` (`t` total, `mN` month
+//! index N, `dN` day number N) of counter `ID`; it holds the bucket's
+//! count, value and lastUpdated as `COUNT:VALUE:LASTUPDATED`.
 
 use std::borrow::Cow;
 
@@ -79,16 +79,8 @@ pub(super) enum BucketName {
     Day(DayKey),
 }
 
-/// What a field of a bucket holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(super) enum FieldKind {
-    Count,
-    Value,
-    LastUpdated,
-}
-
-/// Writes the prefix `ID:B` of a bucket's fields to `out`.
-pub(super) fn write_bucket_prefix(out: &mut String, counter: CounterId, bucket: BucketName) {
+/// Writes the name `ID:B` of a bucket's field to `out`.
+pub(super) fn write_field(out: &mut String, counter: CounterId, bucket: BucketName) {
     use std::fmt::Write;
     // Writing to a String cannot fail.
     let _ = match bucket {
@@ -98,35 +90,17 @@ pub(super) fn write_bucket_prefix(out: &mut String, counter: CounterId, bucket: 
     };
 }
 
-/// Writes the field of `kind` in a bucket to `out`.
-pub(super) fn write_field(
-    out: &mut String,
-    counter: CounterId,
-    bucket: BucketName,
-    kind: FieldKind,
-) {
-    write_bucket_prefix(out, counter, bucket);
-    out.push_str(match kind {
-        FieldKind::Count => ":c",
-        FieldKind::Value => ":v",
-        FieldKind::LastUpdated => ":u",
-    });
-}
-
-/// The field of `kind` in a bucket.
+/// The field of a bucket.
 #[cfg(test)]
-fn field(counter: CounterId, bucket: BucketName, kind: FieldKind) -> String {
+fn field(counter: CounterId, bucket: BucketName) -> String {
     let mut name = String::new();
-    write_field(&mut name, counter, bucket, kind);
+    write_field(&mut name, counter, bucket);
     name
 }
 
-pub(super) fn parse_field(name: &str) -> Option<(CounterId, BucketName, FieldKind)> {
-    let mut parts = name.split(':');
-    let (counter, bucket, kind) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() {
-        return None;
-    }
+/// The counter and bucket a field is of, if it is a bucket's field.
+pub(super) fn parse_field(name: &str) -> Option<(CounterId, BucketName)> {
+    let (counter, bucket) = name.split_once(':')?;
     let number = |text: &str| -> Option<u32> {
         (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
             .then(|| text.parse().ok())
@@ -139,13 +113,7 @@ pub(super) fn parse_field(name: &str) -> Option<(CounterId, BucketName, FieldKin
         b'd' => BucketName::Day(DayKey(number(&bucket[1..])?)),
         _ => return None,
     };
-    let kind = match kind {
-        "c" => FieldKind::Count,
-        "v" => FieldKind::Value,
-        "u" => FieldKind::LastUpdated,
-        _ => return None,
-    };
-    Some((counter, bucket, kind))
+    Some((counter, bucket))
 }
 
 #[cfg(test)]
@@ -171,13 +139,11 @@ mod tests {
             BucketName::Day(DayKey(20_420)),
         ];
         for bucket in buckets {
-            for kind in [FieldKind::Count, FieldKind::Value, FieldKind::LastUpdated] {
-                let name = field(7, bucket, kind);
-                assert_eq!(parse_field(&name), Some((7, bucket, kind)), "{name}");
-            }
+            let name = field(7, bucket);
+            assert_eq!(parse_field(&name), Some((7, bucket)), "{name}");
         }
         for junk in [
-            "", "7", "7:t", "7:x:c", "7:t:c:1", "a:t:c", "7:m:c", "7:d-1:c", "7:tt:c",
+            "", "7", "7:", "7:x", "7:t:c", "a:t", "7:m", "7:d-1", "7:tt", ":t", "7:m1:",
         ] {
             assert_eq!(parse_field(junk), None, "{junk}");
         }
