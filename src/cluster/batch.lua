@@ -6,10 +6,11 @@
 --          event time (Unix seconds), the oldest month index and day
 --          number kept, the number of counters written and of buckets
 --          written per counter, then per bucket (each counter's in turn,
---          its total first) seven arguments: its field name `ID:B`, and
---          for its count and then its value the lowest and highest
---          amount it may hold ('' where every amount will do) and the sum
---          of the batch's additions.
+--          its total first) eight arguments: its field name `ID:B`; what
+--          it holds after the batch if it holds nothing yet ('' when the
+--          batch overflows from zero); and for its count and then its
+--          value the lowest and highest amount it may hold ('' where
+--          every amount will do) and the sum of the batch's additions.
 --
 -- A bucket's field holds `COUNT:VALUE:LASTUPDATED`.
 --
@@ -181,7 +182,7 @@ end
 local counter_count, per_counter = tonumber(ARGV[6]), tonumber(ARGV[7])
 local names, starts = {}, {}
 for b = 1, counter_count * per_counter do
-  local start = 1 + 7 * b
+  local start = 8 * b
   names[b], starts[b] = ARGV[start], start
 end
 
@@ -207,6 +208,7 @@ local counts, values, stamps = {}, {}, {}
 local out_of_bounds = false
 for b = 1, #names do
   local text, count, value, stamp = stored[b], '0', '0', nil
+  local s = starts[b]
   if text then
     count, value, stamp = string.match(text, '^(%-?%d+):(%-?%d+):(%d+)$')
     if not count or not is_int64(count) or not is_int64(value) then
@@ -215,12 +217,14 @@ for b = 1, #names do
       end
       return {'not_integer', names[b]}
     end
-  end
-  counts[b], values[b], stamps[b] = count, value, stamp
-  local s = starts[b]
-  if not within(count, ARGV[s + 1], ARGV[s + 2]) or not within(value, ARGV[s + 4], ARGV[s + 5]) then
+    if not within(count, ARGV[s + 2], ARGV[s + 3]) or not within(value, ARGV[s + 5], ARGV[s + 6]) then
+      out_of_bounds = true
+    end
+  elseif ARGV[s + 1] == '' then
+    -- A new bucket: its amounts are zero, and the client checked zero.
     out_of_bounds = true
   end
+  counts[b], values[b], stamps[b] = count, value, stamp
 end
 if out_of_bounds or mode == 'check' then
   if mode == 'apply' then
@@ -265,11 +269,15 @@ for b = 1, #names do
       redis.call('HDEL', cells, unpack(stale, first, math.min(first + 999, #stale)))
     end
   end
-  if not stamp or stamp + 0 < event_time then
-    stamp = at
-  end
   writes[#writes + 1] = names[b]
-  writes[#writes + 1] = add(counts[b], ARGV[s + 3]) .. ':' .. add(values[b], ARGV[s + 6]) .. ':' .. stamp
+  if not stamp then
+    writes[#writes + 1] = ARGV[s + 1]
+  else
+    if stamp + 0 < event_time then
+      stamp = at
+    end
+    writes[#writes + 1] = add(counts[b], ARGV[s + 4]) .. ':' .. add(values[b], ARGV[s + 7]) .. ':' .. stamp
+  end
 end
 for first = 1, #writes, 1000 do
   redis.call('HSET', cells, unpack(writes, first, math.min(first + 999, #writes)))

@@ -145,17 +145,21 @@ impl BatchPlan {
 
     /// Appends the script's arguments after its fixed ones to `command`:
     /// the number of counters and of buckets per counter, then per bucket
-    /// (each counter's in turn, its total first) its field name and, for
-    /// its count and then its value, the lowest and highest amount it may
-    /// hold now and the sum of its additions.
+    /// (each counter's in turn, its total first) its field name, what it
+    /// holds after the batch if it holds nothing yet (dated `at_secs`; ""
+    /// when the batch overflows from zero) and, for its count and then its
+    /// value, the lowest and highest amount it may hold now and the sum of
+    /// its additions.
     ///
     /// The bounds are exact: an amount may be `v` if `v + p` fits 64 bits
     /// for every prefix sum `p` of its additions (the empty one included,
     /// and the whole sum, so the new amount fits too). The sum itself may
     /// lie beyond 64 bits (`i64::MAX` added to `i64::MIN + 1`…); the
     /// script adds decimal strings of any length.
-    pub(super) fn write_script_args(&self, command: &mut redis::Cmd) {
+    pub(super) fn write_script_args(&self, command: &mut redis::Cmd, at_secs: i64) {
+        use std::fmt::Write;
         let mut name = String::with_capacity(16);
+        let mut fresh = String::with_capacity(32);
         command
             .arg(self.counters.len())
             .arg(self.buckets_of_cell.len());
@@ -168,6 +172,16 @@ impl BatchPlan {
                 name.clear();
                 write_field(&mut name, counter, bucket);
                 command.arg(name.as_str());
+                // From zero, every prefix sum must fit; the sum is one.
+                let fits_from_zero = change.iter().all(|amount| {
+                    amount.lowest >= i128::from(i64::MIN) && amount.highest <= i128::from(i64::MAX)
+                });
+                fresh.clear();
+                if fits_from_zero {
+                    // Writing to a String cannot fail.
+                    let _ = write!(fresh, "{}:{}:{at_secs}", change[0].sum, change[1].sum);
+                }
+                command.arg(fresh.as_str());
                 for amount in change {
                     // A bound every 64-bit amount meets travels as "": the
                     // script skips the comparison.
@@ -218,11 +232,12 @@ mod tests {
     use proptest::prelude::*;
 
     const NO_HORIZON: Horizon = (MonthKey(0), DayKey(0));
+    const AT: i64 = 1_764_288_000;
 
     /// The arguments `write_script_args` appends, as text.
     fn script_args(plan: &BatchPlan) -> Vec<String> {
         let mut command = redis::Cmd::new();
-        plan.write_script_args(&mut command);
+        plan.write_script_args(&mut command, AT);
         command
             .args_iter()
             .map(|arg| match arg {
@@ -252,9 +267,11 @@ mod tests {
         assert_eq!(plan.bucket_count(), 6);
         assert_eq!(&args[..2], ["2", "3"]);
         assert_eq!(
-            &args[2..9],
+            &args[2..10],
             [
                 "3:t",
+                // A new bucket holds the sums, dated.
+                &format!("1:5:{AT}"),
                 // Count: any amount meets the lower bound, sent as "".
                 "",
                 // The prefix sums are 2 and 1: the highest is 2.
@@ -267,18 +284,19 @@ mod tests {
                 "5",
             ]
         );
-        assert_eq!(args[9], "3:m322");
-        assert_eq!(args[16], "3:d20420");
-        assert_eq!(args[23], "0:t");
-        assert_eq!(args[2 + 5 * 7], "0:d20420");
-        assert_eq!(args.len(), 2 + 6 * 7);
+        assert_eq!(args[10], "3:m322");
+        assert_eq!(args[18], "3:d20420");
+        assert_eq!(args[26], "0:t");
+        assert_eq!(args[2 + 5 * 8], "0:d20420");
+        assert_eq!(args.len(), 2 + 6 * 8);
     }
 
     #[test]
     fn an_amount_the_batch_leaves_alone_is_unbounded_and_adds_zero() {
         let plan = plan(&[(&[1], 1, 0)]);
         let args = script_args(&plan);
-        assert_eq!(&args[6..9], ["", "", "0"]);
+        assert_eq!(args[3], format!("1:0:{AT}"));
+        assert_eq!(&args[7..10], ["", "", "0"]);
     }
 
     #[test]
@@ -300,6 +318,7 @@ mod tests {
                 "1",
                 "1",
                 "1:t",
+                &format!("1:0:{AT}"),
                 "",
                 &(i64::MAX - 1).to_string(),
                 "1",
@@ -314,9 +333,11 @@ mod tests {
     fn a_sum_beyond_64_bits_travels_whole() {
         let plan = plan(&[(&[2], i64::MAX, 0), (&[2], i64::MAX, 0)]);
         let args = script_args(&plan);
-        // 2:t, its count's bounds, then its sum.
+        // 2:t, its fresh value (none: it overflows from zero), its
+        // count's bounds, then its sum.
         assert_eq!(args[2], "2:t");
-        assert_eq!(args[5], (i128::from(i64::MAX) * 2).to_string());
+        assert_eq!(args[3], "");
+        assert_eq!(args[6], (i128::from(i64::MAX) * 2).to_string());
     }
 
     #[test]
@@ -367,12 +388,20 @@ mod tests {
             let bound = |arg: &str, unbounded: i64| -> i128 {
                 if arg.is_empty() { i128::from(unbounded) } else { arg.parse().unwrap() }
             };
-            // The total's count: its bounds and sum follow its name.
-            let (lo, hi) = (bound(&args[3], i64::MIN), bound(&args[4], i64::MAX));
+            // The total's count: its bounds and sum follow its name and
+            // its fresh value.
+            let (lo, hi) = (bound(&args[4], i64::MIN), bound(&args[5], i64::MAX));
             let fits = (lo..=hi).contains(&i128::from(current));
             prop_assert_eq!(fits, plan.first_overflow(&[current, 0]).is_none());
+            // A new bucket: its fresh value is there exactly when zero fits.
+            let fits_from_zero = plan.first_overflow(&[0, 0]).is_none();
+            prop_assert_eq!(!args[3].is_empty(), fits_from_zero);
+            if fits_from_zero {
+                let fresh_sum = deltas.iter().map(|&d| i128::from(d)).sum::<i128>();
+                prop_assert_eq!(&args[3], &format!("{fresh_sum}:0:{AT}"));
+            }
             if fits {
-                let sum: i128 = args[5].parse().unwrap();
+                let sum: i128 = args[6].parse().unwrap();
                 let expected = deltas.iter().fold(i128::from(current), |v, &d| v + i128::from(d));
                 prop_assert_eq!(i128::from(current) + sum, expected);
                 prop_assert!(i64::try_from(expected).is_ok(), "the new value fits");

@@ -207,7 +207,7 @@ impl Cluster {
             .arg(at_secs)
             .arg(oldest_month.0)
             .arg(oldest_day.0);
-        plan.write_script_args(&mut command);
+        plan.write_script_args(&mut command, at_secs);
         // Sent again with the same id: the marker makes it apply once.
         let reply: redis::Value = self
             .retrying(|| {
