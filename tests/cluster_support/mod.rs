@@ -42,18 +42,29 @@ pub fn shared_seeds() -> Vec<String> {
         .collect()
 }
 
-/// A port free on loopback, and its cluster-bus port (port + 10000) too.
+/// The lowest port of the kernel's ephemeral range, where outgoing
+/// connections take their local ports.
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
+/// A port free on loopback, and its cluster-bus port (port + 10000) too,
+/// both below the ephemeral range: a port there could be taken by an
+/// outgoing connection between the check and a restart on it.
 fn free_port() -> u16 {
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
-            return port;
-        }
-    }
+    use std::hash::BuildHasher;
+    let highest = ephemeral_low() - 10_001;
+    let random = std::collections::hash_map::RandomState::new();
+    (0u64..)
+        .map(|attempt| 10_000 + (random.hash_one(attempt) % u64::from(highest - 10_000)) as u16)
+        .find(|&port| {
+            TcpListener::bind(("127.0.0.1", port)).is_ok()
+                && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok()
+        })
+        .expect("a free port")
 }
 
 /// `redis-cli -p PORT ARGS…`, its output.
@@ -198,6 +209,12 @@ impl OwnCluster {
     /// Starts it with `.ci/redis-cluster start` (every replica synced).
     pub fn start() -> OwnCluster {
         let dir = tempfile::tempdir().unwrap();
+        // Before the start: a start that fails half-way leaves servers.
+        clean_up_after_exit(&format!(
+            "bash '{script}' stop '{dir}'; rm -rf '{dir}'",
+            script = cluster_script().display(),
+            dir = dir.path().display()
+        ));
         let status = Command::new("bash")
             .arg(cluster_script())
             .arg("start")
@@ -206,11 +223,6 @@ impl OwnCluster {
             .status()
             .expect("run .ci/redis-cluster");
         assert!(status.success(), "the cluster did not start");
-        clean_up_after_exit(&format!(
-            "bash '{script}' stop '{dir}'; rm -rf '{dir}'",
-            script = cluster_script().display(),
-            dir = dir.path().display()
-        ));
         let seeds = std::fs::read_to_string(dir.path().join("seeds")).unwrap();
         let seeds = seeds.trim().split(',').map(str::to_owned).collect();
         OwnCluster { dir, seeds }
