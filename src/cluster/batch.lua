@@ -33,6 +33,8 @@ local mode, marker_ms, at = ARGV[1], ARGV[2], ARGV[3]
 local oldest_month, oldest_day = tonumber(ARGV[4]), tonumber(ARGV[5])
 local event_time = tonumber(at)
 
+-- Canonical decimal integers: an optional '-', then digits without a
+-- leading zero, or '0'. `negative` is the sign, `digits` the magnitude.
 local MINUS, ZERO = string.byte('-'), string.byte('0')
 local function split_sign(a)
   if string.byte(a, 1) == MINUS then
@@ -41,6 +43,7 @@ local function split_sign(a)
   return false, a
 end
 
+-- Compares two magnitudes: -1, 0 or 1.
 local function compare_digits(a, b)
   if #a ~= #b then
     return #a < #b and -1 or 1
@@ -51,6 +54,7 @@ local function compare_digits(a, b)
   return a < b and -1 or 1
 end
 
+-- Compares two canonical decimal integers: -1, 0 or 1.
 local function compare(a, b)
   local a_negative, a_digits = split_sign(a)
   local b_negative, b_digits = split_sign(b)
@@ -79,6 +83,8 @@ local function is_int64(value)
   return #digits < 19 or compare_digits(digits, limit) <= 0
 end
 
+-- Limbs of seven digits, least significant first. A limb, and the sum or
+-- difference of two limbs with a carry, is far below 2^53: exact.
 local LIMB_DIGITS, LIMB_BASE = 7, 10000000
 
 local function to_limbs(digits)
@@ -106,6 +112,7 @@ local function from_limbs(limbs)
   return table.concat(parts)
 end
 
+-- a + b, for magnitudes.
 local function add_digits(a, b)
   local x, y = to_limbs(a), to_limbs(b)
   local sum, carry = {}, 0
@@ -123,6 +130,7 @@ local function add_digits(a, b)
   return from_limbs(sum)
 end
 
+-- a - b, for magnitudes with a >= b.
 local function subtract_digits(a, b)
   local x, y = to_limbs(a), to_limbs(b)
   local difference, borrow = {}, 0
@@ -186,6 +194,7 @@ for b = 1, counter_count * per_counter do
   names[b], starts[b] = ARGV[start], start
 end
 
+-- One HMGET of every bucket, a thousand at a time (unpack is bounded).
 local stored = {}
 for first = 1, #names, 1000 do
   local last = math.min(first + 999, #names)
@@ -195,6 +204,7 @@ for first = 1, #names, 1000 do
   end
 end
 
+-- Claim the batch's id: a batch applied already answers 'duplicate'.
 if mode == 'apply' then
   if not redis.call('SET', marker, '1', 'PX', marker_ms, 'NX') then
     return {'duplicate'}
@@ -279,6 +289,7 @@ for b = 1, #names do
     writes[#writes + 1] = add(counts[b], ARGV[s + 4]) .. ':' .. add(values[b], ARGV[s + 7]) .. ':' .. stamp
   end
 end
+-- Pairs, a thousand arguments at a time.
 for first = 1, #writes, 1000 do
   redis.call('HSET', cells, unpack(writes, first, math.min(first + 999, #writes)))
 end

@@ -6,6 +6,8 @@
 //! Amounts travel as decimal strings, and the script compares and adds
 //! them as decimal strings, exactly (Lua numbers are doubles).
 
+use std::collections::HashMap;
+
 use super::keys::{BucketName, write_field};
 use crate::counter::CounterId;
 use crate::error::AmountField;
@@ -100,18 +102,15 @@ impl BatchPlan {
             changes: Vec::new(),
             touches: Vec::new(),
         };
+        let mut position_of: HashMap<CounterId, usize> = HashMap::new();
         for (entry, landing) in entries.iter().enumerate() {
             for &counter in landing.targets {
-                // A batch lands in a handful of counters: a scan is fastest.
-                let position = match plan.counters.iter().position(|&c| c == counter) {
-                    Some(position) => position,
-                    None => {
-                        plan.counters.push(counter);
-                        plan.changes
-                            .resize(plan.changes.len() + per_counter, Default::default());
-                        plan.counters.len() - 1
-                    }
-                };
+                let position = *position_of.entry(counter).or_insert_with(|| {
+                    plan.counters.push(counter);
+                    plan.changes
+                        .resize(plan.changes.len() + per_counter, Default::default());
+                    plan.counters.len() - 1
+                });
                 for b in 0..per_counter {
                     let bucket = position * per_counter + b;
                     for (amount, delta) in [
