@@ -125,21 +125,30 @@ impl Corruption {
     }
 }
 
+/// A cluster store on a fresh namespace with `(c, /)` registered, its
+/// namespace, and a plain connection to the same cluster for reading and
+/// spoiling its keys.
+async fn registered_with_raw_connection()
+-> (Cluster, String, redis::cluster_async::ClusterConnection) {
+    let seeds = shared_seeds();
+    let namespace = fresh_namespace("arithmetic");
+    let cluster = Cluster::builder(&seeds)
+        .namespace(&namespace)
+        .connect()
+        .await
+        .unwrap();
+    cluster.register([("c", "/")]).await.unwrap();
+    let nodes: Vec<String> = seeds.iter().map(|s| format!("redis://{s}")).collect();
+    let client = redis::cluster::ClusterClient::new(nodes).unwrap();
+    let raw = client.get_async_connection().await.unwrap();
+    (cluster, namespace, raw)
+}
+
 #[test]
 fn cluster_a_field_that_is_not_a_canonical_64_bit_integer_is_corrupt() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let seeds = shared_seeds();
-        let namespace = fresh_namespace("arithmetic");
-        let cluster = Cluster::builder(&seeds)
-            .namespace(&namespace)
-            .connect()
-            .await
-            .unwrap();
-        cluster.register([("c", "/")]).await.unwrap();
-        let nodes: Vec<String> = seeds.iter().map(|s| format!("redis://{s}")).collect();
-        let client = redis::cluster::ClusterClient::new(nodes).unwrap();
-        let mut raw = client.get_async_connection().await.unwrap();
+        let (cluster, namespace, mut raw) = registered_with_raw_connection().await;
         // A leading zero, a minus zero, one past i64::MAX, one below
         // i64::MIN, and no number at all: each would be misread by a
         // comparison of canonical decimals. Each is tried as the count
@@ -199,17 +208,7 @@ fn cluster_a_field_that_is_not_a_canonical_64_bit_integer_is_corrupt() {
 fn cluster_a_batch_refused_for_overflow_leaves_no_marker() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let seeds = shared_seeds();
-        let namespace = fresh_namespace("arithmetic");
-        let cluster = Cluster::builder(&seeds)
-            .namespace(&namespace)
-            .connect()
-            .await
-            .unwrap();
-        cluster.register([("c", "/")]).await.unwrap();
-        let nodes: Vec<String> = seeds.iter().map(|s| format!("redis://{s}")).collect();
-        let client = redis::cluster::ClusterClient::new(nodes).unwrap();
-        let mut raw = client.get_async_connection().await.unwrap();
+        let (cluster, namespace, mut raw) = registered_with_raw_connection().await;
         let uid = platform_shaped_uid(7);
         let key = format!("{namespace}:{{{uid}}}");
         let full = [Increment::new("c", "/").count(i64::MAX)];
