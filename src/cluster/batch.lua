@@ -5,12 +5,13 @@
 -- ARGV     mode ('apply' or 'check'), the marker's lifetime in ms, the
 --          event time (Unix seconds), the oldest month index and day
 --          number kept, the number of counters written and of buckets
---          written per counter, then per bucket (each counter's in turn,
---          its total first) eight arguments: its field name `ID:B`; what
---          it holds after the batch if it holds nothing yet ('' when the
---          batch overflows from zero); and for its count and then its
---          value the lowest and highest amount it may hold ('' where
---          every amount will do) and the sum of the batch's additions.
+--          written per counter, then per counter (every bucket of a
+--          counter receives the same additions): what a bucket holds
+--          after the batch if it holds nothing yet ('' when the batch
+--          overflows from zero); for its count and then its value the
+--          lowest and highest amount a bucket may hold ('' where every
+--          amount will do) and the sum of the batch's additions; and the
+--          field names `ID:B` of its buckets, its total first.
 --
 -- A bucket's field holds `COUNT:VALUE:LASTUPDATED`.
 --
@@ -186,12 +187,15 @@ local function within(amount, lowest, highest)
       and (highest == '' or compare(amount, highest) <= 0)
 end
 
--- The buckets: their names, and where their arguments start.
+-- The buckets: their names, and where their counter's arguments start.
 local counter_count, per_counter = tonumber(ARGV[6]), tonumber(ARGV[7])
 local names, starts = {}, {}
-for b = 1, counter_count * per_counter do
-  local start = 8 * b
-  names[b], starts[b] = ARGV[start], start
+for c = 0, counter_count - 1 do
+  local start = 8 + c * (7 + per_counter)
+  for k = 1, per_counter do
+    local b = c * per_counter + k
+    names[b], starts[b] = ARGV[start + 6 + k], start
+  end
 end
 
 -- One HMGET of every bucket, a thousand at a time (unpack is bounded).
@@ -227,10 +231,10 @@ for b = 1, #names do
       end
       return {'not_integer', names[b]}
     end
-    if not within(count, ARGV[s + 2], ARGV[s + 3]) or not within(value, ARGV[s + 5], ARGV[s + 6]) then
+    if not within(count, ARGV[s + 1], ARGV[s + 2]) or not within(value, ARGV[s + 4], ARGV[s + 5]) then
       out_of_bounds = true
     end
-  elseif ARGV[s + 1] == '' then
+  elseif ARGV[s] == '' then
     -- A new bucket: its amounts are zero, and the client checked zero.
     out_of_bounds = true
   end
@@ -281,12 +285,12 @@ for b = 1, #names do
   end
   writes[#writes + 1] = names[b]
   if not stamp then
-    writes[#writes + 1] = ARGV[s + 1]
+    writes[#writes + 1] = ARGV[s]
   else
     if stamp + 0 < event_time then
       stamp = at
     end
-    writes[#writes + 1] = add(counts[b], ARGV[s + 4]) .. ':' .. add(values[b], ARGV[s + 7]) .. ':' .. stamp
+    writes[#writes + 1] = add(counts[b], ARGV[s + 3]) .. ':' .. add(values[b], ARGV[s + 6]) .. ':' .. stamp
   end
 end
 -- Pairs, a thousand arguments at a time.

@@ -1,7 +1,8 @@
 //! One increment batch for one subject, as the batch script takes it:
-//! every bucket it writes, and for each bucket's count and value the
-//! bounds the current amount must lie within for no addition to
-//! overflow, and the exact sum to add.
+//! every bucket it writes and, for each counter's count and value (every
+//! bucket of a counter receives the same additions), the bounds a bucket's
+//! current amount must lie within for no addition to overflow, and the
+//! exact sum to add.
 //!
 //! Amounts travel as decimal strings, and the script compares and adds
 //! them as decimal strings, exactly (Lua numbers are doubles).
@@ -21,31 +22,24 @@ pub(super) struct Landing<'a> {
     pub value: i64,
 }
 
-/// One addition of the batch to one amount, in batch order.
+/// One entry's additions to one counter (to each of its buckets), in
+/// batch order.
 struct Touch {
     entry: usize,
-    /// The bucket's index in [`BatchPlan::changes`].
-    bucket: usize,
-    amount: AmountField,
-    delta: i64,
+    /// The counter's position in [`BatchPlan::counters`].
+    position: usize,
+    count: i64,
+    value: i64,
 }
 
-/// What the batch adds to one amount of a bucket: the sum of its
-/// additions and the lowest and highest of their prefix sums (the empty
-/// one, zero, included).
+/// What the batch adds to one amount of a counter (to each of its
+/// buckets alike): the sum of its additions and the lowest and highest of
+/// their prefix sums (the empty one, zero, included).
 #[derive(Clone, Copy, Default)]
 struct AmountChange {
     sum: i128,
     lowest: i128,
     highest: i128,
-}
-
-/// Where an amount sits among a bucket's two: count, then value.
-fn amount_index(amount: AmountField) -> usize {
-    match amount {
-        AmountField::Count => 0,
-        AmountField::Value => 1,
-    }
 }
 
 impl AmountChange {
@@ -54,18 +48,24 @@ impl AmountChange {
         self.lowest = self.lowest.min(self.sum);
         self.highest = self.highest.max(self.sum);
     }
+
+    /// Whether every prefix sum fits 64 bits: whether the additions fit
+    /// from zero (the whole sum is one of them).
+    fn fits_from_zero(&self) -> bool {
+        self.lowest >= i128::from(i64::MIN) && self.highest <= i128::from(i64::MAX)
+    }
 }
 
 /// A batch planned for the script.
 ///
 /// Every counter the batch lands in is written in the same buckets, the
-/// total first, then the month and the day where retention keeps them.
+/// total first, then the month and the day where retention keeps them,
+/// and each of its buckets receives the same additions.
 pub(super) struct BatchPlan {
     buckets_of_cell: Vec<BucketName>,
     /// The counters written, in the order the batch first lands in them.
     counters: Vec<CounterId>,
-    /// Count and value changes of bucket `b` of counter `c`, at
-    /// `c * buckets_of_cell.len() + b`.
+    /// Count and value changes of each counter, in the same order.
     changes: Vec<[AmountChange; 2]>,
     touches: Vec<Touch>,
 }
@@ -95,7 +95,6 @@ impl BatchPlan {
         if day >= horizon.1 {
             buckets_of_cell.push(BucketName::Day(day));
         }
-        let per_counter = buckets_of_cell.len();
         let mut plan = BatchPlan {
             buckets_of_cell,
             counters: Vec::new(),
@@ -107,48 +106,35 @@ impl BatchPlan {
             for &counter in landing.targets {
                 let position = *position_of.entry(counter).or_insert_with(|| {
                     plan.counters.push(counter);
-                    plan.changes
-                        .resize(plan.changes.len() + per_counter, Default::default());
+                    plan.changes.push(Default::default());
                     plan.counters.len() - 1
                 });
-                for b in 0..per_counter {
-                    let bucket = position * per_counter + b;
-                    for (amount, delta) in [
-                        (AmountField::Count, landing.count),
-                        (AmountField::Value, landing.value),
-                    ] {
-                        // An addition of zero changes nothing and cannot
-                        // overflow.
-                        if delta == 0 {
-                            continue;
-                        }
-                        plan.changes[bucket][amount_index(amount)].add(delta);
-                        plan.touches.push(Touch {
-                            entry,
-                            bucket,
-                            amount,
-                            delta,
-                        });
-                    }
-                }
+                let [count, value] = &mut plan.changes[position];
+                count.add(landing.count);
+                value.add(landing.value);
+                plan.touches.push(Touch {
+                    entry,
+                    position,
+                    count: landing.count,
+                    value: landing.value,
+                });
             }
         }
         plan
     }
 
     /// The number of buckets the batch writes (the script checks each).
-    #[cfg(test)]
     pub(super) fn bucket_count(&self) -> usize {
-        self.changes.len()
+        self.counters.len() * self.buckets_of_cell.len()
     }
 
     /// Appends the script's arguments after its fixed ones to `command`:
-    /// the number of counters and of buckets per counter, then per bucket
-    /// (each counter's in turn, its total first) its field name, what it
-    /// holds after the batch if it holds nothing yet (dated `at_secs`; ""
-    /// when the batch overflows from zero) and, for its count and then its
-    /// value, the lowest and highest amount it may hold now and the sum of
-    /// its additions.
+    /// the number of counters and of buckets per counter, then per counter
+    /// what each of its buckets holds after the batch if it holds nothing
+    /// yet (dated `at_secs`; "" when the batch overflows from zero); for
+    /// its count and then its value, the lowest and highest amount a
+    /// bucket may hold now and the sum of the additions; and the field
+    /// names of its buckets, its total first.
     ///
     /// The bounds are exact: an amount may be `v` if `v + p` fits 64 bits
     /// for every prefix sum `p` of its additions (the empty one included,
@@ -157,47 +143,38 @@ impl BatchPlan {
     /// script adds decimal strings of any length.
     pub(super) fn write_script_args(&self, command: &mut redis::Cmd, at_secs: i64) {
         use std::fmt::Write;
-        let mut name = String::with_capacity(16);
-        let mut fresh = String::with_capacity(32);
+        let mut text = String::with_capacity(32);
         command
             .arg(self.counters.len())
             .arg(self.buckets_of_cell.len());
-        for (&counter, changes) in self
-            .counters
-            .iter()
-            .zip(self.changes.chunks(self.buckets_of_cell.len()))
-        {
-            for (&bucket, change) in self.buckets_of_cell.iter().zip(changes) {
-                name.clear();
-                write_field(&mut name, counter, bucket);
-                command.arg(name.as_str());
-                // From zero, every prefix sum must fit; the sum is one.
-                let fits_from_zero = change.iter().all(|amount| {
-                    amount.lowest >= i128::from(i64::MIN) && amount.highest <= i128::from(i64::MAX)
-                });
-                fresh.clear();
-                if fits_from_zero {
-                    // Writing to a String cannot fail.
-                    let _ = write!(fresh, "{}:{}:{at_secs}", change[0].sum, change[1].sum);
+        for (&counter, change) in self.counters.iter().zip(&self.changes) {
+            text.clear();
+            if change.iter().all(AmountChange::fits_from_zero) {
+                // Writing to a String cannot fail.
+                let _ = write!(text, "{}:{}:{at_secs}", change[0].sum, change[1].sum);
+            }
+            command.arg(text.as_str());
+            for amount in change {
+                // A bound every 64-bit amount meets travels as "": the
+                // script skips the comparison.
+                let low = i128::from(i64::MIN) - amount.lowest;
+                if low == i128::from(i64::MIN) {
+                    command.arg("");
+                } else {
+                    command.arg(low);
                 }
-                command.arg(fresh.as_str());
-                for amount in change {
-                    // A bound every 64-bit amount meets travels as "": the
-                    // script skips the comparison.
-                    let low = i128::from(i64::MIN) - amount.lowest;
-                    if low == i128::from(i64::MIN) {
-                        command.arg("");
-                    } else {
-                        command.arg(low);
-                    }
-                    let high = i128::from(i64::MAX) - amount.highest;
-                    if high == i128::from(i64::MAX) {
-                        command.arg("");
-                    } else {
-                        command.arg(high);
-                    }
-                    command.arg(amount.sum);
+                let high = i128::from(i64::MAX) - amount.highest;
+                if high == i128::from(i64::MAX) {
+                    command.arg("");
+                } else {
+                    command.arg(high);
                 }
+                command.arg(amount.sum);
+            }
+            for &bucket in &self.buckets_of_cell {
+                text.clear();
+                write_field(&mut text, counter, bucket);
+                command.arg(text.as_str());
             }
         }
     }
@@ -207,19 +184,27 @@ impl BatchPlan {
     /// argument order): the batch replayed in order, each cell's additions
     /// checked as the embedded store checks them.
     pub(super) fn first_overflow(&self, current: &[i64]) -> Option<FirstOverflow> {
+        let per_counter = self.buckets_of_cell.len();
         let mut running: Vec<i128> = current.iter().map(|&v| i128::from(v)).collect();
-        running.resize(self.changes.len() * 2, 0);
+        running.resize(self.bucket_count() * 2, 0);
         for touch in &self.touches {
-            let slot = &mut running[touch.bucket * 2 + amount_index(touch.amount)];
-            let next = *slot + i128::from(touch.delta);
-            if i64::try_from(next).is_err() {
-                return Some(FirstOverflow {
-                    index: touch.entry,
-                    counter: self.counters[touch.bucket / self.buckets_of_cell.len()],
-                    amount: touch.amount,
-                });
+            let buckets = &mut running[touch.position * per_counter * 2..][..per_counter * 2];
+            for bucket in buckets.chunks_mut(2) {
+                for (slot, amount, delta) in [
+                    (0, AmountField::Count, touch.count),
+                    (1, AmountField::Value, touch.value),
+                ] {
+                    let next = bucket[slot] + i128::from(delta);
+                    if i64::try_from(next).is_err() {
+                        return Some(FirstOverflow {
+                            index: touch.entry,
+                            counter: self.counters[touch.position],
+                            amount,
+                        });
+                    }
+                    bucket[slot] = next;
+                }
             }
-            *slot = next;
         }
         None
     }
@@ -259,16 +244,15 @@ mod tests {
     }
 
     #[test]
-    fn each_bucket_is_checked_once_with_its_additions_in_order() {
+    fn each_counter_sends_its_additions_once_and_names_its_buckets() {
         let plan = plan(&[(&[3, 0], 2, 0), (&[3, 0], -1, 5)]);
         let args = script_args(&plan);
         // Total, month and day of counters 3 and 0.
         assert_eq!(plan.bucket_count(), 6);
         assert_eq!(&args[..2], ["2", "3"]);
         assert_eq!(
-            &args[2..10],
+            &args[2..12],
             [
-                "3:t",
                 // A new bucket holds the sums, dated.
                 &format!("1:5:{AT}"),
                 // Count: any amount meets the lower bound, sent as "".
@@ -281,21 +265,22 @@ mod tests {
                 "",
                 &(i64::MAX as i128 - 5).to_string(),
                 "5",
+                // The counter's buckets, its total first.
+                "3:t",
+                "3:m322",
+                "3:d20420",
             ]
         );
-        assert_eq!(args[10], "3:m322");
-        assert_eq!(args[18], "3:d20420");
-        assert_eq!(args[26], "0:t");
-        assert_eq!(args[2 + 5 * 8], "0:d20420");
-        assert_eq!(args.len(), 2 + 6 * 8);
+        assert_eq!(&args[12..19], &args[2..9], "counter 0 receives the same");
+        assert_eq!(&args[19..], ["0:t", "0:m322", "0:d20420"]);
     }
 
     #[test]
     fn an_amount_the_batch_leaves_alone_is_unbounded_and_adds_zero() {
         let plan = plan(&[(&[1], 1, 0)]);
         let args = script_args(&plan);
-        assert_eq!(args[3], format!("1:0:{AT}"));
-        assert_eq!(&args[7..10], ["", "", "0"]);
+        assert_eq!(args[2], format!("1:0:{AT}"));
+        assert_eq!(&args[6..9], ["", "", "0"]);
     }
 
     #[test]
@@ -316,14 +301,14 @@ mod tests {
             [
                 "1",
                 "1",
-                "1:t",
                 &format!("1:0:{AT}"),
                 "",
                 &(i64::MAX - 1).to_string(),
                 "1",
                 "",
                 "",
-                "0"
+                "0",
+                "1:t",
             ]
         );
     }
@@ -332,11 +317,11 @@ mod tests {
     fn a_sum_beyond_64_bits_travels_whole() {
         let plan = plan(&[(&[2], i64::MAX, 0), (&[2], i64::MAX, 0)]);
         let args = script_args(&plan);
-        // 2:t, its fresh value (none: it overflows from zero), its
-        // count's bounds, then its sum.
-        assert_eq!(args[2], "2:t");
-        assert_eq!(args[3], "");
-        assert_eq!(args[6], (i128::from(i64::MAX) * 2).to_string());
+        // No fresh value (the batch overflows from zero), the count's
+        // bounds, then its sum.
+        assert_eq!(args[2], "");
+        assert_eq!(args[5], (i128::from(i64::MAX) * 2).to_string());
+        assert_eq!(args[9], "2:t");
     }
 
     #[test]
@@ -387,20 +372,19 @@ mod tests {
             let bound = |arg: &str, unbounded: i64| -> i128 {
                 if arg.is_empty() { i128::from(unbounded) } else { arg.parse().unwrap() }
             };
-            // The total's count: its bounds and sum follow its name and
-            // its fresh value.
-            let (lo, hi) = (bound(&args[4], i64::MIN), bound(&args[5], i64::MAX));
+            // The count's bounds and sum follow the fresh value.
+            let (lo, hi) = (bound(&args[3], i64::MIN), bound(&args[4], i64::MAX));
             let fits = (lo..=hi).contains(&i128::from(current));
             prop_assert_eq!(fits, plan.first_overflow(&[current, 0]).is_none());
             // A new bucket: its fresh value is there exactly when zero fits.
             let fits_from_zero = plan.first_overflow(&[0, 0]).is_none();
-            prop_assert_eq!(!args[3].is_empty(), fits_from_zero);
+            prop_assert_eq!(!args[2].is_empty(), fits_from_zero);
             if fits_from_zero {
                 let fresh_sum = deltas.iter().map(|&d| i128::from(d)).sum::<i128>();
-                prop_assert_eq!(&args[3], &format!("{fresh_sum}:0:{AT}"));
+                prop_assert_eq!(&args[2], &format!("{fresh_sum}:0:{AT}"));
             }
             if fits {
-                let sum: i128 = args[6].parse().unwrap();
+                let sum: i128 = args[5].parse().unwrap();
                 let expected = deltas.iter().fold(i128::from(current), |v, &d| v + i128::from(d));
                 prop_assert_eq!(i128::from(current) + sum, expected);
                 prop_assert!(i64::try_from(expected).is_ok(), "the new value fits");
