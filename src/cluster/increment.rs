@@ -4,6 +4,8 @@
 //! counters, or has an entry that does not resolve, is checked by the
 //! script first. With the wait option, replicas acknowledge it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
 
@@ -13,7 +15,35 @@ use crate::engine::{Increment, check_event_time};
 use crate::error::{Error, Result};
 use crate::period::{DayKey, MonthKey};
 use crate::registry::Provisional;
-use crate::subject::{Subject, random_hex_128};
+use crate::subject::Subject;
+
+/// Idempotency ids of one handle's batches: a random 64-bit prefix drawn
+/// when the handle connects, then a running number. Ids of one handle
+/// never repeat, and two handles draw the same prefix with probability
+/// 2^-64. Unlike regTokens, batch ids need not be unguessable (only a
+/// writer to the store could misuse one), so a batch costs no draw from
+/// the system's random source.
+pub(super) struct BatchIds {
+    prefix: u64,
+    next: AtomicU64,
+}
+
+impl BatchIds {
+    pub(super) fn new() -> Result<BatchIds> {
+        let mut prefix = [0u8; 8];
+        getrandom::fill(&mut prefix).map_err(|e| Error::Random(e.to_string()))?;
+        Ok(BatchIds {
+            prefix: u64::from_be_bytes(prefix),
+            next: AtomicU64::new(0),
+        })
+    }
+
+    /// A new id, 32 hexadecimal characters.
+    fn next(&self) -> String {
+        let number = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{:016x}{number:016x}", self.prefix)
+    }
+}
 
 /// Whether a batch is to be written or only checked.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -187,7 +217,7 @@ impl Cluster {
     ) -> Result<Reply> {
         let keys = &self.inner.keys;
         let cells = keys.cells(uid);
-        let batch_id = random_hex_128()?;
+        let batch_id = self.inner.batch_ids.next();
         let (oldest_month, oldest_day) = self.inner.retention.horizon(now_secs);
         // EVALSHA built here rather than through `ScriptInvocation`: the
         // arguments go straight into the command's one buffer.

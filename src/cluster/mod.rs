@@ -80,6 +80,7 @@ struct Inner {
     retention: Retention,
     registry: SharedRegistry,
     batch_script: Script,
+    batch_ids: increment::BatchIds,
     /// How long a batch's marker is kept, in milliseconds.
     marker_millis: u64,
     /// How long a batch is sent again after failures the client gave up on.

@@ -198,6 +198,7 @@ impl ClusterBuilder {
             registry,
             clock: self.clock,
             batch_script: Script::new(include_str!("batch.lua")),
+            batch_ids: super::increment::BatchIds::new()?,
             marker_millis: self.idempotency_window.as_millis() as u64,
             retry_for: self.retry_for,
             wait_for_replicas: self.wait_for_replicas,
