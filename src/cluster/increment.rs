@@ -240,8 +240,8 @@ impl Cluster {
         plan.write_script_args(&mut command, at_secs);
         // Sent again with the same id: the marker makes it apply once.
         let reply: redis::Value = self
-            .retrying(|| {
-                let mut connection = connection.map_or_else(|| self.connection(), Clone::clone);
+            .retrying(|shared| {
+                let mut connection = connection.map_or(shared, Clone::clone);
                 let command = &command;
                 async move {
                     match command.query_async(&mut connection).await {

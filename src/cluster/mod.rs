@@ -42,6 +42,7 @@ mod keys;
 mod open;
 mod pool;
 mod read;
+mod renewable;
 mod shared_registry;
 mod tokens;
 
@@ -73,7 +74,7 @@ pub struct Cluster {
 }
 
 struct Inner {
-    connection: ClusterConnection,
+    connection: renewable::RenewableConnection,
     keys: Keys,
     config: Config,
     clock: Arc<dyn Clock>,
@@ -138,7 +139,7 @@ impl Cluster {
     }
 
     fn connection(&self) -> ClusterConnection {
-        self.inner.connection.clone()
+        self.inner.connection.get().connection
     }
 
     /// The store's error for a failed call; the registry copy is read
@@ -156,22 +157,28 @@ impl Cluster {
         Ok(())
     }
 
-    /// Runs `attempt` until it succeeds, fails in a way another attempt
-    /// cannot mend, or `retry_for` has passed. The client's own retries
-    /// end after a number of attempts, and during a failover redirections
-    /// to the dead master use those up in moments.
+    /// Runs `attempt` on the shared connection until it succeeds, fails in
+    /// a way another attempt cannot mend, or `retry_for` has passed. The
+    /// client's own retries end after a number of attempts, and during a
+    /// failover redirections to the dead master use those up in moments.
+    /// An attempt that timed out renews the connection first.
     async fn retrying<T, F, A>(&self, mut attempt: F) -> redis::RedisResult<T>
     where
-        F: FnMut() -> A,
+        F: FnMut(ClusterConnection) -> A,
         A: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let deadline = tokio::time::Instant::now() + self.inner.retry_for;
         let mut pause = Duration::from_millis(50);
         loop {
-            match attempt().await {
+            let leased = self.inner.connection.get();
+            match attempt(leased.connection).await {
                 Err(error)
                     if worth_retrying(&error) && tokio::time::Instant::now() + pause < deadline =>
                 {
+                    if error.is_timeout() {
+                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        self.inner.connection.renew(leased.generation, left).await;
+                    }
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(500));
                 }

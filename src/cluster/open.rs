@@ -192,7 +192,7 @@ impl ClusterBuilder {
             days: self.config.daily_retention,
         };
         let inner = Inner {
-            connection,
+            connection: super::renewable::RenewableConnection::new(client, connection),
             keys,
             retention,
             registry,
@@ -206,7 +206,7 @@ impl ClusterBuilder {
             refresher: std::sync::OnceLock::new(),
             config: self.config,
         };
-        let mut connection = inner.connection.clone();
+        let mut connection = inner.connection.get().connection;
         inner.registry.refresh(&mut connection).await?;
         let classes = inner.config.system_classes.clone();
         if !classes.is_empty() {
@@ -233,7 +233,7 @@ async fn refresh_every(inner: Weak<Inner>, every: Duration) {
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        let mut connection = inner.connection.clone();
+        let mut connection = inner.connection.get().connection;
         // A failure leaves the copy marked stale: the next call reads the
         // log before it trusts the copy.
         let _ = inner.registry.refresh(&mut connection).await;

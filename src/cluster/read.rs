@@ -21,8 +21,7 @@ impl Cluster {
         let key = self.inner.keys.cells(&uid);
         let read_all = redis::cmd("HGETALL").arg(&key).clone();
         let fields: Vec<(String, String)> = self
-            .retrying(|| {
-                let mut connection = self.connection();
+            .retrying(|mut connection| {
                 let read_all = &read_all;
                 async move { read_all.query_async(&mut connection).await }
             })
