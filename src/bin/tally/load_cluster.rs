@@ -38,7 +38,10 @@ struct ClusterLatency {
 }
 
 /// Runs the load of `args` with `args.threads` concurrent callers (tasks)
-/// on the cluster reached through `seeds`, every call timed.
+/// on the cluster reached through `seeds`, every call timed. The callers
+/// share one thread, as redis-benchmark's clients do: the calls wait on
+/// the network, and a multi-threaded runtime would spend the machine's
+/// cores moving tasks between threads.
 pub(crate) fn load_cluster(
     args: &LoadArgs,
     seeds: &[String],
@@ -46,7 +49,7 @@ pub(crate) fn load_cluster(
     out: &mut impl Write,
 ) -> Result<ExitCode, Failure> {
     args.check_sizes()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let summary = runtime.block_on(run(args, seeds, namespace))?;
