@@ -6,10 +6,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
 
 use super::batch::{BatchPlan, Landing};
+use super::renewable::RenewableConnection;
 use super::{Cluster, pool, unavailable};
 use crate::engine::{Increment, check_event_time};
 use crate::error::{Error, Result};
@@ -208,7 +208,7 @@ impl Cluster {
     /// [`Cluster::run`] on `connection`, or on the shared one.
     async fn run_on(
         &self,
-        connection: Option<&ClusterConnection>,
+        connection: Option<&RenewableConnection>,
         uid: &str,
         plan: &BatchPlan,
         at_secs: i64,
@@ -240,24 +240,28 @@ impl Cluster {
         plan.write_script_args(&mut command, at_secs);
         // Sent again with the same id: the marker makes it apply once.
         let reply: redis::Value = self
-            .retrying(|shared| {
-                let mut connection = connection.map_or(shared, Clone::clone);
-                let command = &command;
-                async move {
-                    match command.query_async(&mut connection).await {
-                        // A node without the script (restarted, promoted,
-                        // flushed) is given it, then asked again.
-                        Err(error)
-                            if error.kind()
-                                == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                        {
-                            script.load_async(&mut connection).await?;
-                            command.query_async(&mut connection).await
+            .retrying_on(
+                connection.unwrap_or(&self.inner.connection),
+                |mut connection| {
+                    let command = &command;
+                    async move {
+                        match command.query_async(&mut connection).await {
+                            // A node without the script (restarted, promoted,
+                            // flushed) is given it, then asked again.
+                            Err(error)
+                                if error.kind()
+                                    == redis::ErrorKind::Server(
+                                        redis::ServerErrorKind::NoScript,
+                                    ) =>
+                            {
+                                script.load_async(&mut connection).await?;
+                                command.query_async(&mut connection).await
+                            }
+                            outcome => outcome,
                         }
-                        outcome => outcome,
                     }
-                }
-            })
+                },
+            )
             .await
             .map_err(|e| self.failed(e))?;
         parse_reply(&cells, reply)
@@ -267,7 +271,7 @@ impl Cluster {
     /// that connection's writes.
     async fn wait_for_replicas(
         &self,
-        connection: Option<&ClusterConnection>,
+        connection: Option<&RenewableConnection>,
         uid: &str,
     ) -> Result<()> {
         let Some((replicas, timeout)) = self.inner.wait_for_replicas else {
@@ -275,7 +279,7 @@ impl Cluster {
         };
         let slot = Slot::for_key(self.inner.keys.cells(uid));
         let acknowledged: i64 = connection
-            .map_or_else(|| self.connection(), Clone::clone)
+            .map_or_else(|| self.connection(), |leased| leased.get().connection)
             .route_command(
                 redis::cmd("WAIT")
                     .arg(replicas)

@@ -158,11 +158,24 @@ impl Cluster {
     }
 
     /// Runs `attempt` on the shared connection until it succeeds, fails in
-    /// a way another attempt cannot mend, or `retry_for` has passed. The
-    /// client's own retries end after a number of attempts, and during a
-    /// failover redirections to the dead master use those up in moments.
-    /// An attempt that timed out renews the connection first.
-    async fn retrying<T, F, A>(&self, mut attempt: F) -> redis::RedisResult<T>
+    /// a way another attempt cannot mend, or `retry_for` has passed.
+    async fn retrying<T, F, A>(&self, attempt: F) -> redis::RedisResult<T>
+    where
+        F: FnMut(ClusterConnection) -> A,
+        A: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        self.retrying_on(&self.inner.connection, attempt).await
+    }
+
+    /// [`Cluster::retrying`] on `source`. The client's own retries end
+    /// after a number of attempts, and during a failover redirections to
+    /// the dead master use those up in moments. An attempt that timed out
+    /// renews `source`'s connection first.
+    async fn retrying_on<T, F, A>(
+        &self,
+        source: &renewable::RenewableConnection,
+        mut attempt: F,
+    ) -> redis::RedisResult<T>
     where
         F: FnMut(ClusterConnection) -> A,
         A: std::future::Future<Output = redis::RedisResult<T>>,
@@ -170,14 +183,14 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + self.inner.retry_for;
         let mut pause = Duration::from_millis(50);
         loop {
-            let leased = self.inner.connection.get();
+            let leased = source.get();
             match attempt(leased.connection).await {
                 Err(error)
                     if worth_retrying(&error) && tokio::time::Instant::now() + pause < deadline =>
                 {
                     if error.is_timeout() {
                         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                        self.inner.connection.renew(leased.generation, left).await;
+                        source.renew(leased.generation, left).await;
                     }
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(500));

@@ -180,7 +180,11 @@ impl ClusterBuilder {
             Some(_) => {
                 let mut connections = Vec::with_capacity(super::pool::WAITING_CONNECTIONS);
                 for _ in 0..super::pool::WAITING_CONNECTIONS {
-                    connections.push(client.get_async_connection().await.map_err(unavailable)?);
+                    let connection = client.get_async_connection().await.map_err(unavailable)?;
+                    connections.push(super::renewable::RenewableConnection::new(
+                        client.clone(),
+                        connection,
+                    ));
                 }
                 Some(super::pool::ConnectionPool::new(connections))
             }

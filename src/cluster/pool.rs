@@ -8,20 +8,21 @@
 //! it back.
 
 use parking_lot::Mutex;
-use redis::cluster_async::ClusterConnection;
 use tokio::sync::{Semaphore, SemaphorePermit};
+
+use super::renewable::RenewableConnection;
 
 /// How many batches wait for replicas at once, per instance.
 pub(super) const WAITING_CONNECTIONS: usize = 16;
 
 /// Connections leased one batch at a time.
 pub(super) struct ConnectionPool {
-    free: Mutex<Vec<ClusterConnection>>,
+    free: Mutex<Vec<RenewableConnection>>,
     permits: Semaphore,
 }
 
 impl ConnectionPool {
-    pub(super) fn new(connections: Vec<ClusterConnection>) -> ConnectionPool {
+    pub(super) fn new(connections: Vec<RenewableConnection>) -> ConnectionPool {
         ConnectionPool {
             permits: Semaphore::new(connections.len()),
             free: Mutex::new(connections),
@@ -48,13 +49,13 @@ impl ConnectionPool {
 /// A leased connection, given back on drop.
 pub(super) struct Lease<'p> {
     pool: &'p ConnectionPool,
-    connection: Option<ClusterConnection>,
+    connection: Option<RenewableConnection>,
     _permit: SemaphorePermit<'p>,
 }
 
 impl Lease<'_> {
     /// The leased connection.
-    pub(super) fn connection(&self) -> &ClusterConnection {
+    pub(super) fn connection(&self) -> &RenewableConnection {
         self.connection.as_ref().expect("held until drop")
     }
 }

@@ -1,5 +1,5 @@
-//! The shared connection, replaced by a new one when commands on it time
-//! out.
+//! A connection replaced by a new one when commands on it time out: the
+//! shared connection, and each of the wait option's leased ones.
 //!
 //! After a master dies, the client's connection can go on routing a slot
 //! to the dead node, or holding commands for it, for longer than the
@@ -16,7 +16,7 @@ use parking_lot::RwLock;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 
-/// The connection every call clones, and the client that makes new ones.
+/// A connection callers clone, and the client that makes new ones.
 pub(super) struct RenewableConnection {
     client: ClusterClient,
     current: RwLock<Current>,
